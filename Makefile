@@ -1,0 +1,14 @@
+# The two commands of the README, and the helpers around them.
+.PHONY: demo test install lock bench
+
+demo:  ## run a simulated trading day end to end and print its verification report
+	@scripts/demo.sh
+
+test:  ## run the whole test suite
+	@scripts/test.sh
+
+install:  ## create .venv with the pinned packages
+	@scripts/bootstrap.sh
+
+lock:  ## re-resolve requirements.txt into constraints.txt
+	@scripts/lock.sh
