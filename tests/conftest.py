@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
-import psycopg
-import pytest
+# Airflow reads its configuration at import: give the suite its own home and a Fernet key (the
+# hook encrypts the shared KIS token with it) before any test module imports Airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kis-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "pDmjq1UPDtIqNoN0PTcdPoXyq0ubD2ZmLkpnI3mk1tU=")
 
-from devtools import localpg
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+from devtools import localpg  # noqa: E402
 
 
 @pytest.fixture(scope="session")
