@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 # hook encrypts the shared KIS token with it) before any test module imports Airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kis-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "pDmjq1UPDtIqNoN0PTcdPoXyq0ubD2ZmLkpnI3mk1tU=")
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
