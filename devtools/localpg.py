@@ -5,7 +5,8 @@ as root), keeps its data under the project's state directory, listens on 127.0.0
 requires a password, which is generated once and kept in a 0600 file beside the data.
 
 As root the server runs as the ``postgres`` system user (PostgreSQL refuses to run as root), so
-its files then live under /var/tmp, which that user can reach whatever the checkout's path is.
+the state directory is then under /var/tmp, which that user can reach whatever the checkout's
+path is.
 
     python -m devtools.localpg start | stop | status | dsn [DBNAME] | createdb NAME
 """
@@ -60,15 +61,19 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def cluster() -> Cluster:
-    """The cluster of this checkout (``KIS_PG_DIR`` and ``KIS_PG_PORT`` override)."""
-    port = int(os.environ.get("KIS_PG_PORT", DEFAULT_PORT))
-    if os.environ.get("KIS_PG_DIR"):
-        return Cluster(Path(os.environ["KIS_PG_DIR"]), port)
+def state_dir() -> Path:
+    """Where this checkout keeps its local services' state (``KIS_STATE_DIR`` overrides)."""
+    if os.environ.get("KIS_STATE_DIR"):
+        return Path(os.environ["KIS_STATE_DIR"])
     if _is_root():
         tag = hashlib.sha1(str(REPO).encode()).hexdigest()[:10]
-        return Cluster(Path(f"/var/tmp/kis-minute-bars-{tag}/pg"), port)
-    return Cluster(REPO / ".local" / "pg", port)
+        return Path(f"/var/tmp/kis-minute-bars-{tag}")
+    return REPO / ".local"
+
+
+def cluster() -> Cluster:
+    """The cluster of this checkout (``KIS_PG_PORT`` overrides the port)."""
+    return Cluster(state_dir() / "pg", int(os.environ.get("KIS_PG_PORT", DEFAULT_PORT)))
 
 
 def _bin_dir() -> Path:

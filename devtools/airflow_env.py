@@ -1,0 +1,99 @@
+"""The environment of a local Airflow: the demo, `make airflow` and the DAG tests share it.
+
+Everything is configured through ``AIRFLOW__*`` and ``AIRFLOW_CONN_*`` variables (no airflow.cfg
+editing): the metadata database and the market database live in the private PostgreSQL cluster,
+the DAGs and plugins come straight from this checkout, and the scheduler carries the settings
+that keep a minute run inside its minute (see AIRFLOW_3.md: idle sleep 0.1 s, 64 task instances
+per query, parallelism at least twice the ``kis_api`` pool).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from devtools import localpg
+
+REPO = localpg.REPO
+VENV_BIN = REPO / ".venv" / "bin"
+SIMULATOR_APPKEY = "SIMULATOR-APPKEY"
+SIMULATOR_APPSECRET = "SIMULATOR-APPSECRET"
+
+
+def _kept_secret(name: str, make) -> str:
+    """A secret generated once per checkout and kept (0600) beside the cluster's data."""
+    path = localpg.state_dir() / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def kis_connection(host: str, port: int, *, environment: str = "real", appkey: str = SIMULATOR_APPKEY,
+                   appsecret: str = SIMULATOR_APPSECRET, scheme: str = "http") -> str:
+    """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default)."""
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": port,
+            "schema": scheme,
+            "login": appkey,
+            "password": appsecret,
+            "extra": {"environment": environment, "custtype": "P"},
+        }
+    )
+
+
+def environment(name: str, *, api_port: int = 8080, market_db: str | None = None,
+                kis_conn: str | None = None) -> dict[str, str]:
+    """The variables of local Airflow ``name``: its own home and metadata database.
+
+    :param name: ``local`` for the demo and `make airflow`; tests use their own names.
+    :param market_db: the market database's name (default ``kis_market_<name>``).
+    :param kis_conn: ``AIRFLOW_CONN_KIS_DEFAULT``; left out when None.
+    """
+    cluster = localpg.cluster()
+    home = localpg.state_dir() / f"airflow-{name}"
+    metadata_dsn = cluster.dsn(f"airflow_{name}").replace("postgresql://", "postgresql+psycopg://", 1)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "32",
+        "AIRFLOW__CORE__FERNET_KEY": _kept_secret("fernet.key", lambda: Fernet.generate_key().decode()),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _kept_secret("jwt.secret", lambda: secrets.token_urlsafe(32)),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
+        "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW_CONN_KIS_MARKET_DB": cluster.dsn(market_db or f"kis_market_{name}"),
+    }
+    if kis_conn:
+        env["AIRFLOW_CONN_KIS_DEFAULT"] = kis_conn
+    return env
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Creates the databases, migrates the metadata database and imports the pools (idempotent)."""
+    localpg.start()
+    localpg.wait_until_accepting()
+    for dsn_var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_KIS_MARKET_DB"):
+        localpg.create_database(env[dsn_var].rsplit("/", 1)[1])
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    run_env = {**os.environ, **env}
+    for argv in (["db", "migrate"], ["pools", "import", str(REPO / "include" / "pools.json")]):
+        subprocess.run([str(VENV_BIN / "airflow"), *argv], env=run_env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,0 +1,147 @@
+"""Alerts: the one notifier behind live gap checks, failed verifications and missed deadlines.
+
+Every alert goes to the task log (or the triggerer's log) and to the ``collection_alerts`` table of
+the market database, which the dashboard shows. When configured, it also goes out through
+Airflow's notifiers: e-mail with the Variable ``kis_alert_email`` (recipients, comma separated)
+over the ``smtp_default`` connection, Slack with the Variable ``kis_alert_slack_conn_id`` (a Slack
+webhook connection; needs apache-airflow-providers-slack).
+
+The Deadline Alerts of both DAGs are declared here too (``deadline_alerts``), together with the
+one deliberate exception: ``airflow dags test`` parses the DAGs without them, see its docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kis.bars import KST
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parents[2] / "include" / "sql"
+MARKET_DB_CONN_ID = "kis_market_db"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something an operator must look at: what, where, and the evidence."""
+
+    kind: str  # gap | incomplete_day | deadline_missed | unknown_code | invalid_watchlist
+    message: str
+    trading_date: date | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    stock_code: str | None = None
+    minutes: Sequence[datetime] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None:
+    """Logs, stores and forwards one alert. Storing or forwarding failures are logged, not raised:
+    an alert must never be the reason a collection run fails."""
+    log.warning("ALERT %s: %s", alert.kind, alert.message)
+    try:
+        _store(alert, market_conn_id)
+    except Exception:
+        log.exception("Could not store the alert in %s", market_conn_id)
+    for notifier in _configured_notifiers(alert):
+        try:
+            notifier.notify({"alert": alert})
+        except Exception:
+            log.exception("Notifier %s failed", type(notifier).__name__)
+
+
+def _store(alert: Alert, market_conn_id: str) -> None:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    PostgresHook(postgres_conn_id=market_conn_id).run(
+        (SQL_DIR / "insert_collection_alert.sql").read_text(),
+        parameters={
+            "kind": alert.kind,
+            "dag_id": alert.dag_id,
+            "run_id": alert.run_id,
+            "stock_code": alert.stock_code,
+            "trading_date": alert.trading_date,
+            "minutes": [m.astimezone(KST).replace(tzinfo=None) for m in alert.minutes] or None,
+            "message": alert.message,
+            "details": json.dumps(dict(alert.details), default=str),
+        },
+    )
+
+
+def _configured_notifiers(alert: Alert) -> list[Any]:
+    from airflow.sdk import Variable
+
+    notifiers: list[Any] = []
+    subject = f"[KIS minute bars] {alert.kind}: {alert.trading_date or ''}"
+    recipients = Variable.get("kis_alert_email", default=None)
+    if recipients:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        notifiers.append(SmtpNotifier(to=recipients, subject=subject, html_content=alert.message))
+    slack_conn_id = Variable.get("kis_alert_slack_conn_id", default=None)
+    if slack_conn_id:
+        try:
+            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        except ImportError:
+            log.error("kis_alert_slack_conn_id is set but apache-airflow-providers-slack is not installed")
+        else:
+            notifiers.append(SlackWebhookNotifier(slack_webhook_conn_id=slack_conn_id, text=alert.message))
+    return notifiers
+
+
+async def deadline_missed(what: str, context: Mapping[str, Any] | None = None) -> None:
+    """Deadline Alert callback (runs in the triggerer): a run was not done in time."""
+    dag_run = (context or {}).get("dag_run", {})
+    deadline = (context or {}).get("deadline", {})
+    logical = dag_run.get("logical_date")
+    alert = Alert(
+        kind="deadline_missed",
+        message=(
+            f"{what} {dag_run.get('dag_id')} / {dag_run.get('dag_run_id')} was not done by "
+            f"{deadline.get('deadline_time')} (state {dag_run.get('state')})"
+        ),
+        trading_date=datetime.fromisoformat(logical).astimezone(KST).date() if logical else None,
+        dag_id=dag_run.get("dag_id"),
+        run_id=dag_run.get("dag_run_id"),
+        details={"dag_run": dag_run, "deadline": deadline},
+    )
+    await asyncio.to_thread(send_alert, alert)
+
+
+def deadline_alerts(what: str, *, after_logical_date: timedelta) -> list[Any]:
+    """The Deadline Alert of a DAG: the run must be done ``after_logical_date`` after its tick.
+
+    Airflow 3.3.2's ``dags test`` fails every run of a DAG that declares deadlines, after all its
+    tasks succeeded (``DagRun.update_state`` reads the in-memory DAG's alert definitions as if they
+    were stored alert ids; the scheduler, which loads the stored DAG, is not affected). So when this
+    process is the ``airflow dags test`` command, or ``KIS_DEADLINE_ALERTS=off`` is set (our own
+    ``dag.test()`` tests do that), the DAG is declared without them; the scheduler, the
+    dag-processor and ``airflow dags list`` still see them.
+    """
+    switch = os.environ.get("KIS_DEADLINE_ALERTS", "auto").lower()
+    if switch == "off" or (switch == "auto" and _is_dags_test_command()):
+        return []
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return [
+        DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+            interval=after_logical_date,
+            callback=AsyncCallback(deadline_missed, kwargs={"what": what}),
+        )
+    ]
+
+
+def _is_dags_test_command() -> bool:
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return Path(sys.argv[0]).name == "airflow" and args[:2] == ["dags", "test"]
