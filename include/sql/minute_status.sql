@@ -1,0 +1,45 @@
+-- The collection status of a date (the seed's /minute-status query), measured against the
+-- calendar's grid, never 50 x 390.
+--
+-- Parameters:
+--   day                date    the trading date
+--   codes              text[]  the watch-list (a code without any bar still shows, with 0)
+--   expected_per_code  integer the length of the date's bar grid from kis.calendar (381 on a
+--                              regular day, 321 on the first day of the year, 0 when closed)
+-- Returns one row: today_total, expected_total (sum over codes of the grid length),
+-- collection_rate (percent, NULL when nothing is expected), stock_count (codes with bars),
+-- first_time, last_time, and per_code: a JSON array of
+-- stock_code, bars, expected, completeness (percent), first_time, last_time.
+WITH codes AS (
+    SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
+),
+per_code AS (
+    SELECT c.stock_code, count(m.datetime)::integer AS bars, min(m.datetime) AS first_time,
+           max(m.datetime) AS last_time
+    FROM codes c
+    LEFT JOIN stock_prices_minute m
+           ON m.stock_code = c.stock_code
+          AND m.datetime >= %(day)s::date
+          AND m.datetime < %(day)s::date + 1
+    GROUP BY c.stock_code
+),
+expected AS (
+    SELECT %(expected_per_code)s::integer AS per_code
+)
+SELECT sum(p.bars)::integer AS today_total,
+       (e.per_code * count(*))::integer AS expected_total,
+       round(100.0 * sum(p.bars) / nullif(e.per_code * count(*), 0), 2)::float8 AS collection_rate,
+       (count(*) FILTER (WHERE p.bars > 0))::integer AS stock_count,
+       min(p.first_time) AS first_time,
+       max(p.last_time) AS last_time,
+       coalesce(
+           jsonb_agg(jsonb_build_object(
+               'stock_code', p.stock_code,
+               'bars', p.bars,
+               'expected', e.per_code,
+               'completeness', round(100.0 * p.bars / nullif(e.per_code, 0), 2),
+               'first_time', p.first_time,
+               'last_time', p.last_time) ORDER BY p.stock_code),
+           '[]') AS per_code
+FROM per_code p, expected e
+GROUP BY e.per_code;

@@ -1,0 +1,119 @@
+-- Verifies one trading date per code against the expected bar grid, writes the result to
+-- minute_verification (replacing an earlier verification of the same code and date) and to
+-- minute_verification_history, and returns the rows written.
+--
+-- Parameters:
+--   day      date         the trading date
+--   grid     timestamp[]  the expected bar minutes of that date, naive KST (kis.calendar:
+--                        09:00..15:19 and 15:30 on a regular day); its last element is the close
+--   codes    text[]       the codes to verify (a code without any bar is reported too)
+--   volumes  jsonb        the day's cumulative volume per code as reported by the API,
+--                        e.g. an object from code to volume, or NULL when the run does not have it
+--   run_id   text         the run that verifies
+--
+-- The closing bar counts as present anywhere from the close to five minutes after (the closing
+-- print has come as late as 15:32). The status of a code:
+--   no_data                          bars were expected and none is stored
+--   complete                         every expected minute present, volumes match or unknown
+--   complete_with_explained_absences minutes missing, but the closing bar is there and the minute
+--                                    volumes add up to the reported day volume: the absences are
+--                                    minutes without trades (VI, illiquid code, halt), not lost data
+--   gap                              anything else: data was lost and must be backfilled
+WITH grid AS (
+    SELECT minute FROM unnest(%(grid)s::timestamp[]) AS g (minute)
+),
+closing AS (
+    SELECT max(minute) AS minute FROM grid
+),
+codes AS (
+    SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
+),
+day_bars AS (
+    SELECT m.stock_code, m.datetime, m.volume
+    FROM stock_prices_minute m
+    WHERE m.stock_code = ANY (%(codes)s::text[])
+      AND m.datetime >= %(day)s::date
+      AND m.datetime < %(day)s::date + 1
+),
+closing_bars AS (
+    SELECT b.stock_code, min(b.datetime) AS closing_bar_at
+    FROM day_bars b, closing
+    WHERE b.datetime BETWEEN closing.minute AND closing.minute + interval '5 minutes'
+    GROUP BY b.stock_code
+),
+missing AS (
+    SELECT c.stock_code, array_agg(g.minute ORDER BY g.minute) AS missing_minutes
+    FROM codes c
+    CROSS JOIN grid g
+    CROSS JOIN closing
+    LEFT JOIN day_bars b ON b.stock_code = c.stock_code AND b.datetime = g.minute
+    LEFT JOIN closing_bars cb ON cb.stock_code = c.stock_code
+    WHERE b.stock_code IS NULL
+      AND NOT (g.minute = closing.minute AND cb.closing_bar_at IS NOT NULL)
+    GROUP BY c.stock_code
+),
+totals AS (
+    SELECT stock_code, count(*)::integer AS stored, sum(volume)::bigint AS volume_sum
+    FROM day_bars
+    GROUP BY stock_code
+),
+checked AS (
+    SELECT c.stock_code,
+           (SELECT count(*) FROM grid)::integer AS expected,
+           coalesce(t.stored, 0) AS stored,
+           coalesce(mi.missing_minutes, '{}') AS missing_minutes,
+           cb.closing_bar_at,
+           coalesce(t.volume_sum, 0) AS volume_sum,
+           v.reported_volume,
+           CASE
+               WHEN v.reported_volume IS NULL THEN 'unknown'
+               WHEN v.reported_volume = coalesce(t.volume_sum, 0) THEN 'match'
+               ELSE 'mismatch'
+           END AS volume_status
+    FROM codes c
+    LEFT JOIN totals t USING (stock_code)
+    LEFT JOIN missing mi USING (stock_code)
+    LEFT JOIN closing_bars cb USING (stock_code)
+    CROSS JOIN LATERAL (SELECT (%(volumes)s::jsonb ->> c.stock_code)::bigint AS reported_volume) v
+),
+report AS (
+    SELECT %(day)s::date AS trading_date,
+           c.stock_code,
+           c.expected,
+           c.stored,
+           c.expected - cardinality(c.missing_minutes) AS present,
+           c.missing_minutes,
+           c.closing_bar_at,
+           c.volume_sum,
+           c.reported_volume,
+           c.volume_status,
+           CASE
+               WHEN c.expected > 0 AND c.stored = 0 THEN 'no_data'
+               WHEN cardinality(c.missing_minutes) = 0 AND c.volume_status <> 'mismatch' THEN 'complete'
+               WHEN c.closing_bar_at IS NOT NULL AND c.volume_status = 'match' THEN 'complete_with_explained_absences'
+               ELSE 'gap'
+           END AS status,
+           %(run_id)s::text AS run_id,
+           now() AS checked_at
+    FROM checked c
+),
+history AS (
+    INSERT INTO minute_verification_history SELECT * FROM report
+)
+INSERT INTO minute_verification AS v
+SELECT * FROM report
+ON CONFLICT (trading_date, stock_code) DO UPDATE
+SET expected = excluded.expected,
+    stored = excluded.stored,
+    present = excluded.present,
+    missing_minutes = excluded.missing_minutes,
+    closing_bar_at = excluded.closing_bar_at,
+    volume_sum = excluded.volume_sum,
+    reported_volume = excluded.reported_volume,
+    volume_status = excluded.volume_status,
+    status = excluded.status,
+    run_id = excluded.run_id,
+    checked_at = excluded.checked_at
+RETURNING v.trading_date, v.stock_code, v.expected, v.stored, v.present, v.missing_minutes,
+          v.closing_bar_at, v.volume_sum, v.reported_volume, v.volume_status, v.status, v.run_id,
+          v.checked_at;

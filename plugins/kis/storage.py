@@ -1,0 +1,233 @@
+"""Storage of minute bars: thin Python around the statements in ``include/sql``.
+
+Every statement is a file there, so that the DAGs can run the same file with
+``SQLExecuteQueryOperator`` (``template_searchpath`` = ``include/``) and Python callers (tests, the
+web plugin, scripts) run it here. Values are always bound parameters; the only identifiers built at
+run time are partition names, inside the plpgsql functions of the migrations (``format('%I')``).
+
+Minutes cross this boundary as naive KST wall-clock timestamps (the column type, see
+``docs/storage.md``); aware datetimes are converted to KST here, never by the session TimeZone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from kis.bars import KST, Bar
+
+__all__ = [
+    "RETENTION_MONTHS_ENV",
+    "SQL_DIR",
+    "DayVerification",
+    "MinuteStatus",
+    "ResampledBar",
+    "UpsertCounts",
+    "apply_retention",
+    "bars_json",
+    "ensure_partitions",
+    "live_gaps",
+    "load_sql",
+    "minute_status",
+    "resampled_bars",
+    "retention_months",
+    "upsert_bars",
+    "verify_day",
+]
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
+
+# The retention setting: keep this many whole months before the current one (unset: keep all).
+RETENTION_MONTHS_ENV = "KIS_MINUTE_RETENTION_MONTHS"
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    """What one upsert did; ``received == duplicates + inserted + updated + unchanged``."""
+
+    received: int
+    duplicates: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayVerification:
+    """One code's verification of one date, as stored in ``minute_verification``."""
+
+    trading_date: date
+    stock_code: str
+    expected: int
+    stored: int
+    present: int
+    missing_minutes: list[datetime]  # naive KST
+    closing_bar_at: datetime | None  # naive KST
+    volume_sum: int
+    reported_volume: int | None
+    volume_status: str  # match | mismatch | unknown
+    status: str  # complete | complete_with_explained_absences | gap | no_data
+    run_id: str
+    checked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStatus:
+    """The collection status of a date; ``per_code`` holds one dict per code (see minute_status.sql)."""
+
+    today_total: int
+    expected_total: int
+    collection_rate: float | None
+    stock_count: int
+    first_time: datetime | None
+    last_time: datetime | None
+    per_code: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ResampledBar:
+    """One N-minute bar; ``bucket_start`` is naive KST."""
+
+    stock_code: str
+    bucket_start: datetime
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    bar_count: int
+
+
+@functools.cache
+def load_sql(name: str) -> str:
+    """The text of ``include/sql/<name>`` (``.sql`` may be left out)."""
+    path = SQL_DIR / (name if name.endswith(".sql") else f"{name}.sql")
+    return path.read_text()
+
+
+def bars_json(bars: Iterable[Bar], source: str | None = None) -> str:
+    """The ``bars`` parameter of upsert_minute_bars.sql: a JSON array of ``Bar.as_record()``.
+
+    :param source: stored in ``source`` for every bar of the batch (the table's default is KIS).
+    """
+    extra = {"source": source} if source is not None else {}
+    return json.dumps([bar.as_record() | extra for bar in bars], separators=(",", ":"))
+
+
+def upsert_bars(conn: psycopg.Connection, bars: Iterable[Bar], *, source: str | None = None) -> UpsertCounts:
+    """Upserts a batch in one transaction (a savepoint inside the caller's): all or nothing.
+
+    Partitions the batch needs are created first. A bad bar raises the database's error, whose
+    message names the violated constraint (``ck_minute_low_le_open_close_le_high``, ...) and shows
+    the failing row; nothing of the batch is stored and nothing stored before is touched.
+    """
+    params = {"bars": bars_json(bars, source)}
+    with conn.transaction():
+        conn.execute(load_sql("ensure_minute_partitions"), params)
+        with conn.cursor(row_factory=class_row(UpsertCounts)) as cur:
+            counts = cur.execute(load_sql("upsert_minute_bars"), params).fetchone()
+    assert counts is not None  # an aggregate query always returns its row
+    return counts
+
+
+def ensure_partitions(conn: psycopg.Connection, first_day: date, last_day: date) -> list[str]:
+    """Creates the missing monthly partitions covering ``first_day..last_day``; returns their names."""
+    rows = conn.execute("SELECT ensure_minute_partitions(%s, %s)", (first_day, last_day)).fetchall()
+    return [name for (name,) in rows]
+
+
+def retention_months(environ: dict[str, str] | None = None) -> int | None:
+    """The retention setting ``KIS_MINUTE_RETENTION_MONTHS``; None (keep everything) when unset."""
+    value = (os.environ if environ is None else environ).get(RETENTION_MONTHS_ENV, "").strip()
+    if not value:
+        return None
+    months = int(value)
+    if months < 1:
+        raise ValueError(f"{RETENTION_MONTHS_ENV} must be a whole number of months >= 1, got {value!r}")
+    return months
+
+
+def apply_retention(
+    conn: psycopg.Connection, keep_months: int, *, today: date, detach_only: bool = False
+) -> list[str]:
+    """Drops (or detaches) the monthly partitions older than ``keep_months`` whole months.
+
+    With ``keep_months=24`` on 2026-03-15 the current month and the 24 before it are kept
+    (2024-03 onwards); 2024-02 and older go. Returns the names of the partitions handled.
+
+    :param today: the KST date the retention is computed from (the run's logical date).
+    :param detach_only: detach them, to archive with pg_dump, instead of dropping them.
+    """
+    if keep_months < 1:
+        raise ValueError(f"keep_months must be >= 1, got {keep_months}")
+    month_index = today.year * 12 + today.month - 1 - keep_months
+    cutoff = date(month_index // 12, month_index % 12 + 1, 1)
+    with conn.transaction():
+        rows = conn.execute("SELECT drop_minute_partitions(%s, %s)", (cutoff, detach_only)).fetchall()
+    return [name for (name,) in rows]
+
+
+def verify_day(
+    conn: psycopg.Connection,
+    day: date,
+    grid: Sequence[datetime],
+    codes: Sequence[str],
+    volumes: dict[str, int] | None = None,
+    *,
+    run_id: str,
+) -> list[DayVerification]:
+    """Verifies ``day`` for ``codes`` against ``grid`` and records it (see verify_day.sql).
+
+    :param grid: the expected bar minutes (``kis.calendar`` ``Session.bar_minutes``), the close last.
+    :param volumes: the day's cumulative volume per code as reported by the API, when known.
+    """
+    params = {
+        "day": day,
+        "grid": [_naive_kst(minute) for minute in grid],
+        "codes": list(codes),
+        "volumes": json.dumps(volumes) if volumes is not None else None,
+        "run_id": run_id,
+    }
+    with conn.transaction(), conn.cursor(row_factory=class_row(DayVerification)) as cur:
+        return cur.execute(load_sql("verify_day"), params).fetchall()
+
+
+def live_gaps(
+    conn: psycopg.Connection, codes: Sequence[str], minutes: Sequence[datetime], *, run_id: str
+) -> list[tuple[str, datetime]]:
+    """The (code, minute) gaps among ``minutes`` not alerted before, now marked as alerted."""
+    params = {"codes": list(codes), "minutes": [_naive_kst(m) for m in minutes], "run_id": run_id}
+    with conn.transaction():
+        return [(code, minute) for code, minute in conn.execute(load_sql("live_gap_check"), params)]
+
+
+def minute_status(conn: psycopg.Connection, day: date, codes: Sequence[str], expected_per_code: int) -> MinuteStatus:
+    """The seed's minute-status figures for ``day``, against ``expected_per_code`` bars per code."""
+    params = {"day": day, "codes": list(codes), "expected_per_code": expected_per_code}
+    with conn.cursor(row_factory=class_row(MinuteStatus)) as cur:
+        status = cur.execute(load_sql("minute_status"), params).fetchone()
+    assert status is not None
+    return status
+
+
+def resampled_bars(
+    conn: psycopg.Connection, bucket: timedelta, start: datetime, end: datetime, codes: Sequence[str]
+) -> list[ResampledBar]:
+    """N-minute bars of ``codes`` in ``[start, end)``; see migration 004 for the bucket rules."""
+    params = {"bucket": bucket, "from_ts": _naive_kst(start), "to_ts": _naive_kst(end), "codes": list(codes)}
+    with conn.cursor(row_factory=class_row(ResampledBar)) as cur:
+        return cur.execute(load_sql("minute_bars_resampled"), params).fetchall()
+
+
+def _naive_kst(moment: datetime) -> datetime:
+    """KST wall-clock without a zone, as stored; a naive value is taken to be KST already."""
+    return moment.astimezone(KST).replace(tzinfo=None) if moment.tzinfo is not None else moment
