@@ -35,6 +35,11 @@ def _kept_secret(name: str, make) -> str:
     return path.read_text().strip()
 
 
+def admin_password() -> str:
+    """The local UI's ``admin`` password, generated once per checkout."""
+    return _kept_secret("admin.password", lambda: secrets.token_urlsafe(12))
+
+
 def kis_connection(host: str, port: int, *, environment: str = "real", appkey: str = SIMULATOR_APPKEY,
                    appsecret: str = SIMULATOR_APPSECRET, scheme: str = "http") -> str:
     """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default)."""
@@ -76,6 +81,7 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
         "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
@@ -93,6 +99,9 @@ def prepare(env: dict[str, str]) -> None:
     for dsn_var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_KIS_MARKET_DB"):
         localpg.create_database(env[dsn_var].rsplit("/", 1)[1])
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords.write_text(json.dumps({"admin": admin_password()}))
+    passwords.chmod(0o600)
     run_env = {**os.environ, **env}
     for argv in (["db", "migrate"], ["pools", "import", str(REPO / "include" / "pools.json")]):
         subprocess.run([str(VENV_BIN / "airflow"), *argv], env=run_env, check=True,

@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
-# Airflow reads its configuration at import: give the suite its own home and a Fernet key (the
-# hook encrypts the shared KIS token with it) before any test module imports Airflow.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kis-airflow-home-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+from devtools import airflow_env, localpg
 
-from cryptography.fernet import Fernet  # noqa: E402
-
-os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+# Airflow reads its configuration at import, so the suite's local Airflow (its own home, metadata
+# database on the private cluster, Fernet key) is set up before any test module imports Airflow.
+# Each pytest-xdist worker gets its own, so DAG runs of parallel tests never meet.
+localpg.start()
+localpg.wait_until_accepting()
+AIRFLOW_ENV = airflow_env.environment(f"test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+os.environ.update(AIRFLOW_ENV)
+# dag.test() cannot finish a run of a DAG that declares deadlines (Airflow 3.3.2, see kis.alerts).
+os.environ["KIS_DEADLINE_ALERTS"] = "off"
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
-from devtools import localpg  # noqa: E402
-
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> localpg.Cluster:
-    """The private cluster, started when it is not running (`make test` stops it afterwards)."""
-    localpg.start()
-    localpg.wait_until_accepting()
+    """The private cluster, started at import above (`make test` stops it afterwards)."""
     return localpg.cluster()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> dict[str, str]:
+    """The suite's Airflow metadata database, migrated, with the pools imported."""
+    airflow_env.prepare(AIRFLOW_ENV)
+    return AIRFLOW_ENV
 
 
 @pytest.fixture
