@@ -1,0 +1,577 @@
+"""The simulator's HTTP API: the KIS endpoints the collector uses, and the ``/_sim/`` control API.
+
+The behaviour, error codes and HTTP statuses are documented in ``simulator/README.md``; the
+specification is docs KIS_API.md. One ``Simulator`` is one server's whole state. It runs on one
+asyncio event loop, so handlers change the state between ``await`` points without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import secrets
+import time as monotonic_time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kis.bars import KST, Bar
+from kis.calendar import KrxCalendar, default_calendar
+from simulator.faults import FaultConfig, FaultInjector
+from simulator.market import Market, Quote
+
+__all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig", "create_app"]
+
+DEFAULT_APPKEY = "SIMULATOR-APPKEY"
+DEFAULT_APPSECRET = "SIMULATOR-APPSECRET"
+RATE_LIMITS = {"real": 20, "mock": 2}
+SAME_TOKEN_WINDOW_SECONDS = 6 * 3600
+HISTORY_DAYS = 365
+ONE_MINUTE = timedelta(minutes=1)
+TODAY_PAGE_ROWS = 30
+DAILY_PAGE_ROWS = 120
+
+QUOTATIONS = "/uapi/domestic-stock/v1/quotations"
+TODAY_PATH = f"{QUOTATIONS}/inquire-time-itemchartprice"
+DAILY_PATH = f"{QUOTATIONS}/inquire-time-dailychartprice"
+TODAY_TR_ID = "FHKST03010200"
+DAILY_TR_ID = "FHKST03010230"
+CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")
+
+# (HTTP status, msg_cd, msg1) of every envelope error the simulator answers.
+ERRORS: dict[str, tuple[int, str, str]] = {
+    "bad_appkey": (500, "EGW00103", "유효하지 않은 AppKey입니다."),
+    "bad_appsecret": (500, "EGW00105", "유효하지 않은 AppSecret입니다."),
+    "invalid_token": (500, "EGW00121", "유효하지 않은 token 입니다."),
+    "token_not_found": (500, "EGW00122", "token을 찾을 수 없습니다."),
+    "expired_token": (500, "EGW00123", "기간이 만료된 token 입니다."),
+    "rate": (500, "EGW00201", "초당 거래건수를 초과하였습니다."),
+    "bad_custtype": (500, "EGW00208", "고객유형(custtype)이 유효하지 않습니다."),
+    "bad_tr_id": (200, "OPSQ0002", "없는 서비스 코드 입니다"),
+    "bad_market": (200, "OPSQ2001", "ERROR INPUT FIELD NOT FOUND [FID_COND_MRKT_DIV_CODE]"),
+    "bad_field": (200, "OPSQ2002", "ERROR INPUT FIELD SIZE"),
+    "unknown_code": (200, "OPSQ1001", "ERROR INPUT STOCK CODE: 종목코드를 확인하세요"),
+    "mock_unsupported": (200, "90000000", "모의투자에서는 해당업무가 제공되지 않습니다."),
+}
+OK = ("0", "MCA00000", "정상처리 되었습니다.")
+NO_DATA = ("7", "KIOK0560", "조회할 자료가 없습니다.")
+ROW_FIELDS = ("stck_oprc", "stck_hgpr", "stck_lwpr", "stck_prpr", "cntg_vol", "acml_tr_pbmn")
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything a run is started with; ``python -m simulator`` maps its options onto it."""
+
+    mode: str = "real"
+    appkey: str = DEFAULT_APPKEY
+    appsecret: str = DEFAULT_APPSECRET
+    now: datetime | None = None  # the market clock at start; None: the wall clock
+    seed: int = 0
+    rate_limit: int | None = None  # None: 20/s real, 2/s mock
+    token_lifetime_seconds: float = 86400
+    token_throttle_seconds: float = 60
+    faults: dict[str, Any] | None = None
+    latency_ms: float | None = None  # shortcut for faults["latency_ms"]
+
+    def __post_init__(self) -> None:
+        if self.mode not in RATE_LIMITS:
+            raise ValueError(f"mode must be one of {sorted(RATE_LIMITS)}, not {self.mode!r}")
+        if self.now is not None and self.now.tzinfo is None:
+            raise ValueError("now must be time-zone aware (e.g. 2026-11-25T10:31:00+09:00)")
+
+    @property
+    def effective_rate_limit(self) -> int:
+        return self.rate_limit if self.rate_limit is not None else RATE_LIMITS[self.mode]
+
+    def fault_dict(self) -> dict[str, Any]:
+        faults = dict(self.faults or {})
+        if self.latency_ms is not None:
+            faults.setdefault("latency_ms", self.latency_ms)
+        return faults
+
+
+class MarketClock:
+    """The simulated "now" (KST): starts where it is set and runs on in real time from there."""
+
+    def __init__(self, start: datetime | None) -> None:
+        self.set(start or datetime.now(KST))
+
+    def now(self) -> datetime:
+        return self._anchor + timedelta(seconds=monotonic_time.monotonic() - self._anchored_at)
+
+    def set(self, now: datetime) -> None:
+        if now.tzinfo is None:
+            raise ValueError("the clock needs a time-zone aware time")
+        self._anchor, self._anchored_at = now.astimezone(KST), monotonic_time.monotonic()
+
+    def advance(self, seconds: float) -> None:
+        self.set(self.now() + timedelta(seconds=seconds))
+
+
+@dataclass
+class _Token:
+    value: str
+    appkey: str
+    issued_at: float  # time.monotonic(): tokens live in real time, whatever the market clock says
+    expires_at: float
+    revoked: bool = False
+
+    def valid(self, at: float) -> bool:
+        return not self.revoked and at < self.expires_at
+
+
+@dataclass
+class Counters:
+    """What benchmarks and tests read: request counts, peak one-second rates, EGW00201s, tokens."""
+
+    requests_by_endpoint: Counter[str] = field(default_factory=Counter)
+    requests_by_appkey: Counter[str] = field(default_factory=Counter)
+    peak_per_second: int = 0
+    peak_per_second_by_appkey: dict[str, int] = field(default_factory=dict)
+    egw00201: int = 0
+    tokens_issued: int = 0
+    faults_injected: Counter[str] = field(default_factory=Counter)
+    _arrivals: deque[float] = field(default_factory=deque)
+    _arrivals_by_appkey: dict[str, deque[float]] = field(default_factory=dict)
+
+    def count(self, endpoint: str, appkey: str) -> None:
+        self.requests_by_endpoint[endpoint] += 1
+        self.requests_by_appkey[appkey] += 1
+
+    def arrive(self, appkey: str, at: float) -> None:
+        """A data call arrives: the peaks are the most calls seen in any one-second window."""
+        self.peak_per_second = max(self.peak_per_second, _slide(self._arrivals, at))
+        window = self._arrivals_by_appkey.setdefault(appkey, deque())
+        peak = _slide(window, at)
+        self.peak_per_second_by_appkey[appkey] = max(self.peak_per_second_by_appkey.get(appkey, 0), peak)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests_by_endpoint": dict(self.requests_by_endpoint),
+            "requests_by_appkey": dict(self.requests_by_appkey),
+            "peak_per_second": self.peak_per_second,
+            "peak_per_second_by_appkey": dict(self.peak_per_second_by_appkey),
+            "egw00201": self.egw00201,
+            "tokens_issued": self.tokens_issued,
+            "faults_injected": dict(self.faults_injected),
+        }
+
+
+def _slide(window: deque[float], at: float) -> int:
+    """Append ``at`` to a sliding one-second window and return how many events it now holds."""
+    window.append(at)
+    while window[0] <= at - 1.0:
+        window.popleft()
+    return len(window)
+
+
+class ApiError(Exception):
+    """An answer in the KIS envelope with ``rt_cd`` "1"; ``ERRORS`` gives its status and code."""
+
+    def __init__(self, kind: str, detail: str | None = None) -> None:
+        super().__init__(kind)
+        self.kind, self.detail = kind, detail
+
+
+class Simulator:
+    """The state of one simulator server and its Starlette app (``self.app``)."""
+
+    def __init__(self, config: SimulatorConfig, calendar: KrxCalendar | None = None) -> None:
+        self.config = config
+        self.calendar = calendar or default_calendar()
+        self.clock = MarketClock(config.now)
+        self.counters = Counters()
+        self.tokens: dict[str, _Token] = {}
+        self.current_token: dict[str, _Token] = {}
+        self.last_issue: dict[str, float] = {}
+        self.accepted: dict[str, deque[float]] = {}
+        self.market = Market(config.seed, self.calendar)
+        self.set_faults(config.fault_dict())
+        # Decides the HTTP shape of each EGW00201 (500 + envelope or 200 + rt_cd "1"), repeatably.
+        self.shape_rng = random.Random(config.seed)
+        self.app = self._build_app()
+
+    def set_faults(self, raw: dict[str, Any]) -> None:
+        self.faults = FaultInjector(FaultConfig.parse(raw))
+        self.market.halts = self.faults.config.halts
+
+    # --- the app -------------------------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        routes = [
+            Route("/oauth2/tokenP", self.token, methods=["POST"]),
+            Route("/oauth2/revokeP", self.revoke, methods=["POST"]),
+            Route(TODAY_PATH, self._data_endpoint(TODAY_PATH, TODAY_TR_ID, self.today_page), methods=["GET"]),
+            Route(DAILY_PATH, self._data_endpoint(DAILY_PATH, DAILY_TR_ID, self.daily_page), methods=["GET"]),
+            Route("/_sim/clock", self.control_clock, methods=["GET", "POST"]),
+            Route("/_sim/truth", self.control_truth, methods=["GET"]),
+            Route("/_sim/counters", self.control_counters, methods=["GET"]),
+            Route("/_sim/counters/reset", self.control_counters_reset, methods=["POST"]),
+            Route("/_sim/faults", self.control_faults, methods=["GET", "POST"]),
+            Route("/_sim/tokens/expire", self.control_tokens_expire, methods=["POST"]),
+        ]
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            what = "method not allowed" if exc.status_code == 405 else "no such path"
+            message = f"{what}: {request.method} {request.url.path}"
+            return JSONResponse(
+                {"rt_cd": "1", "msg_cd": f"HTTP{exc.status_code}", "msg1": message},
+                status_code=exc.status_code,
+                headers=exc.headers,
+            )
+
+        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    # --- OAuth ---------------------------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        """``POST /oauth2/tokenP``: the same token within 6 h, else a new one, at most one per throttle window."""
+        body = await _json_body(request)
+        appkey = str(body.get("appkey", ""))
+        self.counters.count("tokenP", appkey)
+        await self._latency()
+        if body.get("grant_type") != "client_credentials":
+            return _oauth_error(400, "EGW00002", "grant_type 이 올바르지 않습니다 (client_credentials).")
+        if failure := self._check_credentials(appkey, str(body.get("appsecret", ""))):
+            return _oauth_error(403, *failure)
+        at = monotonic_time.monotonic()
+        current = self.current_token.get(appkey)
+        if current and current.valid(at) and at - current.issued_at < SAME_TOKEN_WINDOW_SECONDS:
+            return self._token_response(current, at)
+        if at - self.last_issue.get(appkey, -float("inf")) < self.config.token_throttle_seconds:
+            return _oauth_error(403, "EGW00133", "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)")
+        token = _Token(
+            value=f"SIM.{secrets.token_urlsafe(32)}",
+            appkey=appkey,
+            issued_at=at,
+            expires_at=at + self.config.token_lifetime_seconds,
+        )
+        self.tokens[token.value] = self.current_token[appkey] = token
+        self.last_issue[appkey] = at
+        self.counters.tokens_issued += 1
+        return self._token_response(token, at)
+
+    async def revoke(self, request: Request) -> Response:
+        """``POST /oauth2/revokeP``: the token stops working; the next tokenP issues a new one."""
+        body = await _json_body(request)
+        appkey = str(body.get("appkey", ""))
+        self.counters.count("revokeP", appkey)
+        await self._latency()
+        if failure := self._check_credentials(appkey, str(body.get("appsecret", ""))):
+            return _oauth_error(403, *failure)
+        token = self.tokens.get(str(body.get("token", "")))
+        if token is None or token.appkey != appkey:
+            return _oauth_error(403, "EGW00121", "유효하지 않은 token 입니다.")
+        token.revoked = True
+        return JSONResponse({"code": 200, "message": "접근토큰 폐기에 성공하였습니다"})
+
+    def _check_credentials(self, appkey: str, appsecret: str) -> tuple[str, str] | None:
+        if appkey != self.config.appkey:
+            return ("EGW00103", "유효하지 않은 AppKey입니다.")
+        if appsecret != self.config.appsecret:
+            return ("EGW00105", "유효하지 않은 AppSecret입니다.")
+        return None
+
+    def _token_response(self, token: _Token, at: float) -> Response:
+        remaining = max(0, int(token.expires_at - at))
+        # Expiry in wall-clock KST: the client compares it with its own clock, not the market clock.
+        expires = datetime.now(KST) + timedelta(seconds=remaining)
+        return JSONResponse(
+            {
+                "access_token": token.value,
+                "token_type": "Bearer",
+                "expires_in": remaining,
+                "access_token_token_expired": expires.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        )
+
+    # --- data calls: the gateway part, shared by both endpoints --------------------------------
+
+    def _data_endpoint(
+        self, path: str, tr_id: str, page: Callable[[Request], dict[str, Any]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of a data path: counting, latency, rate limit, header checks, faults, then ``page``."""
+        endpoint = path.rsplit("/", 1)[-1]
+
+        async def handle(request: Request) -> Response:
+            appkey = request.headers.get("appkey", "")
+            self.counters.count(endpoint, appkey)
+            arrived = monotonic_time.monotonic()
+            self.counters.arrive(appkey, arrived)
+            await self._latency()
+            try:
+                self._rate_limit(appkey, arrived)
+                self._check_headers(request, tr_id)
+                fault = self.faults.draw_error()
+                if fault is not None:
+                    self.counters.faults_injected[fault] += 1
+                if fault == "rate_storm":
+                    raise ApiError("rate")
+                if fault == "http_5xx":
+                    return self._server_error()
+                payload = page(request)
+            except ApiError as err:
+                return self._error_response(err)
+            return self._deliver(payload, fault)
+
+        return handle
+
+    async def _latency(self) -> None:
+        delay = self.faults.latency_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _rate_limit(self, appkey: str, at: float) -> None:
+        """A sliding one-second window of accepted calls per app key; rejected calls use no budget."""
+        window = self.accepted.setdefault(appkey, deque())
+        while window and window[0] <= at - 1.0:
+            window.popleft()
+        if len(window) >= self.config.effective_rate_limit:
+            raise ApiError("rate")
+        window.append(at)
+
+    def _check_headers(self, request: Request, tr_id: str) -> None:
+        headers = request.headers
+        appkey = headers.get("appkey", "")
+        if failure := self._check_credentials(appkey, headers.get("appsecret", "")):
+            raise ApiError("bad_appkey" if failure[0] == "EGW00103" else "bad_appsecret")
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ApiError("token_not_found")
+        token = self.tokens.get(value.strip())
+        if token is None or token.revoked or token.appkey != appkey:
+            raise ApiError("invalid_token")
+        if not token.valid(monotonic_time.monotonic()):
+            raise ApiError("expired_token")
+        if headers.get("tr_id") != tr_id:
+            raise ApiError("bad_tr_id", f"tr_id {headers.get('tr_id')!r}: this path takes {tr_id}")
+        if headers.get("custtype") not in ("P", "B"):
+            raise ApiError("bad_custtype")
+
+    def _error_response(self, err: ApiError) -> Response:
+        status, msg_cd, msg1 = ERRORS[err.kind]
+        if err.kind == "rate":
+            self.counters.egw00201 += 1
+            status = self.shape_rng.choice((500, 200))
+        body = {"rt_cd": "1", "msg_cd": msg_cd, "msg1": msg1 if err.detail is None else f"{msg1} ({err.detail})"}
+        return JSONResponse(body, status_code=status)
+
+    def _server_error(self) -> Response:
+        """An HTTP 500/502/503 as a gateway gives it: sometimes an HTML page, sometimes nothing."""
+        rng = self.faults.rng
+        status = rng.choice((500, 502, 503))
+        if rng.random() < 0.5:
+            return Response(status_code=status)
+        return Response(f"<html><body><h1>{status} Server Error</h1></body></html>", status, media_type="text/html")
+
+    def _deliver(self, payload: dict[str, Any], fault: str | None) -> Response:
+        """The normal answer, damaged by a body fault when one was drawn."""
+        rng = self.faults.rng
+        if fault == "missing_fields" and payload.get("output2"):
+            row = rng.choice(payload["output2"])
+            del row[rng.choice(list(row))]
+        text = json.dumps(payload, ensure_ascii=False)
+        if fault == "malformed_json":
+            text = text.replace('"', "'", 7)  # single quotes: looks like JSON, parses as nothing
+        elif fault == "truncated_body":
+            text = text[: rng.randrange(1, max(2, len(text) - 1))]
+        return Response(text, media_type="application/json; charset=utf-8")
+
+    # --- the two minute-bar endpoints ----------------------------------------------------------
+
+    def today_page(self, request: Request) -> dict[str, Any]:
+        """FHKST03010200: today's bars, 30 rows newest first, ending at and including the cursor."""
+        query = request.query_params
+        code = self._code(query)
+        cursor_time = _hhmmss(query, "FID_INPUT_HOUR_1")
+        now = self.clock.now()
+        today = now.date()
+        quote = self.market.quote(code, now)
+        session = self.calendar.session(today)
+        if session is None or now < session.open:
+            return self._envelope(OK, code, quote, [])
+        cursor = datetime.combine(today, cursor_time.replace(second=0), tzinfo=KST)
+        rows = [(bar, value) for bar, value in quote.rows if not self.faults.config.is_dropped(code, bar.minute)]
+        # Asking past now: the not-yet-traded minutes come back flat at the current price.
+        now_minute = now.replace(second=0, microsecond=0)
+        rows += [
+            (Bar(code, minute, quote.price, quote.price, quote.price, quote.price, 0), quote.value)
+            for minute in session.bar_minutes
+            if now_minute < minute <= cursor
+        ]
+        page = sorted((row for row in rows if row[0].minute <= cursor), key=lambda row: row[0].minute, reverse=True)
+        return self._envelope(OK, code, quote, page[:TODAY_PAGE_ROWS])
+
+    def daily_page(self, request: Request) -> dict[str, Any]:
+        """FHKST03010230: closed bars of a date, 120 rows newest first; earlier sessions fill the page."""
+        if self.config.mode != "real":
+            raise ApiError("mock_unsupported")
+        query = request.query_params
+        code = self._code(query)
+        cursor_time = _hhmmss(query, "FID_INPUT_HOUR_1")
+        day = _yyyymmdd(query, "FID_INPUT_DATE_1")
+        if query.get("FID_FAKE_TICK_INCU_YN") is None:
+            raise ApiError("bad_field", "FID_FAKE_TICK_INCU_YN is required (blank)")
+        now = self.clock.now()
+        quote = self.market.quote(code, now)  # output1 is today's quote whatever the date asked
+        oldest = now.date() - timedelta(days=HISTORY_DAYS)
+        if not oldest <= day <= now.date():
+            return self._envelope(NO_DATA, code, quote, [])
+        cursor = min(datetime.combine(day, cursor_time.replace(second=0), tzinfo=KST), now)
+        page: list[tuple[Bar, int]] = []
+        while len(page) < DAILY_PAGE_ROWS and day >= oldest:
+            rows = self._daily_rows(code, day)
+            page += [row for row in reversed(rows) if row[0].minute <= cursor and row[0].minute + ONE_MINUTE <= now]
+            day -= timedelta(days=1)
+        return self._envelope(OK, code, quote, page[:DAILY_PAGE_ROWS])
+
+    def _daily_rows(self, code: str, day: date) -> list[tuple[Bar, int]]:
+        """A day's final bars with the cumulative traded value, zero-volume and dropped minutes left out."""
+        rows, value = [], 0
+        for bar, cumulative in self.market.quote(code, datetime.combine(day, time(23, 59), tzinfo=KST)).rows:
+            value = cumulative
+            if bar.volume > 0 and not self.faults.config.is_dropped(code, bar.minute):
+                rows.append((bar, value))
+        return rows
+
+    def _code(self, query: Any) -> str:
+        market = query.get("FID_COND_MRKT_DIV_CODE")
+        if market != "J":
+            raise ApiError("bad_market", f"{market!r}: the simulator serves KRX (J) only")
+        code = query.get("FID_INPUT_ISCD", "")
+        if not CODE_PATTERN.match(code):
+            raise ApiError("bad_field", f"FID_INPUT_ISCD {code!r}")
+        if code in self.faults.config.unknown_codes:
+            raise ApiError("unknown_code", code)
+        return code
+
+    def _envelope(
+        self, status: tuple[str, str, str], code: str, quote: Quote, page: list[tuple[Bar, int]]
+    ) -> dict[str, Any]:
+        rt_cd, msg_cd, msg1 = status
+        return {
+            "rt_cd": rt_cd,
+            "msg_cd": msg_cd,
+            "msg1": msg1,
+            "output1": {
+                "hts_kor_isnm": self.market.name(code),
+                "stck_prpr": str(quote.price),
+                "stck_prdy_clpr": str(quote.previous_close),
+                "prdy_vrss": str(quote.price - quote.previous_close),
+                "acml_vol": str(quote.volume),
+                "acml_tr_pbmn": str(quote.value),
+            },
+            "output2": [_row(bar, value) for bar, value in page],
+        }
+
+    # --- control API ---------------------------------------------------------------------------
+
+    async def control_clock(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json_body(request)
+            try:
+                if "now" in body:
+                    self.clock.set(datetime.fromisoformat(body["now"]))
+                if "advance_seconds" in body:
+                    self.clock.advance(float(body["advance_seconds"]))
+            except (TypeError, ValueError) as err:
+                return JSONResponse({"error": str(err)}, status_code=400)
+        return JSONResponse({"now": self.clock.now().isoformat()})
+
+    async def control_truth(self, request: Request) -> Response:
+        try:
+            code = request.query_params["code"]
+            day = date.fromisoformat(request.query_params["date"])
+        except (KeyError, ValueError) as err:
+            return JSONResponse({"error": f"need code and date=YYYY-MM-DD: {err}"}, status_code=400)
+        return JSONResponse(
+            {
+                "code": code,
+                "date": day.isoformat(),
+                "bars": [bar.as_record() for bar in self.market.day_bars(code, day)],
+                "cumulative_volume": self.market.cumulative_volume(code, day),
+                "absences": self.market.absences(code, day),
+            }
+        )
+
+    async def control_counters(self, request: Request) -> Response:
+        return JSONResponse(self.counters.as_dict())
+
+    async def control_counters_reset(self, request: Request) -> Response:
+        self.counters = Counters()
+        return JSONResponse(self.counters.as_dict())
+
+    async def control_faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.set_faults(await _json_body(request))
+            except ValueError as err:
+                return JSONResponse({"error": str(err)}, status_code=400)
+        return JSONResponse(self.faults.config.raw)
+
+    async def control_tokens_expire(self, request: Request) -> Response:
+        at = monotonic_time.monotonic()
+        for token in self.tokens.values():
+            token.expires_at = min(token.expires_at, at)
+        return JSONResponse({"expired": len(self.tokens)})
+
+
+def create_app(config: SimulatorConfig | None = None) -> Starlette:
+    """The ASGI app of a new simulator (``uvicorn simulator.app:create_app --factory`` works too)."""
+    return Simulator(config or SimulatorConfig()).app
+
+
+def _row(bar: Bar, cumulative_value: int) -> dict[str, str]:
+    return {
+        "stck_bsop_date": bar.minute.strftime("%Y%m%d"),
+        "stck_cntg_hour": bar.minute.strftime("%H%M%S"),
+        "stck_oprc": str(bar.open),
+        "stck_hgpr": str(bar.high),
+        "stck_lwpr": str(bar.low),
+        "stck_prpr": str(bar.close),
+        "cntg_vol": str(bar.volume),
+        "acml_tr_pbmn": str(cumulative_value),
+    }
+
+
+def _hhmmss(query: Any, name: str) -> time:
+    raw = query.get(name, "")
+    try:
+        if len(raw) != 6 or not raw.isdigit():
+            raise ValueError(raw)
+        return time(int(raw[:2]), int(raw[2:4]), int(raw[4:]))
+    except ValueError as err:
+        raise ApiError("bad_field", f"{name} {raw!r}: HHMMSS") from err
+
+
+def _yyyymmdd(query: Any, name: str) -> date:
+    raw = query.get(name, "")
+    try:
+        if len(raw) != 8 or not raw.isdigit():
+            raise ValueError(raw)
+        return date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+    except ValueError as err:
+        raise ApiError("bad_field", f"{name} {raw!r}: YYYYMMDD") from err
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except json.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _oauth_error(status: int, code: str, description: str) -> Response:
+    return JSONResponse({"error_code": code, "error_description": description}, status_code=status)

@@ -1,0 +1,113 @@
+"""Fault injection for one simulator run: latency, error rates by kind, unknown codes, halts, lost minutes.
+
+The configuration is a flat JSON object (CLI ``--faults``, ``POST /_sim/faults``); every key is
+optional and unknown keys are rejected so that a typo does not silently disable a test::
+
+    {"seed": 0, "latency_ms": 50, "jitter_ms": 20,
+     "http_5xx": 0.1, "rate_storm": 0.0, "malformed_json": 0.0, "truncated_body": 0.0,
+     "missing_fields": 0.0,
+     "unknown_codes": ["999990"],
+     "halts": [{"code": "005930", "start": "10:00", "end": "10:30", "date": "2026-11-25"}],
+     "drop_minutes": [{"code": "005930", "minutes": ["10:31", "10:32"], "date": "2026-11-25"}]}
+
+``date`` is optional in halts and drop_minutes (without it they apply to every day).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+
+from simulator.market import Halt
+
+__all__ = ["ERROR_KINDS", "FaultConfig", "FaultInjector"]
+
+# Each is a probability per data call; at most one of them hits a call.
+ERROR_KINDS = ("http_5xx", "rate_storm", "malformed_json", "truncated_body", "missing_fields")
+
+
+@dataclass(frozen=True)
+class DroppedMinutes:
+    """Minutes the API never returns for a code: data lost for good, not an expected absence."""
+
+    code: str
+    minutes: frozenset[time]
+    day: date | None = None
+
+    def covers(self, code: str, minute: datetime) -> bool:
+        return code == self.code and (self.day is None or minute.date() == self.day) and minute.time() in self.minutes
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    seed: int = 0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rates: dict[str, float] = field(default_factory=dict)
+    unknown_codes: frozenset[str] = frozenset()
+    halts: tuple[Halt, ...] = ()
+    drop_minutes: tuple[DroppedMinutes, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict)  # as given, for GET /_sim/faults
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> FaultConfig:
+        """Validate a fault configuration; a ValueError names what is wrong."""
+        raw = dict(raw or {})
+        known = {"seed", "latency_ms", "jitter_ms", "unknown_codes", "halts", "drop_minutes", *ERROR_KINDS}
+        if unknown := set(raw) - known:
+            raise ValueError(f"unknown fault keys {sorted(unknown)}; known: {sorted(known)}")
+        rates = {kind: float(raw.get(kind, 0.0)) for kind in ERROR_KINDS}
+        if any(not 0.0 <= p <= 1.0 for p in rates.values()) or sum(rates.values()) > 1.0:
+            raise ValueError(f"error rates must be probabilities summing to at most 1: {rates}")
+        try:
+            halts = tuple(
+                Halt(h["code"], time.fromisoformat(h["start"]), time.fromisoformat(h["end"]), _day(h))
+                for h in raw.get("halts", [])
+            )
+            drops = tuple(
+                DroppedMinutes(d["code"], frozenset(time.fromisoformat(m) for m in d["minutes"]), _day(d))
+                for d in raw.get("drop_minutes", [])
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"halts/drop_minutes entries need code and start/end or minutes: {err}") from err
+        return cls(
+            seed=int(raw.get("seed", 0)),
+            latency_ms=float(raw.get("latency_ms", 0.0)),
+            jitter_ms=float(raw.get("jitter_ms", 0.0)),
+            error_rates=rates,
+            unknown_codes=frozenset(raw.get("unknown_codes", [])),
+            halts=halts,
+            drop_minutes=drops,
+            raw=raw,
+        )
+
+    def is_dropped(self, code: str, minute: datetime) -> bool:
+        return any(d.covers(code, minute) for d in self.drop_minutes)
+
+
+class FaultInjector:
+    """Draws the faults of each call from one seeded RNG, so a run with the same calls repeats."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+
+    def latency_seconds(self) -> float:
+        return (self.config.latency_ms + self.rng.uniform(0, self.config.jitter_ms)) / 1000
+
+    def draw_error(self) -> str | None:
+        """The error kind that hits this call, or None."""
+        if not any(self.config.error_rates.values()):
+            return None
+        roll = self.rng.random()
+        for kind in ERROR_KINDS:
+            roll -= self.config.error_rates[kind]
+            if roll < 0:
+                return kind
+        return None
+
+
+def _day(entry: dict[str, Any]) -> date | None:
+    return date.fromisoformat(entry["date"]) if entry.get("date") else None

@@ -1,0 +1,305 @@
+"""A deterministic KRX market: the minute bars every (code, date) had, and how they looked while forming.
+
+Each (seed, code, date) seeds its own random walk through a stable hash (SHA-256, never Python's
+per-process ``hash()``), so any day of any code can be generated alone, in any order, in any
+process, and always comes out the same. Sessions follow ``kis.calendar``.
+
+What a day contains:
+- prices on the KRX tick grid, from a start price per code between 1,000 and 900,000 KRW;
+- U-shaped volumes over the day, a bigger opening bar and a single-price closing-auction bar;
+- for illiquid codes a few flat zero-volume minutes (bars of the today endpoint, none of the daily);
+- in about one code-day in ten a volatility interruption (VI): two minutes without a bar, then a
+  bar that carries the auction print;
+- trading halts configured from outside (``halts``): no bars in the window.
+VI and halt minutes are the expected absences; the ground truth leaves them out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+
+from kis.bars import KST, Bar
+from kis.calendar import KrxCalendar, default_calendar
+
+__all__ = ["Halt", "Market", "Quote", "is_on_tick_grid", "tick_size"]
+
+ONE_MINUTE = timedelta(minutes=1)
+# Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
+TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
+TOP_TICK = 1_000
+MIN_START_PRICE, MAX_START_PRICE = 1_000, 900_000
+VI_PROBABILITY = 0.1
+VI_BLANK_MINUTES = 2
+ILLIQUID_SHARE = 0.2
+ILLIQUID_NO_TRADE_PROBABILITY = 0.03
+
+# Well-known names so that responses look familiar; any other valid code gets a generated name.
+NAMES = {
+    "005930": "삼성전자",
+    "000660": "SK하이닉스",
+    "005380": "현대차",
+    "000270": "기아",
+    "373220": "LG에너지솔루션",
+    "035420": "NAVER",
+    "035720": "카카오",
+    "068270": "셀트리온",
+    "105560": "KB금융",
+    "051910": "LG화학",
+}
+
+
+def tick_size(price: int | float) -> int:
+    """The KRX tick size of the band ``price`` lies in."""
+    for bound, tick in TICK_BANDS:
+        if price < bound:
+            return tick
+    return TOP_TICK
+
+
+def is_on_tick_grid(price: int) -> bool:
+    return price > 0 and price % tick_size(price) == 0
+
+
+def to_tick(price: float) -> int:
+    """The nearest price on the tick grid; rounding across a band edge lands on the edge, which is valid."""
+    tick = tick_size(price)
+    return max(tick, int(round(price / tick)) * tick)
+
+
+def stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A trading halt of one code: no bars from ``start`` (included) to ``end`` (excluded), KST.
+
+    ``day`` None means every day (handy for a simulator whose clock moves across days).
+    """
+
+    code: str
+    start: time
+    end: time
+    day: date | None = None
+
+    def covers(self, code: str, minute: datetime) -> bool:
+        return (
+            code == self.code
+            and (self.day is None or minute.date() == self.day)
+            and self.start <= minute.astimezone(KST).time() < self.end
+        )
+
+
+@dataclass(frozen=True)
+class _Minute:
+    """A bar of the generated tape and when, within its minute, its trades happened (seconds)."""
+
+    bar: Bar
+    first_trade: int | None  # None: no trade in the minute
+    high_at: int
+    low_at: int
+
+
+@dataclass(frozen=True)
+class _Tape:
+    minutes: tuple[_Minute, ...]
+    vi_minutes: tuple[datetime, ...]
+
+
+@dataclass(frozen=True)
+class _Profile:
+    start_price: int
+    illiquid: bool
+    minute_volume: float  # shares in an average minute
+    volatility: float  # standard deviation of a minute's log return
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What the market shows for a code at one moment of its session day.
+
+    ``rows`` are the bars as the today endpoint shows them, oldest first, each with the day's
+    cumulative traded value through it; the last one may be forming.
+    """
+
+    rows: tuple[tuple[Bar, int], ...]
+    price: int  # last trade price (the previous close before the first trade)
+    volume: int  # cumulative volume of the day so far
+    value: int  # cumulative traded value of the day so far
+    previous_close: int
+
+
+class Market:
+    """The deterministic market of one seed.
+
+    :param seed: changes every price and volume; the same seed always gives the same market.
+    :param calendar: the sessions; defaults to ``kis.calendar.default_calendar()``.
+    :param halts: trading halts (replaceable later through ``halts``).
+    """
+
+    def __init__(self, seed: int = 0, calendar: KrxCalendar | None = None, halts: Iterable[Halt] = ()) -> None:
+        self.seed = seed
+        self.calendar = calendar or default_calendar()
+        self.halts: tuple[Halt, ...] = tuple(halts)
+        self._tapes: dict[tuple[str, date], _Tape] = {}
+
+    def name(self, code: str) -> str:
+        return NAMES.get(code, f"시뮬종목{code}")
+
+    def day_bars(self, code: str, day: date) -> list[Bar]:
+        """The final bars of ``code`` on ``day``: the ground truth, zero-volume minutes included."""
+        return [m.bar for m in self._visible(code, day)]
+
+    def cumulative_volume(self, code: str, day: date) -> int:
+        """The day's total volume (``acml_vol`` after the close): the sum of the ground truth."""
+        return sum(bar.volume for bar in self.day_bars(code, day))
+
+    def absences(self, code: str, day: date) -> list[dict[str, str]]:
+        """The grid minutes expected to have no bar, each with its reason, in time order."""
+        vi = set(self._tape(code, day).vi_minutes)
+        absent = []
+        for minute in self.calendar.expected_bars(day):
+            if any(h.covers(code, minute) for h in self.halts):
+                absent.append({"minute": minute.isoformat(), "reason": "trading_halt"})
+            elif minute in vi:
+                absent.append({"minute": minute.isoformat(), "reason": "volatility_interruption"})
+        return absent
+
+    def previous_close(self, code: str, day: date) -> int:
+        """The close of the session before ``day`` (the reference price of ``day``)."""
+        for back in range(1, 15):
+            bars = self.day_bars(code, day - timedelta(days=back))
+            if bars:
+                return bars[-1].close
+        return self._profile(code).start_price
+
+    def quote(self, code: str, at: datetime) -> Quote:
+        """The day of ``code`` as seen at ``at``: closed bars final, the bar of ``at``'s minute forming.
+
+        Before its first trade (a fixed second within the minute) a forming bar is flat at the last
+        price and repeats the previous bar's volume, as KIS shows it; after that it grows towards
+        its final values, which it reaches when its minute ends.
+        """
+        at = at.astimezone(KST)
+        day = at.date()
+        previous_close = self.previous_close(code, day)
+        rows: list[tuple[Bar, int]] = []
+        price, volume, value, previous_volume = previous_close, 0, 0, 0
+        for minute in self._visible(code, day):
+            if minute.bar.minute > at:
+                break
+            if minute.bar.minute + ONE_MINUTE <= at:
+                shown, traded = minute.bar, minute.bar
+            else:
+                second = int((at - minute.bar.minute).total_seconds())
+                shown, traded = _forming(minute, second, price, previous_volume)
+            if traded is not None:
+                price, volume, value = traded.close, volume + traded.volume, value + traded_value(traded)
+            rows.append((shown, value))
+            previous_volume = minute.bar.volume
+        return Quote(tuple(rows), price, volume, value, previous_close)
+
+    def _visible(self, code: str, day: date) -> list[_Minute]:
+        return [m for m in self._tape(code, day).minutes if not any(h.covers(code, m.bar.minute) for h in self.halts)]
+
+    def _profile(self, code: str) -> _Profile:
+        rng = random.Random(stable_seed(self.seed, code))
+        start = to_tick(math.exp(rng.uniform(math.log(MIN_START_PRICE), math.log(MAX_START_PRICE))))
+        illiquid = rng.random() < ILLIQUID_SHARE
+        # Turnover (won a minute) sets the share volume, so a 900,000 won stock trades few shares.
+        turnover = math.exp(rng.uniform(math.log(5e6), math.log(5e7)) if illiquid else rng.uniform(math.log(1e8), math.log(3e9)))
+        return _Profile(start, illiquid, max(turnover / start, 3.0), rng.uniform(0.0006, 0.0018))
+
+    def _tape(self, code: str, day: date) -> _Tape:
+        key = (code, day)
+        if key not in self._tapes:
+            self._tapes[key] = self._generate(code, day)
+        return self._tapes[key]
+
+    def _generate(self, code: str, day: date) -> _Tape:
+        session = self.calendar.session(day)
+        if session is None:
+            return _Tape((), ())
+        profile = self._profile(code)
+        rng = random.Random(stable_seed(self.seed, code, day.isoformat()))
+        grid = session.bar_minutes
+        continuous = len(grid) - 1
+        vi_minutes: tuple[datetime, ...] = ()
+        if rng.random() < VI_PROBABILITY:
+            start = rng.randrange(10, continuous - 10)
+            vi_minutes = grid[start : start + VI_BLANK_MINUTES]
+        # The day's open drifts from the code's start price, so days differ but stay plausible.
+        last = to_tick(profile.start_price * math.exp(rng.gauss(0, 0.03)))
+        minutes = []
+        for index, minute in enumerate(grid):
+            if minute in vi_minutes:
+                continue
+            shape = _u_shape(index / continuous)
+            # Auction prints (the open, the VI auction, the close) match once, at the minute's start.
+            auction = index == 0 or minute == session.close
+            if minute == session.close:
+                last = to_tick(last * math.exp(rng.gauss(0, profile.volatility)))
+                volume = int(profile.minute_volume * rng.uniform(15, 40))
+                bar = Bar(code, minute, last, last, last, last, volume)
+            elif vi_minutes and minute == vi_minutes[-1] + ONE_MINUTE:
+                # The VI auction matches away from the last price: that move is what triggered it.
+                auction = True
+                last = to_tick(last * (1 + rng.choice((-1, 1)) * rng.uniform(0.02, 0.03)))
+                volume = int(profile.minute_volume * shape * rng.uniform(5, 10))
+                bar = Bar(code, minute, last, last, last, last, volume)
+            elif index > 0 and profile.illiquid and rng.random() < ILLIQUID_NO_TRADE_PROBABILITY:
+                minutes.append(_Minute(Bar(code, minute, last, last, last, last, 0), None, 0, 0))
+                continue
+            else:
+                bar = _random_bar(rng, code, minute, last, profile, shape * (5 if index == 0 else 1))
+                last = bar.close
+            first = 0 if auction else rng.randrange(0, 50)
+            minutes.append(_Minute(bar, first, rng.randrange(first, 60), rng.randrange(first, 60)))
+        return _Tape(tuple(minutes), vi_minutes)
+
+
+def traded_value(bar: Bar) -> int:
+    """The won traded in a bar, at its average OHLC price (what ``acml_tr_pbmn`` accumulates)."""
+    return bar.volume * (bar.open + bar.high + bar.low + bar.close) // 4
+
+
+def _forming(minute: _Minute, second: int, last_price: int, previous_volume: int) -> tuple[Bar, Bar | None]:
+    """A bar ``second`` seconds into its minute: the row shown, and what has really traded (or None)."""
+    bar = minute.bar
+    if minute.first_trade is None or second < minute.first_trade:
+        flat = replace(bar, open=last_price, high=last_price, low=last_price, close=last_price)
+        return replace(flat, volume=previous_volume), None
+    events = sorted(
+        ((minute.first_trade, bar.open), (minute.high_at, bar.high), (minute.low_at, bar.low)),
+        key=lambda event: event[0],
+    )
+    reached = [price for at, price in events if at <= second]
+    elapsed = (second - minute.first_trade + 1) / (60 - minute.first_trade)
+    partial = replace(
+        bar,
+        high=max(reached),
+        low=min(reached),
+        close=reached[-1],
+        volume=min(bar.volume, max(1, int(bar.volume * elapsed))),
+    )
+    return partial, partial
+
+
+def _u_shape(fraction: float) -> float:
+    """Relative volume over the day: busy at the open and towards the close, quiet at lunch."""
+    return 0.4 + 2.4 * (fraction - 0.5) ** 2
+
+
+def _random_bar(rng: random.Random, code: str, minute: datetime, last: int, profile: _Profile, weight: float) -> Bar:
+    open_ = last
+    close = to_tick(open_ * math.exp(rng.gauss(0, profile.volatility)))
+    high = max(open_, close, to_tick(max(open_, close) * (1 + abs(rng.gauss(0, profile.volatility / 2)))))
+    low = min(open_, close, to_tick(min(open_, close) * (1 - abs(rng.gauss(0, profile.volatility / 2)))))
+    volume = max(1, int(profile.minute_volume * weight * rng.lognormvariate(0, 0.5)))
+    return Bar(code, minute, open_, high, low, close, volume)

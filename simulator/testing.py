@@ -1,0 +1,137 @@
+"""Run a simulator inside a test: ``with run_simulator(now=...) as sim: ...``.
+
+The server runs in a background thread on a free port of 127.0.0.1 and is stopped on exit. Every
+control call goes through the HTTP control API, so the same calls work against a simulator
+started as a separate process.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+import uvicorn
+
+from kis.bars import KST, Bar
+from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET, Simulator, SimulatorConfig
+
+__all__ = ["SimulatorHandle", "run_simulator"]
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+class SimulatorHandle:
+    """A running simulator: its address and credentials, and the control API as methods."""
+
+    def __init__(self, host: str, port: int, appkey: str, appsecret: str, mode: str) -> None:
+        self.host, self.port = host, port
+        self.base_url = f"http://{host}:{port}"
+        self.appkey, self.appsecret, self.mode = appkey, appsecret, mode
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self._call("GET", "/_sim/clock")["now"]).astimezone(KST)
+
+    def set_now(self, now: datetime | str) -> None:
+        self._call("POST", "/_sim/clock", {"now": now if isinstance(now, str) else now.isoformat()})
+
+    def advance(self, seconds: float) -> None:
+        self._call("POST", "/_sim/clock", {"advance_seconds": seconds})
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        self._call("POST", "/_sim/faults", faults)
+
+    def counters(self) -> dict[str, Any]:
+        return self._call("GET", "/_sim/counters")
+
+    def reset_counters(self) -> None:
+        self._call("POST", "/_sim/counters/reset")
+
+    def expire_tokens(self) -> None:
+        self._call("POST", "/_sim/tokens/expire")
+
+    def truth(self, code: str, day: date) -> list[Bar]:
+        return [Bar.from_record(record) for record in self._truth(code, day)["bars"]]
+
+    def cumulative_volume(self, code: str, day: date) -> int:
+        return int(self._truth(code, day)["cumulative_volume"])
+
+    def absences(self, code: str, day: date) -> list[dict[str, Any]]:
+        return list(self._truth(code, day)["absences"])
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _truth(self, code: str, day: date) -> dict[str, Any]:
+        return self._call("GET", "/_sim/truth", params={"code": code, "date": day.isoformat()})
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, str] | None = None) -> Any:
+        response = self._http.request(method, path, json=body, params=params)
+        response.raise_for_status()
+        return response.json()
+
+
+@contextmanager
+def run_simulator(
+    mode: str = "real",
+    now: datetime | str | None = "2026-11-25T10:31:00+09:00",
+    seed: int = 0,
+    appkey: str | None = None,
+    appsecret: str | None = None,
+    rate_limit: int | None = None,
+    token_lifetime_seconds: float = 86400,
+    token_throttle_seconds: float = 60,
+    faults: dict[str, Any] | None = None,
+) -> Iterator[SimulatorHandle]:
+    """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
+
+    ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
+    documented defaults.
+    """
+    config = SimulatorConfig(
+        mode=mode,
+        appkey=appkey or DEFAULT_APPKEY,
+        appsecret=appsecret or DEFAULT_APPSECRET,
+        now=datetime.fromisoformat(now) if isinstance(now, str) else now,
+        seed=seed,
+        rate_limit=rate_limit,
+        token_lifetime_seconds=token_lifetime_seconds,
+        token_throttle_seconds=token_throttle_seconds,
+        faults=faults,
+    )
+    app = Simulator(config).app
+    # Binding the socket here, not in uvicorn, gives the port before the thread starts, without a race.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{port}", daemon=True)
+    thread.start()
+    handle = SimulatorHandle("127.0.0.1", port, config.appkey, config.appsecret, mode)
+    try:
+        _wait_until_serving(handle, thread)
+        yield handle
+    finally:
+        handle.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _wait_until_serving(handle: SimulatorHandle, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while True:
+        try:
+            handle.now()
+            return
+        except httpx.TransportError:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator did not start on {handle.base_url}") from None
+            time.sleep(0.02)
