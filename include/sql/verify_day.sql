@@ -1,6 +1,7 @@
 -- Verifies one trading date per code against the expected bar grid, writes the result to
 -- minute_verification (replacing an earlier verification of the same code and date) and to
--- minute_verification_history, and returns the rows written.
+-- minute_verification_history, and returns the rows written (the columns of minute_verification),
+-- ordered by code.
 --
 -- Parameters:
 --   day      date         the trading date
@@ -99,21 +100,22 @@ report AS (
 ),
 history AS (
     INSERT INTO minute_verification_history SELECT * FROM report
+),
+written AS (
+    INSERT INTO minute_verification AS v
+    SELECT * FROM report
+    ON CONFLICT (trading_date, stock_code) DO UPDATE
+    SET expected = excluded.expected,
+        stored = excluded.stored,
+        present = excluded.present,
+        missing_minutes = excluded.missing_minutes,
+        closing_bar_at = excluded.closing_bar_at,
+        volume_sum = excluded.volume_sum,
+        reported_volume = excluded.reported_volume,
+        volume_status = excluded.volume_status,
+        status = excluded.status,
+        run_id = excluded.run_id,
+        checked_at = excluded.checked_at
+    RETURNING v.*
 )
-INSERT INTO minute_verification AS v
-SELECT * FROM report
-ON CONFLICT (trading_date, stock_code) DO UPDATE
-SET expected = excluded.expected,
-    stored = excluded.stored,
-    present = excluded.present,
-    missing_minutes = excluded.missing_minutes,
-    closing_bar_at = excluded.closing_bar_at,
-    volume_sum = excluded.volume_sum,
-    reported_volume = excluded.reported_volume,
-    volume_status = excluded.volume_status,
-    status = excluded.status,
-    run_id = excluded.run_id,
-    checked_at = excluded.checked_at
-RETURNING v.trading_date, v.stock_code, v.expected, v.stored, v.present, v.missing_minutes,
-          v.closing_bar_at, v.volume_sum, v.reported_volume, v.volume_status, v.status, v.run_id,
-          v.checked_at;
+SELECT * FROM written ORDER BY stock_code;
