@@ -1,0 +1,535 @@
+"""The KIS simulator against docs KIS_API.md and KRX_SESSIONS.md, through HTTP as a client sees it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kis.bars import KST, Bar
+from kis.calendar import default_calendar
+from simulator.market import Market, is_on_tick_grid
+from simulator.testing import SimulatorHandle, run_simulator
+
+REPO = Path(__file__).parents[1]
+TODAY = "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice"
+DAILY = "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice"
+TR_IDS = {TODAY: "FHKST03010200", DAILY: "FHKST03010230"}
+NORMAL_DAY = date(2026, 11, 25)
+ONE_MINUTE = timedelta(minutes=1)
+
+
+class Client:
+    """A minimal KIS client: enough to exercise the simulator, nothing like the real hook."""
+
+    def __init__(self, sim: SimulatorHandle) -> None:
+        self.sim = sim
+        self.http = httpx.Client(base_url=sim.base_url, timeout=10)
+        self.token = self.issue().json()["access_token"]
+
+    def issue(self, **overrides: str) -> httpx.Response:
+        body = {"grant_type": "client_credentials", "appkey": self.sim.appkey, "appsecret": self.sim.appsecret}
+        return self.http.post("/oauth2/tokenP", json=body | overrides)
+
+    def headers(self, path: str, **overrides: str | None) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json; charset=utf-8",
+            "authorization": f"Bearer {self.token}",
+            "appkey": self.sim.appkey,
+            "appsecret": self.sim.appsecret,
+            "tr_id": TR_IDS[path],
+            "custtype": "P",
+        } | overrides
+        return {k: v for k, v in headers.items() if v is not None}
+
+    def today(self, code: str, hhmmss: str, **headers: str | None) -> httpx.Response:
+        params = {
+            "FID_ETC_CLS_CODE": "",
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_INPUT_ISCD": code,
+            "FID_INPUT_HOUR_1": hhmmss,
+            "FID_PW_DATA_INCU_YN": "Y",
+        }
+        return self.http.get(TODAY, params=params, headers=self.headers(TODAY, **headers))
+
+    def daily(self, code: str, yyyymmdd: str, hhmmss: str) -> httpx.Response:
+        params = {
+            "FID_ETC_CLS_CODE": "",
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_INPUT_ISCD": code,
+            "FID_INPUT_HOUR_1": hhmmss,
+            "FID_INPUT_DATE_1": yyyymmdd,
+            "FID_FAKE_TICK_INCU_YN": "",
+            "FID_PW_DATA_INCU_YN": "N",
+        }
+        return self.http.get(DAILY, params=params, headers=self.headers(DAILY))
+
+    def rows(self, response: httpx.Response) -> list[Bar]:
+        body = response.json()
+        assert body["rt_cd"] == "0", body
+        return [to_bar(body_code(response), row) for row in body["output2"]]
+
+    def walk_today(self, code: str, close: datetime) -> list[Bar]:
+        """The whole of today, backwards 30 rows at a time from the close, as the collector walks it."""
+        bars: list[Bar] = []
+        cursor = close
+        while page := self.rows(self.today(code, cursor.strftime("%H%M%S"))):
+            assert len(page) <= 30
+            bars += page
+            cursor = page[-1].minute - ONE_MINUTE
+        return sorted(bars, key=lambda bar: bar.minute)
+
+
+def body_code(response: httpx.Response) -> str:
+    return str(response.request.url.params["FID_INPUT_ISCD"])
+
+
+def to_bar(code: str, row: dict[str, str]) -> Bar:
+    minute = datetime.strptime(row["stck_bsop_date"] + row["stck_cntg_hour"], "%Y%m%d%H%M%S").replace(tzinfo=KST)
+    fields = ("stck_oprc", "stck_hgpr", "stck_lwpr", "stck_prpr", "cntg_vol")
+    return Bar(code, minute, *(int(row[f]) for f in fields))
+
+
+def kst(day: date, hhmm: str, second: int = 0) -> datetime:
+    return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time(), tzinfo=KST) + timedelta(seconds=second)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorHandle]:
+    """A simulator for the functional tests; the rate limit is out of the way (it has its own tests)."""
+    with run_simulator(now="2026-11-25T10:31:00+09:00", rate_limit=100_000) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(sim: SimulatorHandle) -> Iterator[Client]:
+    sim.set_faults({})
+    client = Client(sim)
+    yield client
+    client.http.close()
+
+
+# --- the today endpoint -------------------------------------------------------------------------
+
+
+def test_today_pages_backwards_and_includes_the_cursor(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "11:00", 30))
+    page = client.rows(client.today("005930", "103000"))
+    assert [bar.minute for bar in page] == [kst(NORMAL_DAY, "10:30") - i * ONE_MINUTE for i in range(30)]
+    truth = {bar.minute: bar for bar in sim.truth("005930", NORMAL_DAY)}
+    assert all(bar == truth[bar.minute] for bar in page)
+
+
+@pytest.mark.parametrize(
+    ("day", "close", "grid_size"),
+    [(NORMAL_DAY, "15:30", 381), (date(2026, 1, 2), "15:30", 321), (date(2026, 11, 19), "16:30", 381)],
+)
+@pytest.mark.parametrize("code", ["005930", "035720"])  # 035720 is illiquid: zero-volume rows
+def test_walking_a_day_backwards_gives_exactly_the_truth(
+    sim: SimulatorHandle, client: Client, day: date, close: str, grid_size: int, code: str
+) -> None:
+    sim.set_now(kst(day, close) + timedelta(minutes=5))
+    walked = client.walk_today(code, kst(day, close))
+    truth = sim.truth(code, day)
+    assert walked == truth
+    grid = default_calendar().expected_bars(day)
+    assert len(grid) == grid_size
+    absent = {datetime.fromisoformat(a["minute"]) for a in sim.absences(code, day)}
+    assert {bar.minute for bar in truth} | absent == set(grid)
+    assert sum(bar.volume for bar in truth) == sim.cumulative_volume(code, day)
+    output1 = client.today(code, close.replace(":", "") + "00").json()["output1"]
+    assert int(output1["acml_vol"]) == sim.cumulative_volume(code, day)
+
+
+def test_a_vi_day_has_its_two_blank_minutes_as_absences() -> None:
+    market = Market(0)
+    for code in (f"{n:06d}" for n in range(100, 400)):
+        if absences := market.absences(code, NORMAL_DAY):
+            break
+    assert [a["reason"] for a in absences] == ["volatility_interruption"] * 2
+    minutes = [datetime.fromisoformat(a["minute"]) for a in absences]
+    after = next(bar for bar in market.day_bars(code, NORMAL_DAY) if bar.minute == minutes[-1] + ONE_MINUTE)
+    assert after.open == after.close and after.volume > 0  # the auction print
+
+
+def test_no_rows_in_the_closing_auction(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "15:40"))
+    assert [bar.minute for bar in client.rows(client.today("005930", "153000"))][:2] == [
+        kst(NORMAL_DAY, "15:30"),
+        kst(NORMAL_DAY, "15:19"),
+    ]
+    assert client.rows(client.today("005930", "152900"))[0].minute == kst(NORMAL_DAY, "15:19")
+
+
+def test_forming_bar(sim: SimulatorHandle, client: Client) -> None:
+    code = "005930"
+    truth = {bar.minute: bar for bar in sim.truth(code, NORMAL_DAY)}
+    minute, previous = kst(NORMAL_DAY, "10:40"), kst(NORMAL_DAY, "10:39")
+
+    def newest(second: int) -> Bar:
+        sim.set_now(minute + timedelta(seconds=second))
+        return client.rows(client.today(code, "104000"))[0]
+
+    seen = [newest(second) for second in range(0, 60, 3)]
+    assert all(bar.minute == minute for bar in seen)
+    before_first_trade = seen[0]
+    assert before_first_trade.volume == truth[previous].volume
+    assert before_first_trade.open == before_first_trade.close == truth[previous].close
+    assert len(set(seen)) > 2  # the row changes within its minute
+    assert seen[-1] != truth[minute] or truth[minute].high == truth[minute].low
+    assert newest(60) == truth[minute]  # the minute has ended: final
+    sim.set_now(minute + timedelta(seconds=30))
+    acml = int(client.today(code, "104000").json()["output1"]["acml_vol"])
+    assert sum(b.volume for m, b in truth.items() if m < minute) <= acml <= sum(
+        b.volume for m, b in truth.items() if m <= minute
+    )
+
+
+def test_a_cursor_past_now_returns_the_current_price_flat(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "10:31", 20))
+    response = client.today("005930", "110000")
+    price = int(response.json()["output1"]["stck_prpr"])
+    page = client.rows(response)
+    assert [bar.minute for bar in page] == [kst(NORMAL_DAY, "11:00") - i * ONE_MINUTE for i in range(30)]
+    future = [bar for bar in page if bar.minute > kst(NORMAL_DAY, "10:31")]
+    assert len(future) == 29
+    assert all((b.open, b.high, b.low, b.close, b.volume) == (price, price, price, price, 0) for b in future)
+
+
+def test_before_the_open_and_on_a_holiday_there_are_no_rows(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "08:50"))
+    assert client.rows(client.today("005930", "153000")) == []
+    sim.set_now(kst(date(2026, 12, 31), "10:30"))
+    assert client.rows(client.today("005930", "103000")) == []
+    assert sim.truth("005930", date(2026, 12, 31)) == []
+    assert sim.cumulative_volume("005930", date(2026, 12, 31)) == 0
+
+
+# --- the daily endpoint -------------------------------------------------------------------------
+
+
+def test_daily_pages_120_rows_without_zero_volume_and_leaks_the_previous_session(
+    sim: SimulatorHandle, client: Client
+) -> None:
+    code = "035720"
+    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    page = client.rows(client.daily(code, "20261124", "153000"))
+    assert len(page) == 120
+    assert [bar.minute for bar in page] == sorted((bar.minute for bar in page), reverse=True)
+    traded = [bar for bar in sim.truth(code, date(2026, 11, 24)) if bar.volume > 0]
+    assert len(traded) < 381  # the code does have no-trade minutes, and they are left out
+    assert page == traded[::-1][:120]
+
+    leaking = client.rows(client.daily(code, "20261125", "090500"))
+    assert len(leaking) == 120
+    today_rows = [bar for bar in leaking if bar.minute.date() == NORMAL_DAY]
+    assert [bar.minute for bar in today_rows] == [kst(NORMAL_DAY, "09:05") - i * ONE_MINUTE for i in range(6)]
+    assert leaking[len(today_rows) :] == traded[::-1][: 120 - len(today_rows)]
+
+    body = client.daily(code, "20261125", "090500").json()
+    assert int(body["output1"]["acml_vol"]) == sim.cumulative_volume(code, NORMAL_DAY)  # today's quote
+    assert client.daily(code, "20241124", "153000").json()["rt_cd"] == "7"  # beyond a year of history
+
+
+def test_daily_on_a_saturday_returns_friday(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(date(2026, 11, 30), "10:00"))
+    page = client.rows(client.daily("005930", "20261128", "153000"))
+    assert {bar.minute.date() for bar in page} == {date(2026, 11, 27)}
+
+
+def test_daily_is_refused_in_mock_mode() -> None:
+    with run_simulator(mode="mock") as sim:
+        body = Client(sim).daily("005930", "20261124", "153000").json()
+    assert (body["rt_cd"], body["msg_cd"]) == ("1", "90000000")
+
+
+# --- tokens and headers -------------------------------------------------------------------------
+
+
+def test_token_is_reused_within_six_hours_and_throttled() -> None:
+    with run_simulator() as sim:
+        client = Client(sim)
+        again = client.issue().json()
+        assert again["access_token"] == client.token and again["token_type"] == "Bearer"
+        assert 0 < int(again["expires_in"]) <= 86400
+        datetime.strptime(again["access_token_token_expired"], "%Y-%m-%d %H:%M:%S")
+        assert sim.counters()["tokens_issued"] == 1
+
+        sim.expire_tokens()
+        assert client.today("005930", "103000").json()["msg_cd"] == "EGW00123"
+        throttled = client.issue()
+        assert throttled.status_code == 403
+        assert throttled.json()["error_code"] == "EGW00133"
+        assert sim.counters()["tokens_issued"] == 1
+
+
+def test_a_new_token_after_the_throttle_window_and_expiry_by_lifetime() -> None:
+    with run_simulator(token_lifetime_seconds=0.5, token_throttle_seconds=0.3) as sim:
+        client = Client(sim)
+        assert client.today("005930", "103000").json()["rt_cd"] == "0"
+        time.sleep(0.6)
+        assert client.today("005930", "103000").json()["msg_cd"] == "EGW00123"
+        fresh = client.issue().json()["access_token"]
+        assert fresh != client.token
+        client.token = fresh
+        assert client.today("005930", "103000").json()["rt_cd"] == "0"
+        assert sim.counters()["tokens_issued"] == 2
+
+
+def test_bad_credentials(client: Client) -> None:
+    assert client.issue(appkey="nope").json()["error_code"] == "EGW00103"
+    assert client.issue(appsecret="nope").json()["error_code"] == "EGW00105"
+    assert client.issue(grant_type="password").status_code == 400
+
+
+def test_revoked_token_is_invalid() -> None:
+    with run_simulator() as sim:
+        client = Client(sim)
+        revoked = client.http.post(
+            "/oauth2/revokeP", json={"appkey": sim.appkey, "appsecret": sim.appsecret, "token": client.token}
+        )
+        assert revoked.status_code == 200
+        assert client.today("005930", "103000").json()["msg_cd"] == "EGW00121"
+
+
+@pytest.mark.parametrize(
+    ("headers", "msg_cd"),
+    [
+        ({"authorization": None}, "EGW00122"),
+        ({"authorization": "Basic abc"}, "EGW00122"),
+        ({"authorization": "Bearer not-a-token"}, "EGW00121"),
+        ({"appkey": None}, "EGW00103"),
+        ({"appkey": "other"}, "EGW00103"),
+        ({"appsecret": "other"}, "EGW00105"),
+        ({"tr_id": None}, "OPSQ0002"),
+        ({"tr_id": "FHKST03010230"}, "OPSQ0002"),
+        ({"custtype": None}, "EGW00208"),
+        ({"custtype": "X"}, "EGW00208"),
+        ({"custtype": "B"}, "MCA00000"),
+    ],
+)
+def test_header_checks(client: Client, headers: dict[str, str | None], msg_cd: str) -> None:
+    body = client.today("005930", "103000", **headers).json()
+    assert body["msg_cd"] == msg_cd
+    assert body["rt_cd"] == ("0" if msg_cd == "MCA00000" else "1")
+
+
+def test_bad_and_unknown_codes(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_faults({"unknown_codes": ["999990"]})
+    assert client.today("999990", "103000").json()["msg_cd"] == "OPSQ1001"
+    assert client.today("0126Z0", "103000").json()["rt_cd"] == "0"  # new-style codes are valid
+    for bad in ("5930", "0059301", "00593a"):
+        assert client.today(bad, "103000").json()["msg_cd"] == "OPSQ2002"
+    assert client.today("005930", "1030").json()["msg_cd"] == "OPSQ2002"
+
+
+# --- rate limit, faults, counters ---------------------------------------------------------------
+
+
+def burst(client: Client, calls: int) -> list[httpx.Response]:
+    with ThreadPoolExecutor(calls) as pool:
+        return list(pool.map(lambda _: client.today("005930", "103000"), range(calls)))
+
+
+@pytest.mark.parametrize(("mode", "limit"), [("real", 20), ("mock", 2)])
+def test_rate_limit_per_app_key(mode: str, limit: int) -> None:
+    with run_simulator(mode=mode) as sim:
+        client = Client(sim)
+        calls = limit + 12
+        responses = burst(client, calls)
+        rejected = [r for r in responses if r.json()["msg_cd"] == "EGW00201"]
+        assert len(rejected) == calls - limit
+        assert all(r.json()["rt_cd"] == "1" and r.json()["msg1"] == "초당 거래건수를 초과하였습니다." for r in rejected)
+        assert {r.status_code for r in rejected} == {200, 500}
+        counters = sim.counters()
+        assert counters["egw00201"] == calls - limit
+        assert counters["peak_per_second"] == counters["peak_per_second_by_appkey"][sim.appkey] == calls
+        time.sleep(1.05)  # a second later the window is free again
+        assert client.today("005930", "103000").json()["rt_cd"] == "0"
+
+
+def test_counters(sim: SimulatorHandle, client: Client) -> None:
+    sim.reset_counters()
+    for _ in range(3):
+        client.today("005930", "103000")
+    client.daily("005930", "20261124", "153000")
+    client.issue()
+    counters = sim.counters()
+    assert counters["requests_by_endpoint"] == {
+        "inquire-time-itemchartprice": 3,
+        "inquire-time-dailychartprice": 1,
+        "tokenP": 1,
+    }
+    assert counters["requests_by_appkey"] == {sim.appkey: 5}
+    assert 1 <= counters["peak_per_second"] <= 4  # token calls do not count towards the rate
+    assert counters["tokens_issued"] == 0 and counters["egw00201"] == 0
+
+
+def with_fault(sim: SimulatorHandle, client: Client, kind: str) -> httpx.Response:
+    sim.set_now(kst(NORMAL_DAY, "10:31"))
+    sim.set_faults({kind: 1.0, "seed": 3})
+    return client.today("005930", "103000")
+
+
+def test_fault_http_5xx(sim: SimulatorHandle, client: Client) -> None:
+    responses = [with_fault(sim, client, "http_5xx")] + [client.today("005930", "103000") for _ in range(15)]
+    assert {r.status_code for r in responses} == {500, 502, 503}
+    assert {r.text == "" for r in responses} == {True, False}  # with and without a body
+    assert not any("rt_cd" in r.text for r in responses)
+
+
+def test_fault_rate_storm(sim: SimulatorHandle, client: Client) -> None:
+    assert with_fault(sim, client, "rate_storm").json()["msg_cd"] == "EGW00201"
+
+
+@pytest.mark.parametrize("kind", ["malformed_json", "truncated_body"])
+def test_fault_broken_bodies(sim: SimulatorHandle, client: Client, kind: str) -> None:
+    response = with_fault(sim, client, kind)
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+
+
+def test_fault_missing_fields(sim: SimulatorHandle, client: Client) -> None:
+    rows = with_fault(sim, client, "missing_fields").json()["output2"]
+    assert sorted(len(row) for row in rows) == [7] + [8] * 29
+
+
+def test_fault_latency_does_not_serialise(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_faults({"latency_ms": 300, "jitter_ms": 20})
+    started = time.monotonic()
+    responses = burst(client, 8)
+    elapsed = time.monotonic() - started
+    assert all(r.json()["rt_cd"] == "0" for r in responses)
+    assert 0.3 <= elapsed < 1.2
+
+
+def test_fault_error_rates_are_seeded(sim: SimulatorHandle, client: Client) -> None:
+    def run() -> list[int]:
+        sim.set_faults({"http_5xx": 0.3, "seed": 11})
+        return [client.today("005930", "103000").status_code for _ in range(20)]
+
+    first = run()
+    assert first == run() and 0 < first.count(200) < 20
+
+
+def test_fault_halt_is_an_expected_absence(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_faults({"halts": [{"code": "005930", "start": "10:00", "end": "10:10", "date": "2026-11-25"}]})
+    sim.set_now(kst(NORMAL_DAY, "10:31"))
+    page = client.rows(client.today("005930", "101500"))
+    assert [bar.minute for bar in page][5:7] == [kst(NORMAL_DAY, "10:10"), kst(NORMAL_DAY, "09:59")]
+    halted = [a for a in sim.absences("005930", NORMAL_DAY) if a["reason"] == "trading_halt"]
+    assert len(halted) == 10
+    assert all(not kst(NORMAL_DAY, "10:00") <= bar.minute < kst(NORMAL_DAY, "10:10") for bar in sim.truth("005930", NORMAL_DAY))
+
+
+def test_fault_dropped_minutes_are_lost_not_absent(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_faults({"drop_minutes": [{"code": "005930", "minutes": ["10:20", "10:21"]}]})
+    sim.set_now(kst(NORMAL_DAY, "15:40"))
+    walked = client.walk_today("005930", kst(NORMAL_DAY, "15:30"))
+    truth = sim.truth("005930", NORMAL_DAY)
+    assert {bar.minute for bar in truth} - {bar.minute for bar in walked} == {
+        kst(NORMAL_DAY, "10:20"),
+        kst(NORMAL_DAY, "10:21"),
+    }
+    assert sim.absences("005930", NORMAL_DAY) == []
+    assert sum(bar.volume for bar in walked) < sim.cumulative_volume("005930", NORMAL_DAY)
+
+
+def test_bad_fault_config_is_rejected(sim: SimulatorHandle) -> None:
+    with pytest.raises(httpx.HTTPStatusError):
+        sim.set_faults({"http_5xxx": 0.5})
+
+
+def test_unknown_path_and_wrong_method(client: Client) -> None:
+    missing = client.http.get("/uapi/nothing")
+    assert missing.status_code == 404 and missing.json()["rt_cd"] == "1"
+    wrong = client.http.get("/oauth2/tokenP")
+    assert wrong.status_code == 405 and wrong.json()["msg_cd"] == "HTTP405"
+
+
+def test_clock_runs_on_and_moves(sim: SimulatorHandle) -> None:
+    sim.set_now("2026-11-25T10:31:00+09:00")
+    time.sleep(0.2)
+    assert timedelta(seconds=0.2) <= sim.now() - kst(NORMAL_DAY, "10:31") < timedelta(seconds=2)
+    sim.advance(3600)
+    assert sim.now().hour == 11
+
+
+# --- the market ---------------------------------------------------------------------------------
+
+
+def test_market_is_deterministic_and_on_the_tick_grid() -> None:
+    days = [s.day for s in default_calendar().sessions_between(date(2026, 11, 16), date(2026, 11, 27))]
+    codes = [f"{n:06d}" for n in range(0, 200_000, 5_000)]  # 40 codes, prices across the bands
+    a, b, other = Market(0), Market(0), Market(1)
+    vi_days = zero_volume_days = 0
+    prices = set()
+    for code in codes:
+        for day in days:
+            bars = a.day_bars(code, day)
+            assert bars == b.day_bars(code, day)
+            assert bars != other.day_bars(code, day)
+            for bar in bars:
+                assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
+                assert all(is_on_tick_grid(p) for p in (bar.open, bar.high, bar.low, bar.close))
+                assert bar.volume >= 0
+                prices.add(bar.close)
+            vi_days += bool(a.absences(code, day))
+            zero_volume_days += any(bar.volume == 0 for bar in bars)
+    assert 0.04 < vi_days / (len(codes) * len(days)) < 0.2
+    assert zero_volume_days > 0
+    assert min(prices) < 5_000 and max(prices) > 200_000
+    assert all(1_000 <= Market(0).day_bars(code, days[0])[0].open <= 1_100_000 for code in codes)
+
+
+def test_closing_bar_is_the_biggest_of_the_day() -> None:
+    bars = Market(0).day_bars("005930", NORMAL_DAY)
+    assert bars[-1].volume == max(bar.volume for bar in bars)
+    assert bars[-1].open == bars[-1].high == bars[-1].low == bars[-1].close
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_serves_on_loopback() -> None:
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
+    command = [sys.executable, "-m", "simulator", "--port", str(port), "--mode", "mock", "--log-level", "warning"]
+    command += ["--now", "2026-11-25T10:31:00+09:00", "--appkey", "K", "--appsecret", "S", "--faults", "{}"]
+    process = subprocess.Popen(command, cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer: Any = httpx.get(f"http://127.0.0.1:{port}/_sim/clock", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        assert answer["now"].startswith("2026-11-25T10:31")
+        token = httpx.post(
+            f"http://127.0.0.1:{port}/oauth2/tokenP",
+            json={"grant_type": "client_credentials", "appkey": "K", "appsecret": "S"},
+        )
+        assert token.status_code == 200 and token.json()["token_type"] == "Bearer"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
