@@ -60,6 +60,12 @@ def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None
             log.exception("Notifier %s failed", type(notifier).__name__)
 
 
+def codes_alerted(conn, kind: str, day: date) -> set[str]:
+    """The codes with an alert of ``kind`` on ``day`` (e.g. codes KIS called unknown today)."""
+    rows = conn.execute((SQL_DIR / "codes_alerted.sql").read_text(), {"kind": kind, "day": day}).fetchall()
+    return {code for (code,) in rows}
+
+
 def _store(alert: Alert, market_conn_id: str) -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 

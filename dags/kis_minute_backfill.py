@@ -1,0 +1,95 @@
+"""
+### KIS minute backfill and verification: after the close
+
+At 16:00 on weekdays (Asia/Seoul), or for any date triggered from the UI with the `date`
+parameter:
+
+1. **trading_day_gate**: skips days without a session; a past date on a mock account fails here,
+   with the reason (KIS serves past minute bars to real accounts only).
+2. **wait_for_close**: waits, deferred (no worker slot held), until the real session is over:
+   16:35 on a CSAT day, when the 16:00 run starts before the close.
+3. **fetch_session_bars**: one mapped task per batch of codes in the `kis_api` pool: the whole
+   session (today's endpoint walked backwards, or the daily endpoint for a past date).
+4. **upsert_bars**: the same set-based upsert as the minute DAG, over the whole day.
+5. **verify_day**: the stored bars against the calendar's grid, written to the report table; the
+   run fails and alerts when the day is below the completeness threshold or a code has a gap that
+   its volumes do not explain.
+
+Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_completeness_threshold`
+(0.98 by default); connections `kis_default` and `kis_market_db`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.sdk import Param, dag, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from kis import collection
+from kis.alerts import deadline_alerts
+
+
+@dag(
+    schedule=CronTriggerTimetable("0 16 * * 1-5", timezone="Asia/Seoul"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["kis", "minute-bars", "backfill", "verification"],
+    template_searchpath=[str(collection.INCLUDE_DIR)],
+    user_defined_macros={"backfill_wait_until": collection.backfill_wait_until},
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Trading date",
+            description="The date to backfill and verify (KST). Empty: the run's own date.",
+        ),
+    },
+    deadline=deadline_alerts("backfill", after_logical_date=collection.backfill_deadline()),
+    doc_md=__doc__,
+)
+def kis_minute_backfill():
+    @task.short_circuit
+    def trading_day_gate(params=None, logical_date=None) -> list[list[str]]:
+        return collection.plan_backfill(params["date"], logical_date)
+
+    batches = trading_day_gate()
+
+    wait_for_close = DateTimeSensorAsync(
+        task_id="wait_for_close",
+        target_time="{{ backfill_wait_until(params.date, logical_date) }}",
+    )
+
+    @task(pool="kis_api", map_index_template="{{ task.op_kwargs['codes'] | join(',') }}")
+    def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, logical_date=None,
+                           ti=None) -> dict:
+        target = collection.BackfillDay.of_run(params["date"], logical_date)
+        return collection.fetch_session_bars(codes, target, batch=ti.map_index, batches=len(batches))
+
+    fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
+
+    upsert = SQLExecuteQueryOperator(
+        task_id="upsert_bars",
+        conn_id=collection.MARKET_DB_CONN_ID,
+        sql=collection.UPSERT_SQL,
+        parameters={"bars": collection.FETCHED_SESSIONS_TEMPLATE.format(task_id="fetch_session_bars")},
+        trigger_rule="all_done",
+        show_return_value_in_logs=True,
+    )
+
+    @task(trigger_rule="all_done")
+    def verify_day(batches: list[list[str]], params=None, logical_date=None, dag_run=None, ti=None) -> dict:
+        target = collection.BackfillDay.of_run(params["date"], logical_date)
+        fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
+        return collection.verify_day(target, batches, fetched, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    batches >> wait_for_close >> fetched >> upsert >> verify_day(batches)
+
+
+kis_minute_backfill()

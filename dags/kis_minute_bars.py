@@ -1,0 +1,78 @@
+"""
+### KIS minute bars: every minute of the KRX session
+
+Each tick (`* 9-15 * * 1-5`, Asia/Seoul) stores the closed 1-minute bars of the watch-list:
+
+1. **session_gate**: skips the run outside the session (weekends, holidays, before a late open,
+   after the close and its closing print), without touching the API; otherwise brings the market
+   schema up to date and hands out the watch-list in batches.
+2. **fetch_recent_bars**: one mapped task per batch (one code by default) in the `kis_api` pool:
+   one request per code for the last 30 closed bars, so a late or retried run heals itself.
+3. **upsert_bars**: one set-based `INSERT ... ON CONFLICT DO UPDATE` over all fetched bars; it
+   runs even when some codes failed, so one code never holds back the others.
+4. **check_live_gaps**: a closed minute still missing two minutes later raises one alert.
+
+Clear one failed `fetch_recent_bars` task in the grid to fetch and store that code again.
+Configuration: Variables `kis_watchlist` and `kis_codes_per_task`; connections `kis_default` and
+`kis_market_db`. The run's minute is its logical date, never the wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+from airflow.sdk import dag, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from kis import collection
+from kis.alerts import deadline_alerts
+
+
+@dag(
+    schedule=CronTriggerTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=5),
+    default_args={
+        "owner": "market-data",
+        # Short enough that both retries still fit inside the minute.
+        "retries": 2,
+        "retry_delay": timedelta(seconds=5),
+    },
+    tags=["kis", "minute-bars", "collection"],
+    template_searchpath=[str(collection.INCLUDE_DIR)],
+    deadline=deadline_alerts("minute run", after_logical_date=collection.minute_run_deadline()),
+    doc_md=__doc__,
+)
+def kis_minute_bars():
+    @task.short_circuit
+    def session_gate(logical_date=None) -> list[list[str]]:
+        return collection.plan_minute_run(logical_date)
+
+    @task(pool="kis_api", map_index_template="{{ task.op_kwargs['codes'] | join(',') }}")
+    def fetch_recent_bars(codes: list[str], logical_date=None, dag_run=None) -> list[dict]:
+        return collection.fetch_recent_bars(codes, logical_date, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    batches = session_gate()
+    fetched = fetch_recent_bars.expand(codes=batches)
+
+    upsert = SQLExecuteQueryOperator(
+        task_id="upsert_bars",
+        conn_id=collection.MARKET_DB_CONN_ID,
+        sql=collection.UPSERT_SQL,
+        parameters={"bars": collection.FETCHED_BARS_TEMPLATE.format(task_id="fetch_recent_bars")},
+        trigger_rule="all_done",
+        show_return_value_in_logs=True,
+    )
+
+    @task
+    def check_live_gaps(batches: list[list[str]], logical_date=None, dag_run=None) -> int:
+        return collection.check_live_gaps(batches, logical_date, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    fetched >> upsert >> check_live_gaps(batches)
+
+
+kis_minute_bars()

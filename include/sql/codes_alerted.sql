@@ -1,0 +1,4 @@
+-- The codes that have an alert of one kind on one trading date (kis.alerts.codes_alerted).
+SELECT DISTINCT stock_code
+FROM collection_alerts
+WHERE kind = %(kind)s AND trading_date = %(day)s AND stock_code IS NOT NULL;
