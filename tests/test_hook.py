@@ -1,0 +1,261 @@
+"""The KIS hook against the simulator, with its token and limiter state in a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from kis.bars import KST
+from kis.calendar import default_calendar
+from kis.errors import KisApiError, KisUnknownCode, KisUnsupported
+from kis.hook import KisHook
+from kis.token_store import app_key_hash
+from simulator.testing import SimulatorHandle, run_simulator
+
+DAY = date(2026, 11, 25)  # a Wednesday, a normal session
+CODE = "005930"
+SESSION = default_calendar().session(DAY)
+APPKEY = "PSAPPKEY0123456789abcdefSECRETKEY01"
+APPSECRET = "APPSECRET+0123456789/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz="
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Iterator[Callable[..., KisHook]]:
+    """Points ``kis_default`` at a simulator (and the state at a fresh database); returns hooks."""
+    hooks: list[KisHook] = []
+
+    def make(sim: SimulatorHandle, **extra: Any) -> KisHook:
+        conn = {
+            "conn_type": "http",
+            "host": sim.host,
+            "port": sim.port,
+            "schema": "http",
+            "login": sim.appkey,
+            "password": sim.appsecret,
+            "extra": {"environment": sim.mode, "custtype": "P", **extra},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_DEFAULT", json.dumps(conn))
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
+        hook = KisHook(backoff_max=1.0)
+        hooks.append(hook)
+        return hook
+
+    yield make
+    for hook in hooks:
+        hook.close()
+
+
+def at(hhmm: str, day: date = DAY) -> datetime:
+    return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time(), tzinfo=KST)
+
+
+def test_recent_bars_are_the_closed_truth_up_to_until(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T10:31:40+09:00") as sim:
+        hook = connect(sim)
+        result = hook.recent_bars(CODE, until=at("10:30"))
+        truth = [bar for bar in sim.truth(CODE, DAY) if bar.minute <= at("10:30")]
+        assert result.bars == truth[-30:]
+        assert result.bars[-1].minute == at("10:30")  # the forming 10:31 bar is not there
+        assert result.rejected == [] and result.pages == 1
+        assert result.cumulative_volume is not None and result.cumulative_volume > sum(b.volume for b in truth)
+        assert sim.counters()["requests_by_endpoint"]["inquire-time-itemchartprice"] == 1
+
+
+def test_recent_bars_drop_rows_after_until(connect: Callable[..., KisHook]) -> None:
+    """Even when the answer holds a newer row (here: the caller's until lags the clock), it is not kept."""
+    with run_simulator(now="2026-11-25T10:31:40+09:00") as sim:
+        hook = connect(sim)
+        result = hook.recent_bars(CODE, until=at("10:20"))
+        assert max(bar.minute for bar in result.bars) == at("10:20")
+
+
+def test_a_whole_day_walked_backwards_equals_the_truth(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T16:00:00+09:00") as sim:
+        hook = connect(sim)
+        for code in ("005930", "000660"):
+            truth = sim.truth(code, DAY)
+            result = hook.session_bars(code, SESSION, today=DAY)
+            assert result.bars == truth, code
+            assert result.rejected == []
+            assert result.cumulative_volume == sim.cumulative_volume(code, DAY)
+        assert len(sim.truth("005930", DAY)) == len(SESSION.bar_minutes) == 381
+        assert result.pages == 13
+
+
+def test_a_past_day_on_a_mock_account_is_a_clear_error(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(mode="mock") as sim:
+        hook = connect(sim)
+        past = default_calendar().session(date(2026, 11, 24))
+        with pytest.raises(KisUnsupported, match="real accounts only"):
+            hook.session_bars(CODE, past, today=DAY)
+        assert sim.counters()["requests_by_endpoint"].get("inquire-time-dailychartprice", 0) == 0
+
+
+def test_a_past_day_on_a_real_account_comes_from_the_daily_endpoint(connect: Callable[..., KisHook]) -> None:
+    past_day = date(2026, 11, 24)
+    with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
+        hook = connect(sim)
+        result = hook.session_bars(CODE, default_calendar().session(past_day), today=DAY)
+        assert result.bars == [bar for bar in sim.truth(CODE, past_day) if bar.volume > 0]
+        assert result.cumulative_volume is None  # output1 of that endpoint is today's quote
+        assert result.pages == sim.counters()["requests_by_endpoint"]["inquire-time-dailychartprice"] <= 4
+
+
+def test_rows_of_another_day_are_rejected(connect: Callable[..., KisHook]) -> None:
+    """The daily endpoint fills a page from earlier sessions once the cursor nears the open."""
+    past_day = date(2026, 11, 24)
+    early = _Window(past_day, at("09:00", past_day), at("09:10", past_day))
+    with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
+        result = connect(sim).session_bars(CODE, early, today=DAY)
+        assert result.bars == [b for b in sim.truth(CODE, past_day) if b.volume > 0 and b.minute <= early.close]
+        assert result.rejected and all("is not the asked 2026-11-24" in r.reason for r in result.rejected)
+
+
+def test_an_expired_token_is_replaced_once_and_the_call_succeeds(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T10:31:00+09:00", token_throttle_seconds=1) as sim:
+        hook = connect(sim, token_issue_interval=1)
+        hook.recent_bars(CODE, until=at("10:30"))
+        sim.expire_tokens()
+        sim.advance(60)
+        result = hook.recent_bars(CODE, until=at("10:31"))
+        assert result.bars[-1].minute == at("10:31")
+        assert sim.counters()["tokens_issued"] == 2
+        assert hook.counters["token_refused"] == 1
+
+
+def test_token_issuance_is_paced_and_egw00133_waited_out(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(token_throttle_seconds=2, token_lifetime_seconds=3) as sim:
+        # Another client takes a token, which is then revoked: our first tokenP call is throttled.
+        requests.post(
+            f"{sim.base_url}/oauth2/tokenP",
+            json={"grant_type": "client_credentials", "appkey": sim.appkey, "appsecret": sim.appsecret},
+            timeout=5,
+        ).raise_for_status()
+        sim.expire_tokens()
+        hook = connect(sim, token_issue_interval=2)
+        started = time.monotonic()
+        hook.recent_bars(CODE, until=at("10:30"))
+        assert time.monotonic() - started >= 1.5
+        assert sim.counters()["requests_by_endpoint"]["tokenP"] == 3  # other, throttled, ours
+
+        # Our own tokens expire after 3 s: the next one is asked for no sooner than the interval.
+        time.sleep(3)
+        hook.recent_bars(CODE, until=at("10:30"))
+        counters = sim.counters()
+        assert counters["tokens_issued"] == 3
+        assert counters["requests_by_endpoint"]["tokenP"] == 4  # no EGW00133 this time
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"http_5xx": 0.4},
+        {"rate_storm": 0.4},
+        {"malformed_json": 0.2, "truncated_body": 0.2},
+        {"http_5xx": 0.1, "rate_storm": 0.1, "malformed_json": 0.1, "truncated_body": 0.1},
+    ],
+    ids=["5xx", "egw00201-storm", "bad-bodies", "mixed"],
+)
+def test_faults_are_retried_to_success(connect: Callable[..., KisHook], faults: dict[str, float]) -> None:
+    with run_simulator(now="2026-11-25T16:00:00+09:00", faults={"seed": 3, **faults}) as sim:
+        hook = connect(sim)
+        result = hook.session_bars(CODE, SESSION, today=DAY)
+        assert result.bars == sim.truth(CODE, DAY)
+        assert sum(sim.counters()["faults_injected"].values()) > 0
+        assert hook.counters["rate_limited"] + hook.counters["transient"] > 0
+        if "rate_storm" in faults:
+            assert result.rate_limited == hook.counters["rate_limited"] > 0
+
+
+def test_missing_fields_are_rejected_rows_and_the_rest_is_kept(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T16:00:00+09:00", faults={"missing_fields": 1.0}) as sim:
+        result = connect(sim).session_bars(CODE, SESSION, today=DAY)
+        truth = sim.truth(CODE, DAY)
+        assert result.rejected and all(r.reason.startswith("missing field") for r in result.rejected)
+        assert set(result.bars) <= set(truth)
+        assert len(result.bars) + len(result.rejected) >= len(truth)
+
+
+def test_an_unknown_code_fails_that_code_only(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T10:31:00+09:00", faults={"unknown_codes": ["999990"]}) as sim:
+        hook = connect(sim)
+        with pytest.raises(KisUnknownCode) as raised:
+            hook.recent_bars("999990", until=at("10:30"))
+        assert raised.value.code == "999990" and raised.value.msg_cd == "OPSQ1001"
+        assert "999990" in str(raised.value)
+        assert hook.recent_bars(CODE, until=at("10:30")).bars
+
+
+def test_invalid_codes_never_reach_the_api(connect: Callable[..., KisHook]) -> None:
+    with run_simulator() as sim:
+        hook = connect(sim)
+        with pytest.raises(ValueError, match="invalid stock code"):
+            hook.recent_bars("5930", until=at("10:30"))
+        assert sim.counters()["requests_by_endpoint"] == {}
+
+
+def test_config_extras_are_not_sent_as_headers_and_no_basic_auth(connect: Callable[..., KisHook]) -> None:
+    with run_simulator() as sim:
+        session = connect(sim, rate_limit=5).get_conn()
+        assert session.auth is None
+        assert {"environment", "rate_limit", "state_conn_id", "custtype"} & set(session.headers) == {"custtype"}
+        assert session.headers["custtype"] == "P"
+
+
+def test_no_secret_reaches_logs_exceptions_or_the_database(
+    connect: Callable[..., KisHook], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], market_dsn: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    with run_simulator(
+        now="2026-11-25T10:31:00+09:00", appkey=APPKEY, appsecret=APPSECRET, token_throttle_seconds=1,
+        faults={"seed": 5, "http_5xx": 0.1, "rate_storm": 0.1, "malformed_json": 0.1, "unknown_codes": ["999990"]},
+    ) as sim:
+        hook = connect(sim, token_issue_interval=1)
+        result = hook.recent_bars(CODE, until=at("10:30"))
+        token = hook.tokens.get()
+        sim.expire_tokens()
+        hook.recent_bars(CODE, until=at("10:30"))
+        for call in (lambda: hook.recent_bars("999990", until=at("10:30")),
+                     lambda: hook.session_bars(CODE, default_calendar().session(date(2026, 11, 24)), today=DAY)):
+            try:
+                call()
+            except KisApiError as exc:
+                errors += [str(exc), repr(exc)]
+        errors += [repr(hook), repr(hook.settings), repr(hook.tokens), repr(result)]
+        sim.set_faults({"http_5xx": 1.0})
+        with pytest.raises(KisApiError) as raised:
+            KisHook(max_attempts=2, backoff_max=0.01).recent_bars(CODE, until=at("10:30"))
+        errors += [str(raised.value), repr(raised.value)]
+        new_token = hook.tokens.get()
+
+    with psycopg.connect(market_dsn) as conn:
+        stored = json.dumps(conn.execute("SELECT * FROM kis_api_token").fetchall(), default=str)
+    out, err = capfd.readouterr()
+    haystack = "\n".join([caplog.text, out, err, stored, *errors])
+    assert "KIS refused the token" in haystack  # the scenario did what it should
+    assert app_key_hash(APPKEY) in stored
+    for secret in (APPKEY, APPSECRET, token, new_token, APPKEY[:12], APPSECRET[-16:], token[-16:]):
+        assert secret not in haystack
+
+
+@dataclass(frozen=True)
+class _Window:
+    day: date
+    open: datetime
+    close: datetime
+
+
+def test_a_future_day_is_refused(connect: Callable[..., KisHook]) -> None:
+    with run_simulator() as sim:
+        with pytest.raises(ValueError, match="after today"):
+            connect(sim).session_bars(CODE, default_calendar().session(DAY + timedelta(days=1)), today=DAY)
