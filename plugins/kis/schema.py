@@ -48,7 +48,8 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise ValueError(f"migration file {path.name!r} is not named NNN_lower_case_description.sql")
         version = match.group(1)
         if version in found:
-            raise ValueError(f"migrations {found[version].path.name!r} and {path.name!r} share number {version}")
+            first = found[version].path.name
+            raise ValueError(f"migrations {first!r} and {path.name!r} share number {version}")
         found[version] = Migration(version, path)
     return [found[version] for version in sorted(found)]
 

@@ -210,7 +210,9 @@ def live_gaps(
         return [(code, minute) for code, minute in conn.execute(load_sql("live_gap_check"), params)]
 
 
-def minute_status(conn: psycopg.Connection, day: date, codes: Sequence[str], expected_per_code: int) -> MinuteStatus:
+def minute_status(
+    conn: psycopg.Connection, day: date, codes: Sequence[str], expected_per_code: int
+) -> MinuteStatus:
     """The seed's minute-status figures for ``day``, against ``expected_per_code`` bars per code."""
     params = {"day": day, "codes": list(codes), "expected_per_code": expected_per_code}
     with conn.cursor(row_factory=class_row(MinuteStatus)) as cur:
