@@ -1,0 +1,14 @@
+-- The newest alerts about one trading date, for the minute-status API and the dashboard.
+--
+-- Parameters:
+--   day    date     the trading date the alerts are about
+--   limit  integer  how many to return at most
+-- Returns id, raised_at, kind, dag_id, run_id, stock_code, minute_count (how many minutes the
+-- alert names) and message, newest first.
+SELECT id, raised_at, kind, dag_id, run_id, stock_code,
+       coalesce(cardinality(minutes), 0) AS minute_count,
+       message
+FROM collection_alerts
+WHERE trading_date = %(day)s::date
+ORDER BY raised_at DESC, id DESC
+LIMIT %(limit)s;

@@ -1,0 +1,60 @@
+-- The dashboard's heatmap of one date: for every code, one character per minute of the date's
+-- expected bar grid, in grid order:
+--   c  collected         a bar is stored for the minute (the closing bar anywhere from the close to
+--                        five minutes after, as verify_day.sql counts it)
+--   a  expected absence  no bar, and the day's verification found the code's absences explained
+--                        (closing bar present and the minute volumes add up to the reported day
+--                        volume: a VI, a halt, a minute without trades)
+--   m  missing           no bar although the minute is due
+--   f  not yet           the minute is not due yet (today's future, or a run may still be busy)
+-- A continuous minute m is due from m + 2 minutes (its bar closes at m + 1 minute and the run of
+-- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.collection); the closing bar
+-- from close + 6 minutes (the closing print may come five minutes late).
+--
+-- Parameters:
+--   day    date         the trading date
+--   grid   timestamp[]  its expected bar minutes, naive KST, the closing bar last (kis.calendar);
+--                       empty on a day without a session
+--   codes  text[]       the codes to show (a code without any bar shows too)
+--   now    timestamp    the current KST wall-clock time, naive
+-- Returns one row per code, ordered by code: stock_code, verification (the status of the day's
+-- verification, NULL before one ran) and cells.
+WITH grid AS (
+    SELECT minute, position FROM unnest(%(grid)s::timestamp[]) WITH ORDINALITY AS g (minute, position)
+),
+closing AS (
+    SELECT max(minute) AS minute FROM grid
+),
+codes AS (
+    SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
+),
+day_bars AS (
+    SELECT m.stock_code, m.datetime
+    FROM stock_prices_minute m
+    WHERE m.stock_code = ANY (%(codes)s::text[])
+      AND m.datetime >= %(day)s::date
+      AND m.datetime < %(day)s::date + 1
+),
+closing_bars AS (
+    SELECT DISTINCT b.stock_code
+    FROM day_bars b, closing
+    WHERE b.datetime BETWEEN closing.minute AND closing.minute + interval '5 minutes'
+)
+SELECT c.stock_code,
+       v.status AS verification,
+       coalesce(string_agg(
+           CASE
+               WHEN b.stock_code IS NOT NULL OR (g.minute = closing.minute AND cb.stock_code IS NOT NULL) THEN 'c'
+               WHEN g.minute = closing.minute AND g.minute + interval '6 minutes' > %(now)s::timestamp THEN 'f'
+               WHEN g.minute + interval '2 minutes' > %(now)s::timestamp THEN 'f'
+               WHEN v.status = 'complete_with_explained_absences' AND g.minute = ANY (v.missing_minutes) THEN 'a'
+               ELSE 'm'
+           END, '' ORDER BY g.position) FILTER (WHERE g.minute IS NOT NULL), '') AS cells
+FROM codes c
+LEFT JOIN grid g ON true
+CROSS JOIN closing
+LEFT JOIN day_bars b ON b.stock_code = c.stock_code AND b.datetime = g.minute
+LEFT JOIN closing_bars cb ON cb.stock_code = c.stock_code
+LEFT JOIN minute_verification v ON v.trading_date = %(day)s::date AND v.stock_code = c.stock_code
+GROUP BY c.stock_code, v.status
+ORDER BY c.stock_code;

@@ -1,0 +1,145 @@
+"""The plugin's FastAPI app: the minute-status API and the collection dashboard.
+
+The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
+
+- ``GET /kis/api/minute-status?date=YYYY-MM-DD``: the seed's figures, per-code completeness and
+  verification, the latest alerts (see :func:`kis.web.status.minute_status`);
+- ``GET /kis/api/heatmap?date=YYYY-MM-DD``: codes x minutes states (:func:`kis.web.status.heatmap`);
+- ``GET /kis/dashboard``: the page, shown inside the Airflow UI as an external view; it reads the
+  two endpoints above and the run latencies from Airflow's own REST API.
+
+``date`` defaults to today in KST. A mounted app inherits no authentication from the API server, so
+the whole app depends on Airflow's own security dependency: the caller must be logged in (Bearer
+token, or the UI's ``_token`` cookie, which the dashboard's iframe sends) and allowed to read the
+runs of ``kis_minute_bars``. No credential gives 401, an invalid one 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from kis.bars import KST
+from kis.calendar import KrxCalendar, default_calendar
+from kis.web import status
+
+__all__ = ["COLLECTION_DAG_ID", "MARKET_DB_CONN_ID", "Sources", "create_app"]
+
+MARKET_DB_CONN_ID = "kis_market_db"
+COLLECTION_DAG_ID = "kis_minute_bars"
+STATIC_DIR = Path(__file__).parent / "static"
+# The only files the page needs; served by a route (not a StaticFiles mount, which would bypass the
+# app's authentication dependency).
+STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+NO_STORE = {"Cache-Control": "no-store"}
+# ``date`` in the URL; ``day`` in the code, so as not to shadow the type.
+DateParam = Annotated[date | None, Query(alias="date", description="The trading date (KST); today when left out.")]
+AlertLimit = Annotated[int, Query(ge=0, le=200, description="How many of the latest alerts to return.")]
+
+
+def _market_connection() -> psycopg.Connection:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=MARKET_DB_CONN_ID).get_conn()
+
+
+def _watchlist_codes() -> Sequence[str]:
+    """The watch-list the DAGs collect: the Variable ``kis_watchlist`` or ``include/watchlist.csv``."""
+    # The API server is no task: the models' Variable reads the metadata database and the
+    # environment directly (the SDK's would need a supervisor).
+    from airflow.models.variable import Variable
+
+    from kis.watchlist import load_watchlist
+
+    return load_watchlist(Variable.get("kis_watchlist", default_var=None)).codes
+
+
+def _run_deadline_seconds() -> int:
+    from kis.collection import minute_run_deadline
+
+    return int(minute_run_deadline().total_seconds())
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the app reads from; the defaults are the Airflow connection, Variable and wall clock."""
+
+    connect: Callable[[], psycopg.Connection] = _market_connection
+    codes: Callable[[], Sequence[str]] = _watchlist_codes
+    now: Callable[[], datetime] = lambda: datetime.now(KST)
+    calendar: Callable[[], KrxCalendar] = default_calendar
+    run_deadline_seconds: Callable[[], int] = _run_deadline_seconds
+
+
+def _authorized() -> Any:
+    """Airflow's check that the caller may read the collection DAG's runs (imported lazily: the
+    security module pulls in the API server's whole stack)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=COLLECTION_DAG_ID)
+
+
+def create_app(sources: Sources | None = None) -> FastAPI:
+    """The app, every route behind Airflow's authentication; ``sources`` replaces the defaults in tests."""
+    src = sources or Sources()
+    app = FastAPI(
+        title="KIS minute bars",
+        description=__doc__,
+        dependencies=[Depends(_authorized())],
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @contextmanager
+    def market_db() -> Iterator[psycopg.Connection]:
+        try:
+            conn = src.connect()
+        except psycopg.OperationalError as err:
+            raise HTTPException(503, f"The market database is unreachable: {err}") from None
+        try:
+            yield conn
+        except psycopg.errors.UndefinedTable:
+            raise HTTPException(
+                503, "The market schema does not exist yet: the DAGs create it on their first run."
+            ) from None
+        finally:
+            conn.close()
+
+    def day_of(requested: date | None) -> date:
+        return requested or src.now().astimezone(KST).date()
+
+    @app.get("/api/minute-status", summary="The collection status of a date")
+    def minute_status(day: DateParam = None, alerts: AlertLimit = status.ALERT_LIMIT) -> JSONResponse:
+        with market_db() as conn:
+            body = status.minute_status(conn, day_of(day), src.codes(), src.calendar(), alert_limit=alerts)
+        return JSONResponse(body, headers=NO_STORE)
+
+    @app.get("/api/heatmap", summary="Codes x minutes of a date: collected, missing, expected absence, not yet")
+    def heatmap(day: DateParam = None) -> JSONResponse:
+        with market_db() as conn:
+            body = status.heatmap(conn, day_of(day), src.codes(), src.calendar(), src.now())
+        return JSONResponse(body, headers=NO_STORE)
+
+    @app.get("/dashboard", response_class=HTMLResponse, summary="The collection dashboard")
+    def dashboard() -> HTMLResponse:
+        page = (STATIC_DIR / "dashboard.html").read_text(encoding="utf-8")
+        page = page.replace("{{RUN_DEADLINE_SECONDS}}", str(src.run_deadline_seconds()))
+        page = page.replace("{{COLLECTION_DAG_ID}}", COLLECTION_DAG_ID)
+        return HTMLResponse(page, headers=NO_STORE)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise HTTPException(404, "Not found")
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
+
+    return app

@@ -1,0 +1,274 @@
+// The collection dashboard: reads the plugin's API (api/minute-status, api/heatmap) and Airflow's
+// REST API for the run latencies, with the login cookie the Airflow UI already set. URLs are
+// relative, so the page works under any base path the API server is given.
+"use strict";
+
+const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", f: "#e9ecef" };
+const LABEL_WIDTH = 64;
+const AXIS_HEIGHT = 18;
+const ROW_HEIGHT = 12;
+// Room after the last column for the closing bar's axis label.
+const RIGHT_MARGIN = 32;
+const REFRESH_MS = 30000;
+const RUNS_SHOWN = 60;
+
+const $ = (id) => document.getElementById(id);
+const dateInput = $("date");
+let heatmapData = null;
+let refreshTimer = null;
+
+function todayKst() {
+  // en-CA formats as YYYY-MM-DD.
+  return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Seoul" }).format(new Date());
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (response.status === 401 || response.status === 403) {
+    throw new Error("Not logged in to Airflow (HTTP " + response.status + "): open the dashboard from the Airflow UI.");
+  }
+  if (!response.ok) {
+    let detail = "";
+    try { detail = (await response.json()).detail || ""; } catch (_) { /* not JSON */ }
+    throw new Error(url.split("?")[0] + ": HTTP " + response.status + (detail ? ", " + detail : ""));
+  }
+  return response.json();
+}
+
+function text(id, value) { $(id).textContent = value; }
+function percent(value) { return value === null || value === undefined ? "–" : value.toFixed(2) + " %"; }
+function count(value) { return Number(value).toLocaleString("en-US"); }
+function clock(iso) { return iso ? iso.slice(11, 16) : "–"; }
+
+function cell(tag, content, className) {
+  const element = document.createElement(tag);
+  element.textContent = content;
+  if (className) element.className = className;
+  return element;
+}
+
+function renderStatus(status) {
+  text("rate", percent(status.collection_rate));
+  text("rate-detail", count(status.today_total) + " of " + count(status.expected_total) + " expected bars"
+    + (status.session ? " (" + status.session.bars_per_code + " per code)" : ", no session on this date"));
+  text("codes", status.stock_count + " / " + status.codes.length);
+  text("codes-detail", "first bar " + clock(status.first_time) + ", last " + clock(status.last_time));
+
+  const byStatus = {};
+  for (const code of status.codes) {
+    const key = code.verification ? code.verification.status : "not verified";
+    byStatus[key] = (byStatus[key] || 0) + 1;
+  }
+  const short = { complete: "complete", complete_with_explained_absences: "explained", gap: "gap", no_data: "no data", "not verified": "not verified" };
+  text("verification", Object.keys(short).filter((k) => byStatus[k]).map((k) => byStatus[k] + " " + short[k]).join(", ") || "–");
+  const checked = status.codes.map((c) => c.verification && c.verification.checked_at).filter(Boolean).sort();
+  text("verification-detail", checked.length ? "checked " + checked[checked.length - 1].replace("T", " ").slice(0, 16) : "the backfill verifies after the close");
+
+  const alerts = $("alerts").tBodies[0];
+  alerts.replaceChildren();
+  for (const alert of status.alerts) {
+    const row = document.createElement("tr");
+    row.append(cell("td", alert.raised_at.slice(11, 19)), cell("td", alert.kind),
+      cell("td", alert.stock_code || ""), cell("td", alert.message));
+    alerts.append(row);
+  }
+  if (!status.alerts.length) {
+    const row = document.createElement("tr");
+    const empty = cell("td", "No alerts for this date.", "muted");
+    empty.colSpan = 4;
+    row.append(empty);
+    alerts.append(row);
+  }
+
+  const perCode = $("per-code").tBodies[0];
+  perCode.replaceChildren();
+  const sorted = [...status.codes].sort((a, b) => (a.completeness ?? 0) - (b.completeness ?? 0) || a.stock_code.localeCompare(b.stock_code));
+  for (const code of sorted) {
+    const row = document.createElement("tr");
+    const verification = code.verification ? code.verification.status : "";
+    row.append(cell("td", code.stock_code), cell("td", count(code.bars), "num"), cell("td", count(code.expected), "num"),
+      cell("td", percent(code.completeness), "num"), cell("td", clock(code.first_time)), cell("td", clock(code.last_time)),
+      cell("td", verification.replaceAll("_", " "), "status-" + verification));
+    perCode.append(row);
+  }
+}
+
+function renderLegend(states) {
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const [key, name] of Object.entries(states)) {
+    const item = document.createElement("span");
+    const swatch = document.createElement("i");
+    swatch.style.background = COLORS[key];
+    item.append(swatch, name.replaceAll("_", " "));
+    legend.append(item);
+  }
+}
+
+function heatmapGeometry(data) {
+  const available = Math.max(600, $("heatmap-box").clientWidth) - LABEL_WIDTH - RIGHT_MARGIN;
+  const cellWidth = Math.max(2, Math.floor(available / Math.max(1, data.minutes.length)));
+  return {
+    cellWidth,
+    width: LABEL_WIDTH + cellWidth * data.minutes.length + RIGHT_MARGIN,
+    height: AXIS_HEIGHT + ROW_HEIGHT * data.rows.length,
+  };
+}
+
+function renderHeatmap(data) {
+  heatmapData = data;
+  renderLegend(data.states);
+  const canvas = $("heatmap");
+  const { cellWidth, width, height } = heatmapGeometry(data);
+  const scale = window.devicePixelRatio || 1;
+  canvas.width = width * scale;
+  canvas.height = height * scale;
+  canvas.style.width = width + "px";
+  canvas.style.height = height + "px";
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(scale, 0, 0, scale, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  ctx.font = "10px system-ui, sans-serif";
+  ctx.fillStyle = "#6c757d";
+  ctx.textBaseline = "middle";
+  data.minutes.forEach((minute, i) => {
+    // Hour marks on the axis; the closing bar gets its own label.
+    if (minute.endsWith(":00") || i === data.minutes.length - 1) {
+      ctx.fillText(minute, LABEL_WIDTH + i * cellWidth, AXIS_HEIGHT / 2);
+    }
+  });
+  data.rows.forEach((row, r) => {
+    const y = AXIS_HEIGHT + r * ROW_HEIGHT;
+    ctx.fillStyle = "#212529";
+    ctx.fillText(row.stock_code, 0, y + ROW_HEIGHT / 2);
+    for (let i = 0; i < row.cells.length; i++) {
+      ctx.fillStyle = COLORS[row.cells[i]];
+      ctx.fillRect(LABEL_WIDTH + i * cellWidth, y + 1, Math.max(1, cellWidth - (cellWidth > 3 ? 1 : 0)), ROW_HEIGHT - 2);
+    }
+  });
+
+  const counts = { c: 0, a: 0, m: 0, f: 0 };
+  for (const row of data.rows) for (const state of row.cells) counts[state] += 1;
+  const due = counts.c + counts.a + counts.m;
+  text("due", due ? (100 * (counts.c + counts.a) / due).toFixed(2) + " %" : "–");
+  text("due-detail", due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "") : "nothing due yet");
+  text("heatmap-note", data.session
+    ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + data.generated_at.replace("T", " ").slice(0, 19) + " KST."
+    : "No KRX session on " + data.date + ": nothing is expected.");
+}
+
+function showTip(event) {
+  const tip = $("tip");
+  if (!heatmapData) return;
+  const { cellWidth } = heatmapGeometry(heatmapData);
+  const rect = $("heatmap").getBoundingClientRect();
+  const x = event.clientX - rect.left - LABEL_WIDTH;
+  const r = Math.floor((event.clientY - rect.top - AXIS_HEIGHT) / ROW_HEIGHT);
+  const i = Math.floor(x / cellWidth);
+  const row = heatmapData.rows[r];
+  if (x < 0 || !row || i < 0 || i >= row.cells.length) { tip.hidden = true; return; }
+  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + ": " + heatmapData.states[row.cells[i]].replaceAll("_", " ");
+  tip.style.left = (event.clientX - rect.left + 12) + "px";
+  tip.style.top = (event.clientY - rect.top + 12) + "px";
+  tip.hidden = false;
+}
+
+function svg(tag, attributes) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  return element;
+}
+
+function renderLatency(runs, deadline) {
+  const box = $("latency");
+  box.replaceChildren();
+  const now = Date.now();
+  const points = runs.reverse().map((run) => {
+    const end = run.end_date ? Date.parse(run.end_date) : now;
+    return { run, seconds: Math.max(0, (end - Date.parse(run.run_after)) / 1000), running: !run.end_date };
+  });
+  if (!points.length) {
+    text("latency-note", "No runs of " + document.body.dataset.dagId + " yet.");
+    return;
+  }
+  const width = 600, height = 180, left = 36, bottom = 16;
+  const top = Math.max(deadline * 1.2, ...points.map((p) => p.seconds));
+  const y = (seconds) => height - bottom - (height - bottom - 6) * seconds / top;
+  const barWidth = (width - left) / RUNS_SHOWN;
+  const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none", role: "img" });
+  for (const tick of [0, deadline]) {
+    chart.append(svg("line", { x1: left, x2: width, y1: y(tick), y2: y(tick), stroke: tick ? "#e03131" : "#adb5bd", "stroke-dasharray": tick ? "4 3" : "" }));
+    const label = svg("text", { x: 0, y: y(tick) + 4, "font-size": 11, fill: "#6c757d" });
+    label.textContent = tick + " s";
+    chart.append(label);
+  }
+  points.forEach((point, i) => {
+    const color = point.running ? "#adb5bd" : point.run.state === "success" ? (point.seconds > deadline ? "#f08c00" : "#2f9e44") : "#e03131";
+    const bar = svg("rect", { x: left + i * barWidth + 1, y: y(point.seconds), width: Math.max(1, barWidth - 2), height: y(0) - y(point.seconds), fill: color });
+    const title = svg("title", {});
+    title.textContent = point.run.run_after.replace("T", " ").slice(0, 19) + " UTC: " + point.seconds.toFixed(1) + " s, " + point.run.state;
+    bar.append(title);
+    chart.append(bar);
+  });
+  box.append(chart);
+  const finished = points.filter((p) => !p.running).map((p) => p.seconds).sort((a, b) => a - b);
+  const median = finished.length ? finished[Math.floor(finished.length / 2)] : null;
+  text("latency-note", points.length + " latest runs, from their tick to their end; median "
+    + (median === null ? "–" : median.toFixed(1) + " s") + ", deadline " + deadline + " s (dashed).");
+}
+
+async function loadLatency() {
+  const dagId = document.body.dataset.dagId;
+  // The "~" form lists runs of every DAG the user may read, filtered by id: it answers 200 with an
+  // empty list before the DAG was ever parsed, where /dags/<id>/dagRuns would answer 404.
+  const url = "../api/v2/dags/~/dagRuns?dag_id_pattern=" + encodeURIComponent(dagId)
+    + "&order_by=-run_after&limit=" + RUNS_SHOWN;
+  try {
+    const body = await getJson(url);
+    renderLatency(body.dag_runs.filter((run) => run.dag_id === dagId), Number(document.body.dataset.runDeadline));
+  } catch (error) {
+    $("latency").replaceChildren();
+    text("latency-note", "Run latencies unavailable: " + error.message);
+  }
+}
+
+async function load() {
+  const day = dateInput.value || todayKst();
+  const query = "?date=" + encodeURIComponent(day);
+  document.body.dataset.state = "loading";
+  try {
+    const [status, heatmap] = await Promise.all([getJson("api/minute-status" + query), getJson("api/heatmap" + query)]);
+    renderStatus(status);
+    renderHeatmap(heatmap);
+    await loadLatency();
+    $("error").hidden = true;
+    text("updated", "updated " + new Date().toLocaleTimeString("en-GB"));
+    document.body.dataset.state = "ready";
+  } catch (error) {
+    $("error").textContent = error.message;
+    $("error").hidden = false;
+    document.body.dataset.state = "error";
+  }
+  clearTimeout(refreshTimer);
+  // Only today changes by itself; a past date is reloaded when the user asks.
+  if (day === todayKst()) refreshTimer = setTimeout(load, REFRESH_MS);
+}
+
+function start() {
+  const requested = new URLSearchParams(window.location.search).get("date");
+  dateInput.value = requested || todayKst();
+  dateInput.addEventListener("change", () => {
+    const url = new URL(window.location.href);
+    url.searchParams.set("date", dateInput.value);
+    history.replaceState(null, "", url);
+    load();
+  });
+  $("today").addEventListener("click", () => { dateInput.value = todayKst(); dateInput.dispatchEvent(new Event("change")); });
+  $("refresh").addEventListener("click", load);
+  $("heatmap").addEventListener("mousemove", showTip);
+  $("heatmap").addEventListener("mouseleave", () => { $("tip").hidden = true; });
+  window.addEventListener("resize", () => { if (heatmapData) renderHeatmap(heatmapData); });
+  load();
+}
+
+start();

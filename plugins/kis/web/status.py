@@ -1,0 +1,113 @@
+"""What the minute-status API and the dashboard show, read from the market database.
+
+Plain functions on a psycopg connection, so the tests call them on a real database without any web
+server, and the FastAPI app only adds the wiring (connection, watch-list, clock, authentication).
+Every statement is a file in ``include/sql``. Timestamps of bars are naive KST wall-clock values,
+as stored and as the seed's API returned them (``"2024-11-08T09:01:00"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from kis import storage
+from kis.bars import KST
+from kis.calendar import KrxCalendar, Session
+
+__all__ = ["ALERT_LIMIT", "CELL_STATES", "heatmap", "latest_alerts", "minute_status"]
+
+ALERT_LIMIT = 20
+
+# One character per heatmap cell keeps a day of 50 codes x 381 minutes at about 20 kB of JSON.
+CELL_STATES = {"c": "collected", "a": "expected_absence", "m": "missing", "f": "not_yet"}
+
+
+def minute_status(
+    conn: psycopg.Connection, day: date, codes: Sequence[str], calendar: KrxCalendar, *, alert_limit: int = ALERT_LIMIT
+) -> dict[str, Any]:
+    """The seed's minute-status figures of ``day``, per-code completeness and the latest alerts.
+
+    ``expected_total`` is the calendar's grid length times the number of codes (381 x 50 on a
+    regular day, 0 on a holiday), never 390 x 50; ``collection_rate`` is None when nothing is
+    expected.
+    """
+    session = calendar.session(day)
+    grid = session.bar_minutes if session else ()
+    status = storage.minute_status(conn, day, codes, len(grid))
+    verification = {row["stock_code"]: row for row in _rows(conn, "day_verification", {"day": day})}
+    per_code = [
+        {**row, "verification": _verification_of(verification.get(row["stock_code"]))} for row in status.per_code
+    ]
+    return {
+        "date": day.isoformat(),
+        "session": _session_json(session),
+        "today_total": status.today_total or 0,
+        "expected_total": status.expected_total or 0,
+        "collection_rate": status.collection_rate,
+        "stock_count": status.stock_count or 0,
+        "first_time": _iso(status.first_time),
+        "last_time": _iso(status.last_time),
+        "codes": per_code,
+        "alerts": latest_alerts(conn, day, alert_limit),
+    }
+
+
+def heatmap(
+    conn: psycopg.Connection, day: date, codes: Sequence[str], calendar: KrxCalendar, now: datetime
+) -> dict[str, Any]:
+    """Codes x minutes of ``day``: one state character per grid minute (see ``CELL_STATES``).
+
+    :param now: the current time (aware), which decides the minutes that are not due yet.
+    """
+    session = calendar.session(day)
+    grid = [minute.replace(tzinfo=None) for minute in session.bar_minutes] if session else []
+    params = {"day": day, "grid": grid, "codes": list(codes), "now": now.astimezone(KST).replace(tzinfo=None)}
+    return {
+        "date": day.isoformat(),
+        "session": _session_json(session),
+        "generated_at": now.astimezone(KST).isoformat(timespec="seconds"),
+        "states": CELL_STATES,
+        "minutes": [minute.strftime("%H:%M") for minute in grid],
+        "rows": _rows(conn, "minute_heatmap", params),
+    }
+
+
+def latest_alerts(conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT) -> list[dict[str, Any]]:
+    """The newest ``limit`` alerts about ``day``; ``raised_at`` in KST with its offset."""
+    rows = _rows(conn, "latest_alerts", {"day": day, "limit": limit})
+    return [{**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows]
+
+
+def _rows(conn: psycopg.Connection, sql_name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(storage.load_sql(sql_name), params).fetchall()
+
+
+def _verification_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "status": row["status"],
+        "volume_status": row["volume_status"],
+        "missing": row["missing"],
+        "checked_at": row["checked_at"].astimezone(KST).isoformat(timespec="seconds"),
+    }
+
+
+def _session_json(session: Session | None) -> dict[str, Any] | None:
+    if session is None:
+        return None
+    return {
+        "open": session.open.isoformat(),
+        "close": session.close.isoformat(),
+        "bars_per_code": len(session.bar_minutes),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

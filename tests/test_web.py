@@ -1,0 +1,432 @@
+"""The minute-status API and the dashboard: figures on a populated market database, Airflow's
+authentication in front of them, and the page in a real headless Chromium against a real api-server.
+
+One market database is loaded once per module with three dates:
+- ``COMPLETE_DAY``: every code has every bar of the grid;
+- ``GAP_DAY``: one code complete, one with a gap its volumes do not explain, one whose two missing
+  minutes are explained (a VI: the minute volumes add up to the reported day volume), one without
+  any bar;
+- ``HOLIDAY``: no session, nothing expected.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from devtools import airflow_env, localpg
+from devtools.local_airflow import running_airflow
+from kis import schema, storage
+from kis.bars import KST, Bar
+from kis.calendar import default_calendar
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT_DIR = REPO / "test-output"
+COMPLETE_DAY = date(2026, 11, 24)
+GAP_DAY = date(2026, 11, 25)
+HOLIDAY = date(2026, 10, 9)  # Hangul Day
+CODES = ["005930", "000660", "035420", "068270"]
+COMPLETE, GAPPY, EXPLAINED, EMPTY = CODES
+GAP_MINUTES = 10
+VI_MINUTES = 2
+BARS_PER_DAY = 381
+# A clock after both days' close, so that every minute of them is due.
+AFTER_CLOSE = datetime(2026, 11, 26, 16, 0, tzinfo=KST)
+
+
+def _grid(day: date) -> list[datetime]:
+    session = default_calendar().session(day)
+    return list(session.bar_minutes) if session else []
+
+
+def _bars(code: str, minutes: list[datetime]) -> list[Bar]:
+    return [Bar(code, minute, 1000, 1010, 990, 1000, 100 + i) for i, minute in enumerate(minutes)]
+
+
+def _load_market(dsn: str) -> None:
+    """Stores the three dates and verifies the two sessions, as the backfill DAG would."""
+    complete_grid, gap_grid = _grid(COMPLETE_DAY), _grid(GAP_DAY)
+    assert len(complete_grid) == len(gap_grid) == BARS_PER_DAY
+    gap_day_bars = {
+        COMPLETE: _bars(COMPLETE, gap_grid),
+        GAPPY: _bars(GAPPY, gap_grid[:100] + gap_grid[100 + GAP_MINUTES :]),
+        EXPLAINED: _bars(EXPLAINED, gap_grid[:200] + gap_grid[200 + VI_MINUTES :]),
+    }
+    with psycopg.connect(dsn) as conn:
+        schema.migrate(conn, today=COMPLETE_DAY)
+        storage.ensure_partitions(conn, HOLIDAY, GAP_DAY)
+        storage.upsert_bars(conn, [bar for code in CODES for bar in _bars(code, complete_grid)])
+        storage.upsert_bars(conn, [bar for bars in gap_day_bars.values() for bar in bars])
+        storage.verify_day(conn, COMPLETE_DAY, complete_grid, CODES, run_id="test")
+        volumes = {code: sum(bar.volume for bar in bars) for code, bars in gap_day_bars.items()}
+        volumes[GAPPY] += 5_000  # the missing minutes traded: a real gap
+        storage.verify_day(conn, GAP_DAY, gap_grid, CODES, volumes, run_id="test")
+        conn.execute(
+            "INSERT INTO collection_alerts (kind, dag_id, run_id, stock_code, trading_date, minutes, message)"
+            " VALUES ('incomplete_day', 'kis_minute_backfill', 'test', %s, %s, %s, 'gap of ten minutes')",
+            (GAPPY, GAP_DAY, [m.replace(tzinfo=None) for m in gap_grid[100 : 100 + GAP_MINUTES]]),
+        )
+        conn.commit()
+
+
+@pytest.fixture(scope="module")
+def market_db(pg_cluster: localpg.Cluster) -> Iterator[str]:
+    name = f"t_web_{os.getpid()}"
+    dsn = localpg.create_database(name, drop_existing=True)
+    _load_market(dsn)
+    yield dsn
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the figures, through the app in-process -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_client(market_db: str, airflow_db: dict[str, str]):
+    """The plugin app in a TestClient, on the module's database, with Airflow's auth manager."""
+    from airflow.api_fastapi.app import create_auth_manager
+    from fastapi.testclient import TestClient
+
+    from kis.web.app import Sources, create_app
+
+    create_auth_manager().init()
+    sources = Sources(connect=lambda: psycopg.connect(market_db), codes=lambda: CODES, now=lambda: AFTER_CLOSE)
+    with TestClient(create_app(sources)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def admin_jwt(airflow_db: dict[str, str]) -> str:
+    """A token as the simple auth manager issues it at login."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return Secret(get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin")))
+
+
+class Secret(str):
+    """A token that pytest's failure reports show as *** (they print fixture values)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def _get(client, path: str, token: str) -> dict[str, Any]:
+    response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_complete_day(app_client, admin_jwt):
+    status = _get(app_client, f"/api/minute-status?date={COMPLETE_DAY}", admin_jwt)
+    assert status["today_total"] == status["expected_total"] == BARS_PER_DAY * len(CODES)
+    assert status["collection_rate"] == 100.0
+    assert status["stock_count"] == len(CODES)
+    assert status["first_time"] == "2026-11-24T09:00:00"
+    assert status["last_time"] == "2026-11-24T15:30:00"
+    assert status["session"]["bars_per_code"] == BARS_PER_DAY
+    assert {c["stock_code"]: (c["completeness"], c["verification"]["status"]) for c in status["codes"]} == {
+        code: (100.0, "complete") for code in CODES
+    }
+    assert status["alerts"] == []
+
+    heatmap = _get(app_client, f"/api/heatmap?date={COMPLETE_DAY}", admin_jwt)
+    assert heatmap["minutes"][0] == "09:00" and heatmap["minutes"][-1] == "15:30"
+    assert len(heatmap["minutes"]) == BARS_PER_DAY
+    assert {row["stock_code"]: row["cells"] for row in heatmap["rows"]} == {code: "c" * BARS_PER_DAY for code in CODES}
+
+
+def test_day_with_gaps(app_client, admin_jwt):
+    status = _get(app_client, f"/api/minute-status?date={GAP_DAY}", admin_jwt)
+    stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
+    assert status["today_total"] == stored
+    assert status["expected_total"] == BARS_PER_DAY * len(CODES)
+    assert status["collection_rate"] == round(100 * stored / (BARS_PER_DAY * len(CODES)), 2)
+    assert status["stock_count"] == 3
+    per_code = {c["stock_code"]: c for c in status["codes"]}
+    assert per_code[GAPPY]["bars"] == BARS_PER_DAY - GAP_MINUTES
+    assert per_code[GAPPY]["completeness"] == round(100 * (BARS_PER_DAY - GAP_MINUTES) / BARS_PER_DAY, 2)
+    assert per_code[EMPTY]["bars"] == 0 and per_code[EMPTY]["first_time"] is None
+    assert {code: c["verification"]["status"] for code, c in per_code.items()} == {
+        COMPLETE: "complete",
+        GAPPY: "gap",
+        EXPLAINED: "complete_with_explained_absences",
+        EMPTY: "no_data",
+    }
+    assert [(a["kind"], a["stock_code"], a["minute_count"]) for a in status["alerts"]] == [
+        ("incomplete_day", GAPPY, GAP_MINUTES)
+    ]
+
+    cells = {row["stock_code"]: row["cells"] for row in _get(app_client, f"/api/heatmap?date={GAP_DAY}", admin_jwt)["rows"]}
+    assert cells[COMPLETE] == "c" * BARS_PER_DAY
+    assert cells[GAPPY] == "c" * 100 + "m" * GAP_MINUTES + "c" * (BARS_PER_DAY - 100 - GAP_MINUTES)
+    assert cells[EXPLAINED] == "c" * 200 + "a" * VI_MINUTES + "c" * (BARS_PER_DAY - 200 - VI_MINUTES)
+    assert cells[EMPTY] == "m" * BARS_PER_DAY
+
+
+def test_minutes_not_due_yet_are_not_missing(market_db):
+    """On the day itself, at 10:00:30, the bars up to 09:58 are due; 09:59 is still being collected."""
+    from kis.web import status
+
+    now = datetime.combine(GAP_DAY, datetime.min.time(), KST) + timedelta(hours=10, seconds=30)
+    with psycopg.connect(market_db) as conn:
+        rows = status.heatmap(conn, GAP_DAY, [EMPTY], default_calendar(), now)["rows"]
+    assert rows == [{"stock_code": EMPTY, "verification": "no_data", "cells": "m" * 59 + "f" * (BARS_PER_DAY - 59)}]
+
+
+def test_holiday_expects_nothing(app_client, admin_jwt):
+    status = _get(app_client, f"/api/minute-status?date={HOLIDAY}", admin_jwt)
+    assert (status["today_total"], status["expected_total"], status["collection_rate"], status["stock_count"]) == (
+        0, 0, None, 0,
+    )  # fmt: skip
+    assert status["session"] is None
+    heatmap = _get(app_client, f"/api/heatmap?date={HOLIDAY}", admin_jwt)
+    assert heatmap["minutes"] == [] and all(row["cells"] == "" for row in heatmap["rows"])
+
+
+def test_every_route_needs_a_login(app_client):
+    for path in (f"/api/minute-status?date={COMPLETE_DAY}", "/api/heatmap", "/dashboard", "/static/dashboard.js"):
+        assert app_client.get(path).status_code == 401, path
+        assert app_client.get(path, headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403, path
+        app_client.cookies.set("_token", "not-a-jwt")
+        try:
+            assert app_client.get(path).status_code == 403, path
+        finally:
+            app_client.cookies.clear()
+
+
+def test_bad_date_is_rejected(app_client, admin_jwt):
+    response = app_client.get("/api/minute-status?date=2026-13-01", headers={"Authorization": f"Bearer {admin_jwt}"})
+    assert response.status_code == 422
+
+
+def test_unmigrated_database_answers_503(new_database, airflow_db, admin_jwt):
+    from fastapi.testclient import TestClient
+
+    from kis.web.app import Sources, create_app
+
+    dsn = new_database()
+    sources = Sources(connect=lambda: psycopg.connect(dsn), codes=lambda: CODES, now=lambda: AFTER_CLOSE)
+    with TestClient(create_app(sources)) as client:
+        response = client.get("/api/minute-status", headers={"Authorization": f"Bearer {admin_jwt}"})
+    assert response.status_code == 503
+    assert "schema" in response.json()["detail"]
+
+
+# --- a real api-server with the plugin --------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
+    """An api-server on a free port, its market database loaded with the three dates, and a token."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    port = _free_port()
+    env = airflow_env.environment(f"webtest_{worker}", api_port=port)
+    env["AIRFLOW_VAR_KIS_WATCHLIST"] = ",".join(CODES)
+    market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+    _load_market(market_dsn)
+    base = f"http://127.0.0.1:{port}"
+    with running_airflow(env, components=("api-server",)):
+        login = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()})
+        assert login.status_code == 201, login.status_code
+        yield {"base": base, "token": Secret(login.json()["access_token"])}
+
+
+def test_api_server_protects_and_serves_the_plugin(api_server):
+    base, token = api_server["base"], api_server["token"]
+    url = f"{base}/kis/api/minute-status?date={GAP_DAY}"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer forged"}).status_code == 403
+    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert response.json()["expected_total"] == BARS_PER_DAY * len(CODES)
+    assert httpx.get(f"{base}/kis/dashboard", cookies={"_token": token}).status_code == 200
+
+    plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "kis_minute_bars_web")
+    assert ours["external_views"][0]["href"] == "/kis/dashboard"
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/kis"
+
+
+# --- the dashboard in headless Chromium ------------------------------------------------------------
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed on demand by scripts/ensure_chromium.sh; skips when impossible."""
+    result = subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        pytest.skip(f"no headless Chromium: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (a websocket per page, JSON messages).
+
+    Twenty lines of CDP instead of a driver package: ``websockets`` is already installed with
+    uvicorn, and the protocol gives what the test needs, cookies, console errors and screenshots.
+    """
+
+    def __init__(self, binary: str, profile: Path, size: tuple[int, int] = (1400, 1000)) -> None:
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+             f"--window-size={size[0]},{size[1]}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                raise RuntimeError("Chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page")
+        from websockets.sync.client import connect
+
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None))
+        self.next_id = 0
+        self.errors: list[str] = []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Sends one command and returns its result; events read meanwhile are checked for errors."""
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=30))
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+            self._note(message)
+
+    def _note(self, event: dict[str, Any]) -> None:
+        params = event.get("params", {})
+        if event.get("method") == "Runtime.exceptionThrown":
+            self.errors.append(params["exceptionDetails"].get("exception", {}).get("description", "exception"))
+        elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"]))
+        elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
+            self.errors.append(f"{params['entry']['text']} {params['entry'].get('url', '')}")
+
+    def evaluate(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30) -> Any:
+        """Polls ``expression`` until it is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression!r} still false after {timeout:.0f} s")
+            time.sleep(0.2)
+        return value
+
+    def screenshot(self, path: Path) -> None:
+        """The whole page, not only the window, as a PNG."""
+        height = self.evaluate("document.documentElement.scrollHeight")
+        width = self.evaluate("document.documentElement.scrollWidth")
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        if hasattr(self, "_stack"):
+            self._stack.close()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    binary = _chromium()
+    profile = Path(tempfile.mkdtemp(prefix="kis-chromium-"))
+    chrome = Browser(binary, profile)
+    try:
+        yield chrome
+    finally:
+        chrome.close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _log_in(browser: Browser, base: str, token: str) -> None:
+    """What the UI's login page does after POST /auth/token: the ``_token`` cookie at path /."""
+    browser.call("Network.setCookie", name="_token", value=token, url=base + "/", path="/")
+
+
+def test_dashboard_in_a_browser(api_server, browser):
+    base = api_server["base"]
+    _log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    state = browser.wait_for("document.body && ['ready', 'error'].includes(document.body.dataset.state)"
+                             " && document.body.dataset.state")
+    error = browser.evaluate("document.getElementById('error').textContent")
+    assert state == "ready", error
+    stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
+    assert browser.evaluate("document.getElementById('rate').textContent") == f"{100 * stored / 4 / BARS_PER_DAY:.2f} %"
+    canvas = browser.evaluate("[document.getElementById('heatmap').width, document.getElementById('heatmap').height]")
+    assert canvas[0] > 600 and canvas[1] > 40
+    # The pixel of GAPPY's first missing minute is red, COMPLETE's at the same minute green.
+    assert browser.evaluate(_pixel_js(GAPPY, 100)) == [224, 49, 49]
+    assert browser.evaluate(_pixel_js(COMPLETE, 100)) == [47, 158, 68]
+    assert "No runs of kis_minute_bars" in browser.evaluate("document.getElementById('latency-note').textContent")
+    browser.screenshot(OUTPUT_DIR / "dashboard.png")
+    assert browser.errors == []
+
+
+def _pixel_js(code: str, minute_index: int) -> str:
+    """JS giving the RGB of the centre of one heatmap cell, located by the page's own geometry."""
+    return (
+        "(() => { const d = heatmapData, g = heatmapGeometry(d), s = window.devicePixelRatio || 1;"
+        f" const r = d.rows.findIndex(x => x.stock_code === '{code}');"
+        f" const x = (LABEL_WIDTH + {minute_index} * g.cellWidth + g.cellWidth / 2) * s;"
+        " const y = (AXIS_HEIGHT + r * ROW_HEIGHT + ROW_HEIGHT / 2) * s;"
+        " return Array.from(document.getElementById('heatmap').getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3)); })()"
+    )
+
+
+def test_dashboard_without_login_says_so(api_server, browser):
+    browser.call("Page.navigate", url=f"{api_server['base']}/kis/dashboard")
+    browser.wait_for("document.body && document.body.innerText.includes('Not authenticated')")
+
+
+def test_dashboard_inside_the_airflow_ui(api_server, browser):
+    """The external view: the UI's own page /plugin/kis-dashboard shows the dashboard in an iframe."""
+    base = api_server["base"]
+    _log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/plugin/kis-dashboard")
+    frame_state = (
+        "(() => { const f = document.querySelector('iframe');"
+        " return f && f.contentDocument && f.contentDocument.body && f.contentDocument.body.dataset.state; })()"
+    )
+    assert browser.wait_for(f"['ready', 'error'].includes({frame_state}) && {frame_state}") == "ready"
+    browser.screenshot(OUTPUT_DIR / "airflow-ui-dashboard.png")
