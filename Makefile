@@ -1,5 +1,5 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test install lock bench
+.PHONY: demo test install lock bench airflow
 
 demo:  ## run a simulated trading day end to end and print its verification report
 	@scripts/demo.sh
@@ -12,3 +12,6 @@ install:  ## create .venv with the pinned packages
 
 lock:  ## re-resolve requirements.txt into constraints.txt
 	@scripts/lock.sh
+
+airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; Ctrl-C stops it
+	@.venv/bin/python -m devtools.local_airflow

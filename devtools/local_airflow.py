@@ -5,9 +5,13 @@ with ``--skip-serve-logs`` (the task logs stay readable from the shared log fold
 own process group so that stopping them ends their children too and nothing else.
 
     python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443]
+    python -m devtools.local_airflow airflow dags test kis_minute_backfill 2026-11-25
 
-starts the simulator (the default KIS endpoint until ``AIRFLOW_CONN_KIS_DEFAULT`` is set), prints
-the UI address and the login, and stops everything on Ctrl-C.
+The first form (`make airflow`) starts the simulator (the default KIS endpoint until ``AIRFLOW_CONN_KIS_DEFAULT``
+is set), brings the market schema up to date, prints the UI address and the login, and stops
+everything on Ctrl-C (or SIGTERM, or the terminal closing). The second runs a command in the
+same environment (metadata database, connections, secrets), for ``airflow dags test`` and the
+other CLI commands, while the first one runs in another terminal.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from devtools import airflow_env
 
+PLUGINS = airflow_env.REPO / "plugins"
 COMPONENTS = {
     "scheduler": ["scheduler", "--skip-serve-logs"],
     "dag-processor": ["dag-processor"],
@@ -41,37 +48,56 @@ def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
 
 
 def _stop(processes: dict[str, subprocess.Popen], grace: float = 20.0) -> None:
-    """SIGTERM to each process group we started, then SIGKILL to whatever is left after ``grace``."""
+    """SIGTERM to each process group we started, then SIGKILL to whatever is left after ``grace``.
+
+    The group is killed even when its leader has exited: a component's workers (the api-server's
+    uvicorn, the scheduler's executor processes) may outlive it.
+    """
     for process in processes.values():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal_group(process, signal.SIGKILL)
 
 
-def wait_for_http(url: str, timeout: float = 90.0) -> None:
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_http(url: str, timeout: float = 90.0, processes: dict[str, subprocess.Popen] | None = None) -> None:
+    """Waits until ``url`` answers at all (any status); fails fast when one of ``processes`` exits."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
+            for name, process in (processes or {}).items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode} while starting: see its log") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.5)
 
 
 @contextmanager
-def running_airflow(env: dict[str, str], *, components=tuple(COMPONENTS), log_dir: Path | None = None):
-    """Starts the components with ``env`` (from :func:`airflow_env.environment`), yields, stops them."""
+def running_airflow(
+    env: dict[str, str], *, components: Sequence[str] = tuple(COMPONENTS), log_dir: Path | None = None
+) -> Iterator[dict[str, subprocess.Popen]]:
+    """Starts the components with ``env`` (from :func:`airflow_env.environment`), yields, stops them.
+
+    The metadata database is migrated and the pools imported first. Each component logs to
+    ``<log_dir>/<name>.log`` (default ``$AIRFLOW_HOME/components``).
+    """
     airflow_env.prepare(env)
     log_dir = log_dir or Path(env["AIRFLOW_HOME"]) / "components"
     processes: dict[str, subprocess.Popen] = {}
@@ -80,53 +106,111 @@ def running_airflow(env: dict[str, str], *, components=tuple(COMPONENTS), log_di
             argv = [str(airflow_env.VENV_BIN / "airflow"), *COMPONENTS[name]]
             processes[name] = _start(argv, env, log_dir / f"{name}.log")
         if "api-server" in processes:
-            wait_for_http(f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health")
+            wait_for_http(f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes)
         yield processes
     finally:
         _stop(processes)
 
 
 @contextmanager
-def running_simulator(port: int, extra_args: list[str] = ()):
+def running_simulator(port: int, extra_args: Sequence[str] = (), log_path: Path | None = None) -> Iterator[subprocess.Popen]:
+    """The KIS simulator as its own process on 127.0.0.1:``port`` (``python -m simulator``)."""
     argv = [str(airflow_env.VENV_BIN / "python"), "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
-            *extra_args]
-    process = subprocess.Popen(argv, cwd=airflow_env.REPO, start_new_session=True)
+            *extra_args]  # fmt: skip
+    # The simulator imports the kis package from plugins/, as Airflow does.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "ab") if log_path else nullcontext() as log:
+        process = subprocess.Popen(
+            argv, cwd=airflow_env.REPO, env=env, start_new_session=True, stdout=log, stderr=log
+        )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/_sim/clock", timeout=30)
+        wait_for_http(f"http://127.0.0.1:{port}/_sim/clock", timeout=30, processes={"simulator": process})
         yield process
     finally:
         _stop({"simulator": process}, grace=5)
 
 
-def main() -> None:
+def migrate_market_db(env: dict[str, str]) -> list[str]:
+    """Brings the market schema up to date, so that the dashboard works before the first DAG run."""
+    import psycopg
+
+    # The kis package lives in plugins/, which Airflow (not this process) puts on sys.path.
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
+    from kis import schema
+
+    with psycopg.connect(env["AIRFLOW_CONN_KIS_MARKET_DB"]) as conn:
+        return schema.migrate(conn)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP (terminal closed) stop everything.
+
+    The first one unwinds the context managers, which stop the components; later ones are ignored,
+    so that an impatient second Ctrl-C cannot cut the clean-up short and orphan a process group
+    (the clean-up ends with SIGKILL after its grace period anyway).
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
+        print(f"\n{signal.Signals(signum).name}: stopping everything...", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, interrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--simulator-port", type=int, default=9443)
-    args = parser.parse_args()
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER,
+        help="instead of starting Airflow, run this command in its environment, e.g. airflow dags test ...",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
 
     kis_conn = os.environ.get("AIRFLOW_CONN_KIS_DEFAULT")
     env = airflow_env.environment(
         "local", api_port=args.api_port,
         kis_conn=kis_conn or airflow_env.kis_connection("127.0.0.1", args.simulator_port),
-    )
-    password = airflow_env.admin_password()
-    with running_simulator(args.simulator_port) if not kis_conn else _nothing():
-        with running_airflow(env):
+    )  # fmt: skip
+    # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
+    # Airflow's default, paused, for a deployment).
+    env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    if args.command:
+        # The same metadata database, connections and secrets as the running local Airflow,
+        # without printing any of them.
+        path = os.pathsep.join([str(airflow_env.VENV_BIN), os.environ.get("PATH", "")])
+        sys.exit(subprocess.run(args.command, env={**os.environ, **env, "PATH": path}).returncode)
+    base = f"http://127.0.0.1:{args.api_port}"
+    log_dir = Path(env["AIRFLOW_HOME"]) / "components"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _stop_on_signals()
+    try:
+        simulator = nullcontext() if kis_conn else running_simulator(args.simulator_port, log_path=log_dir / "simulator.log")
+        print("Starting the simulator, PostgreSQL and Airflow (about 20 s)...", flush=True)
+        with simulator, running_airflow(env, log_dir=log_dir):
+            applied = migrate_market_db(env)
+            endpoint = "AIRFLOW_CONN_KIS_DEFAULT" if kis_conn else f"the simulator on 127.0.0.1:{args.simulator_port}"
             print(
-                f"\nAirflow UI: http://127.0.0.1:{args.api_port}  (login admin / {password})\n"
-                f"KIS endpoint: {'the simulator on 127.0.0.1:' + str(args.simulator_port) if not kis_conn else 'AIRFLOW_CONN_KIS_DEFAULT'}\n"
-                f"Logs: {env['AIRFLOW_HOME']}/components/  ·  Ctrl-C stops everything.\n",
+                f"\nAirflow UI:    {base}   login: admin / {airflow_env.admin_password()}\n"
+                f"Dashboard:     {base}/kis/dashboard   (also 'Minute bars' in the UI's side bar)\n"
+                f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
+                f"KIS endpoint:  {endpoint}\n"
+                f"Market schema: {'upgraded: ' + ', '.join(applied) if applied else 'current'}\n"
+                f"Logs:          {log_dir}/\n"
+                "Ctrl-C stops everything.\n",
                 flush=True,
             )
-            try:
+            while True:
                 signal.pause()
-            except KeyboardInterrupt:
-                print("Stopping...", file=sys.stderr)
-
-
-@contextmanager
-def _nothing():
-    yield None
+    except KeyboardInterrupt:
+        print("Stopped.", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,18 @@ function cell(tag, content, className) {
   return element;
 }
 
+function alertMessage(message) {
+  // The day's verification alert carries its whole report after the first line: folded away.
+  const [first, ...rest] = message.split("\n");
+  const td = cell("td", first);
+  if (rest.length) {
+    const details = document.createElement("details");
+    details.append(cell("summary", "report"), cell("pre", rest.join("\n")));
+    td.append(details);
+  }
+  return td;
+}
+
 function renderStatus(status) {
   text("rate", percent(status.collection_rate));
   text("rate-detail", count(status.today_total) + " of " + count(status.expected_total) + " expected bars"
@@ -69,7 +81,7 @@ function renderStatus(status) {
   for (const alert of status.alerts) {
     const row = document.createElement("tr");
     row.append(cell("td", alert.raised_at.slice(11, 19)), cell("td", alert.kind),
-      cell("td", alert.stock_code || ""), cell("td", alert.message));
+      cell("td", alert.stock_code || ""), alertMessage(alert.message));
     alerts.append(row);
   }
   if (!status.alerts.length) {
@@ -192,8 +204,10 @@ function renderLatency(runs, deadline) {
     return;
   }
   const width = 600, height = 180, left = 36, bottom = 16;
-  const top = Math.max(deadline * 1.2, ...points.map((p) => p.seconds));
-  const y = (seconds) => height - bottom - (height - bottom - 6) * seconds / top;
+  // The axis stops at three deadlines: one run that waited an hour (a paused DAG, a backlog) must
+  // not flatten the others. Its bar is clipped; its tooltip has the real figure.
+  const top = Math.min(deadline * 3, Math.max(deadline * 1.2, ...points.map((p) => p.seconds)));
+  const y = (seconds) => height - bottom - (height - bottom - 6) * Math.min(seconds, top) / top;
   const barWidth = (width - left) / RUNS_SHOWN;
   const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none", role: "img" });
   for (const tick of [0, deadline]) {
