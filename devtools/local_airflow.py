@@ -7,11 +7,11 @@ own process group so that stopping them ends their children too and nothing else
     python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443]
     python -m devtools.local_airflow airflow dags test kis_minute_backfill 2026-11-25
 
-The first form (`make airflow`) starts the simulator (the default KIS endpoint until ``AIRFLOW_CONN_KIS_DEFAULT``
-is set), brings the market schema up to date, prints the UI address and the login, and stops
-everything on Ctrl-C (or SIGTERM, or the terminal closing). The second runs a command in the
-same environment (metadata database, connections, secrets), for ``airflow dags test`` and the
-other CLI commands, while the first one runs in another terminal.
+The first form (`make airflow`) starts the simulator (the default KIS endpoint until
+``AIRFLOW_CONN_KIS_DEFAULT`` is set), brings the market schema up to date, prints the UI address
+and the login, and stops everything on Ctrl-C (or SIGTERM, or the terminal closing). The second
+runs a command in the same environment (metadata database, connections, secrets), for ``airflow
+dags test`` and the other CLI commands, while the first one runs in another terminal.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def wait_for_http(url: str, timeout: float = 90.0, processes: dict[str, subprocess.Popen] | None = None) -> None:
+def wait_for_http(
+    url: str, timeout: float = 90.0, processes: dict[str, subprocess.Popen] | None = None
+) -> None:
     """Waits until ``url`` answers at all (any status); fails fast when one of ``processes`` exits."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,7 +85,9 @@ def wait_for_http(url: str, timeout: float = 90.0, processes: dict[str, subproce
         except OSError:
             for name, process in (processes or {}).items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode} while starting: see its log") from None
+                    raise RuntimeError(
+                        f"{name} exited with {process.returncode} while starting: see its log"
+                    ) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.5)
@@ -106,19 +110,34 @@ def running_airflow(
             argv = [str(airflow_env.VENV_BIN / "airflow"), *COMPONENTS[name]]
             processes[name] = _start(argv, env, log_dir / f"{name}.log")
         if "api-server" in processes:
-            wait_for_http(f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes)
+            wait_for_http(
+                f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
+            )
         yield processes
     finally:
         _stop(processes)
 
 
 @contextmanager
-def running_simulator(port: int, extra_args: Sequence[str] = (), log_path: Path | None = None) -> Iterator[subprocess.Popen]:
+def running_simulator(
+    port: int, extra_args: Sequence[str] = (), log_path: Path | None = None
+) -> Iterator[subprocess.Popen]:
     """The KIS simulator as its own process on 127.0.0.1:``port`` (``python -m simulator``)."""
-    argv = [str(airflow_env.VENV_BIN / "python"), "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
-            *extra_args]  # fmt: skip
+    argv = [
+        str(airflow_env.VENV_BIN / "python"),
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
     # The simulator imports the kis package from plugins/, as Airflow does.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])),
+    }
     with open(log_path, "ab") if log_path else nullcontext() as log:
         process = subprocess.Popen(
             argv, cwd=airflow_env.REPO, env=env, start_new_session=True, stdout=log, stderr=log
@@ -165,20 +184,24 @@ def _stop_on_signals() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--simulator-port", type=int, default=9443)
     parser.add_argument(
-        "command", nargs=argparse.REMAINDER,
+        "command",
+        nargs=argparse.REMAINDER,
         help="instead of starting Airflow, run this command in its environment, e.g. airflow dags test ...",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
 
     kis_conn = os.environ.get("AIRFLOW_CONN_KIS_DEFAULT")
     env = airflow_env.environment(
-        "local", api_port=args.api_port,
+        "local",
+        api_port=args.api_port,
         kis_conn=kis_conn or airflow_env.kis_connection("127.0.0.1", args.simulator_port),
-    )  # fmt: skip
+    )
     # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
     # Airflow's default, paused, for a deployment).
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
@@ -192,11 +215,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     _stop_on_signals()
     try:
-        simulator = nullcontext() if kis_conn else running_simulator(args.simulator_port, log_path=log_dir / "simulator.log")
+        simulator = (
+            nullcontext()
+            if kis_conn
+            else running_simulator(args.simulator_port, log_path=log_dir / "simulator.log")
+        )
         print("Starting the simulator, PostgreSQL and Airflow (about 20 s)...", flush=True)
         with simulator, running_airflow(env, log_dir=log_dir):
             applied = migrate_market_db(env)
-            endpoint = "AIRFLOW_CONN_KIS_DEFAULT" if kis_conn else f"the simulator on 127.0.0.1:{args.simulator_port}"
+            endpoint = (
+                "AIRFLOW_CONN_KIS_DEFAULT"
+                if kis_conn
+                else f"the simulator on 127.0.0.1:{args.simulator_port}"
+            )
             print(
                 f"\nAirflow UI:    {base}   login: admin / {airflow_env.admin_password()}\n"
                 f"Dashboard:     {base}/kis/dashboard   (also 'Minute bars' in the UI's side bar)\n"

@@ -19,7 +19,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
-AIRFLOW_SERVICES = {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+AIRFLOW_SERVICES = {
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
 
 
 def _compose_command() -> list[str]:
@@ -33,7 +39,9 @@ def _compose_command() -> list[str]:
             subprocess.run(argv, env=env, capture_output=True, timeout=600)
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    pytest.skip("neither `docker compose` nor `docker-compose` is available, and installing Debian's needs root")
+    pytest.skip(
+        "neither `docker compose` nor `docker-compose` is available, and installing Debian's needs root"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +50,22 @@ def compose() -> list[str]:
 
 
 def _config(compose: list[str], *args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
-    env_args = ["--env-file", str(env_file)]
+    """``config`` of the compose file with ``env_file`` (not an operator's own .env)."""
+    argv = [*compose, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "--project-directory", str(REPO)]
     # A clean environment: a developer's own KIS_* or AIRFLOW_* variables must not leak in.
     env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
     return subprocess.run(
-        [*compose, *env_args, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), *args, "config", "--format",
-         "json"] if compose == ["docker", "compose"] else
-        [*compose, *env_args, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), *args, "config"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
-    )  # fmt: skip
+        [*argv, *args, "config"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
 
 
 def _parsed(result: subprocess.CompletedProcess) -> dict:
     import yaml
 
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else yaml.safe_load(result.stdout)
+    return (
+        json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else yaml.safe_load(result.stdout)
+    )
 
 
 def test_config_succeeds_with_the_documented_settings(compose):
@@ -66,7 +74,9 @@ def test_config_succeeds_with_the_documented_settings(compose):
     assert AIRFLOW_SERVICES | {"postgres", "simulator"} <= set(services)
     api = services["airflow-api-server"]
     # Bound to loopback only.
-    assert [str(p.get("host_ip")) if isinstance(p, dict) else p.split(":")[0] for p in api["ports"]] == ["127.0.0.1"]
+    assert [str(p.get("host_ip")) if isinstance(p, dict) else p.split(":")[0] for p in api["ports"]] == [
+        "127.0.0.1"
+    ]
     env = api["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.1"
@@ -75,8 +85,10 @@ def test_config_succeeds_with_the_documented_settings(compose):
     assert env["AIRFLOW_CONN_KIS_MARKET_DB"].endswith("@postgres:5432/kis_market")
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-        assert any(str(v).endswith(":/opt/airflow/plugins:ro") or _is_mount(v, "/opt/airflow/plugins")
-                   for v in services[name]["volumes"])  # fmt: skip
+        assert any(
+            str(v).endswith(":/opt/airflow/plugins:ro") or _is_mount(v, "/opt/airflow/plugins")
+            for v in services[name]["volumes"]
+        )
 
 
 def _is_mount(volume: dict | str, target: str) -> bool:
@@ -93,9 +105,14 @@ def test_real_credentials_come_from_the_environment(compose, tmp_path):
     env = _parsed(_config(compose, env_file=env_file))["services"]["airflow-scheduler"]["environment"]
     kis = json.loads(env["AIRFLOW_CONN_KIS_DEFAULT"])
     assert kis == {
-        "conn_type": "http", "host": "openapivts.koreainvestment.com", "port": 29443, "schema": "https",
-        "login": "PSabc", "password": "c2VjcmV0+/=", "extra": {"environment": "mock", "custtype": "P"},
-    }  # fmt: skip
+        "conn_type": "http",
+        "host": "openapivts.koreainvestment.com",
+        "port": 29443,
+        "schema": "https",
+        "login": "PSabc",
+        "password": "c2VjcmV0+/=",
+        "extra": {"environment": "mock", "custtype": "P"},
+    }
 
 
 def test_missing_secret_is_named(compose, tmp_path):

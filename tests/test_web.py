@@ -106,7 +106,9 @@ def app_client(market_db: str, airflow_db: dict[str, str]):
     from kis.web.app import Sources, create_app
 
     create_auth_manager().init()
-    sources = Sources(connect=lambda: psycopg.connect(market_db), codes=lambda: CODES, now=lambda: AFTER_CLOSE)
+    sources = Sources(
+        connect=lambda: psycopg.connect(market_db), codes=lambda: CODES, now=lambda: AFTER_CLOSE
+    )
     with TestClient(create_app(sources)) as client:
         yield client
 
@@ -149,7 +151,9 @@ def test_complete_day(app_client, admin_jwt):
     heatmap = _get(app_client, f"/api/heatmap?date={COMPLETE_DAY}", admin_jwt)
     assert heatmap["minutes"][0] == "09:00" and heatmap["minutes"][-1] == "15:30"
     assert len(heatmap["minutes"]) == BARS_PER_DAY
-    assert {row["stock_code"]: row["cells"] for row in heatmap["rows"]} == {code: "c" * BARS_PER_DAY for code in CODES}
+    assert {row["stock_code"]: row["cells"] for row in heatmap["rows"]} == {
+        code: "c" * BARS_PER_DAY for code in CODES
+    }
 
 
 def test_day_with_gaps(app_client, admin_jwt):
@@ -173,7 +177,10 @@ def test_day_with_gaps(app_client, admin_jwt):
         ("incomplete_day", GAPPY, GAP_MINUTES)
     ]
 
-    cells = {row["stock_code"]: row["cells"] for row in _get(app_client, f"/api/heatmap?date={GAP_DAY}", admin_jwt)["rows"]}
+    cells = {
+        row["stock_code"]: row["cells"]
+        for row in _get(app_client, f"/api/heatmap?date={GAP_DAY}", admin_jwt)["rows"]
+    }
     assert cells[COMPLETE] == "c" * BARS_PER_DAY
     assert cells[GAPPY] == "c" * 100 + "m" * GAP_MINUTES + "c" * (BARS_PER_DAY - 100 - GAP_MINUTES)
     assert cells[EXPLAINED] == "c" * 200 + "a" * VI_MINUTES + "c" * (BARS_PER_DAY - 200 - VI_MINUTES)
@@ -187,21 +194,36 @@ def test_minutes_not_due_yet_are_not_missing(market_db):
     now = datetime.combine(GAP_DAY, datetime.min.time(), KST) + timedelta(hours=10, seconds=30)
     with psycopg.connect(market_db) as conn:
         rows = status.heatmap(conn, GAP_DAY, [EMPTY], default_calendar(), now)["rows"]
-    assert rows == [{"stock_code": EMPTY, "verification": "no_data", "cells": "m" * 59 + "f" * (BARS_PER_DAY - 59)}]
+    assert rows == [
+        {"stock_code": EMPTY, "verification": "no_data", "cells": "m" * 59 + "f" * (BARS_PER_DAY - 59)}
+    ]
 
 
 def test_holiday_expects_nothing(app_client, admin_jwt):
     status = _get(app_client, f"/api/minute-status?date={HOLIDAY}", admin_jwt)
-    assert (status["today_total"], status["expected_total"], status["collection_rate"], status["stock_count"]) == (
-        0, 0, None, 0,
-    )  # fmt: skip
+    assert (
+        status["today_total"],
+        status["expected_total"],
+        status["collection_rate"],
+        status["stock_count"],
+    ) == (
+        0,
+        0,
+        None,
+        0,
+    )
     assert status["session"] is None
     heatmap = _get(app_client, f"/api/heatmap?date={HOLIDAY}", admin_jwt)
     assert heatmap["minutes"] == [] and all(row["cells"] == "" for row in heatmap["rows"])
 
 
 def test_every_route_needs_a_login(app_client):
-    for path in (f"/api/minute-status?date={COMPLETE_DAY}", "/api/heatmap", "/dashboard", "/static/dashboard.js"):
+    for path in (
+        f"/api/minute-status?date={COMPLETE_DAY}",
+        "/api/heatmap",
+        "/dashboard",
+        "/static/dashboard.js",
+    ):
         assert app_client.get(path).status_code == 401, path
         assert app_client.get(path, headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403, path
         app_client.cookies.set("_token", "not-a-jwt")
@@ -212,7 +234,9 @@ def test_every_route_needs_a_login(app_client):
 
 
 def test_bad_date_is_rejected(app_client, admin_jwt):
-    response = app_client.get("/api/minute-status?date=2026-13-01", headers={"Authorization": f"Bearer {admin_jwt}"})
+    response = app_client.get(
+        "/api/minute-status?date=2026-13-01", headers={"Authorization": f"Bearer {admin_jwt}"}
+    )
     assert response.status_code == 422
 
 
@@ -245,11 +269,15 @@ def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
     port = _free_port()
     env = airflow_env.environment(f"webtest_{worker}", api_port=port)
     env["AIRFLOW_VAR_KIS_WATCHLIST"] = ",".join(CODES)
-    market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+    market_dsn = localpg.create_database(
+        env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True
+    )
     _load_market(market_dsn)
     base = f"http://127.0.0.1:{port}"
     with running_airflow(env, components=("api-server",)):
-        login = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()})
+        login = httpx.post(
+            f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
+        )
         assert login.status_code == 201, login.status_code
         yield {"base": base, "token": Secret(login.json()["access_token"])}
 
@@ -264,7 +292,9 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
     assert response.json()["expected_total"] == BARS_PER_DAY * len(CODES)
     assert httpx.get(f"{base}/kis/dashboard", cookies={"_token": token}).status_code == 200
 
-    plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()["plugins"]
+    plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()[
+        "plugins"
+    ]
     ours = next(p for p in plugins if p["name"] == "kis_minute_bars_web")
     assert ours["external_views"][0]["href"] == "/kis/dashboard"
     assert ours["fastapi_apps"][0]["url_prefix"] == "/kis"
@@ -275,7 +305,9 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
 
 def _chromium() -> str:
     """Debian's chromium, installed on demand by scripts/ensure_chromium.sh; skips when impossible."""
-    result = subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(REPO / "scripts" / "ensure_chromium.sh")], capture_output=True, text=True, timeout=600
+    )
     if result.returncode != 0:
         pytest.skip(f"no headless Chromium: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout.strip().splitlines()[-1]
@@ -290,12 +322,26 @@ class Browser:
 
     def __init__(self, binary: str, profile: Path, size: tuple[int, int] = (1400, 1000)) -> None:
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--window-size={size[0]},{size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -329,9 +375,13 @@ class Browser:
     def _note(self, event: dict[str, Any]) -> None:
         params = event.get("params", {})
         if event.get("method") == "Runtime.exceptionThrown":
-            self.errors.append(params["exceptionDetails"].get("exception", {}).get("description", "exception"))
+            self.errors.append(
+                params["exceptionDetails"].get("exception", {}).get("description", "exception")
+            )
         elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") == "error":
-            self.errors.append(" ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"]))
+            self.errors.append(
+                " ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"])
+            )
         elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
             self.errors.append(f"{params['entry']['text']} {params['entry'].get('url', '')}")
 
@@ -351,7 +401,13 @@ class Browser:
         """The whole page, not only the window, as a PNG."""
         height = self.evaluate("document.documentElement.scrollHeight")
         width = self.evaluate("document.documentElement.scrollWidth")
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
@@ -387,18 +443,27 @@ def test_dashboard_in_a_browser(api_server, browser):
     base = api_server["base"]
     _log_in(browser, base, api_server["token"])
     browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
-    state = browser.wait_for("document.body && ['ready', 'error'].includes(document.body.dataset.state)"
-                             " && document.body.dataset.state")
+    state = browser.wait_for(
+        "document.body && ['ready', 'error'].includes(document.body.dataset.state)"
+        " && document.body.dataset.state"
+    )
     error = browser.evaluate("document.getElementById('error').textContent")
     assert state == "ready", error
     stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
-    assert browser.evaluate("document.getElementById('rate').textContent") == f"{100 * stored / 4 / BARS_PER_DAY:.2f} %"
-    canvas = browser.evaluate("[document.getElementById('heatmap').width, document.getElementById('heatmap').height]")
+    assert (
+        browser.evaluate("document.getElementById('rate').textContent")
+        == f"{100 * stored / 4 / BARS_PER_DAY:.2f} %"
+    )
+    canvas = browser.evaluate(
+        "[document.getElementById('heatmap').width, document.getElementById('heatmap').height]"
+    )
     assert canvas[0] > 600 and canvas[1] > 40
     # The pixel of GAPPY's first missing minute is red, COMPLETE's at the same minute green.
     assert browser.evaluate(_pixel_js(GAPPY, 100)) == [224, 49, 49]
     assert browser.evaluate(_pixel_js(COMPLETE, 100)) == [47, 158, 68]
-    assert "No runs of kis_minute_bars" in browser.evaluate("document.getElementById('latency-note').textContent")
+    assert "No runs of kis_minute_bars" in browser.evaluate(
+        "document.getElementById('latency-note').textContent"
+    )
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
     assert browser.errors == []
 
@@ -410,7 +475,8 @@ def _pixel_js(code: str, minute_index: int) -> str:
         f" const r = d.rows.findIndex(x => x.stock_code === '{code}');"
         f" const x = (LABEL_WIDTH + {minute_index} * g.cellWidth + g.cellWidth / 2) * s;"
         " const y = (AXIS_HEIGHT + r * ROW_HEIGHT + ROW_HEIGHT / 2) * s;"
-        " return Array.from(document.getElementById('heatmap').getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3)); })()"
+        " const ctx = document.getElementById('heatmap').getContext('2d');"
+        " return Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)); })()"
     )
 
 
@@ -425,8 +491,8 @@ def test_dashboard_inside_the_airflow_ui(api_server, browser):
     _log_in(browser, base, api_server["token"])
     browser.call("Page.navigate", url=f"{base}/plugin/kis-dashboard")
     frame_state = (
-        "(() => { const f = document.querySelector('iframe');"
-        " return f && f.contentDocument && f.contentDocument.body && f.contentDocument.body.dataset.state; })()"
+        "(() => { const d = document.querySelector('iframe')?.contentDocument;"
+        " return d && d.body && d.body.dataset.state; })()"
     )
     assert browser.wait_for(f"['ready', 'error'].includes({frame_state}) && {frame_state}") == "ready"
     browser.screenshot(OUTPUT_DIR / "airflow-ui-dashboard.png")

@@ -41,7 +41,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 NO_STORE = {"Cache-Control": "no-store"}
 # ``date`` in the URL; ``day`` in the code, so as not to shadow the type.
-DateParam = Annotated[date | None, Query(alias="date", description="The trading date (KST); today when left out.")]
+DateParam = Annotated[
+    date | None, Query(alias="date", description="The trading date (KST); today when left out.")
+]
 AlertLimit = Annotated[int, Query(ge=0, le=200, description="How many of the latest alerts to return.")]
 
 
@@ -123,7 +125,9 @@ def create_app(sources: Sources | None = None) -> FastAPI:
             body = status.minute_status(conn, day_of(day), src.codes(), src.calendar(), alert_limit=alerts)
         return JSONResponse(body, headers=NO_STORE)
 
-    @app.get("/api/heatmap", summary="Codes x minutes of a date: collected, missing, expected absence, not yet")
+    @app.get(
+        "/api/heatmap", summary="Codes x minutes of a date: collected, missing, expected absence, not yet"
+    )
     def heatmap(day: DateParam = None) -> JSONResponse:
         with market_db() as conn:
             body = status.heatmap(conn, day_of(day), src.codes(), src.calendar(), src.now())

@@ -28,7 +28,12 @@ CELL_STATES = {"c": "collected", "a": "expected_absence", "m": "missing", "f": "
 
 
 def minute_status(
-    conn: psycopg.Connection, day: date, codes: Sequence[str], calendar: KrxCalendar, *, alert_limit: int = ALERT_LIMIT
+    conn: psycopg.Connection,
+    day: date,
+    codes: Sequence[str],
+    calendar: KrxCalendar,
+    *,
+    alert_limit: int = ALERT_LIMIT,
 ) -> dict[str, Any]:
     """The seed's minute-status figures of ``day``, per-code completeness and the latest alerts.
 
@@ -41,7 +46,8 @@ def minute_status(
     status = storage.minute_status(conn, day, codes, len(grid))
     verification = {row["stock_code"]: row for row in _rows(conn, "day_verification", {"day": day})}
     per_code = [
-        {**row, "verification": _verification_of(verification.get(row["stock_code"]))} for row in status.per_code
+        {**row, "verification": _verification_of(verification.get(row["stock_code"]))}
+        for row in status.per_code
     ]
     return {
         "date": day.isoformat(),
@@ -80,7 +86,9 @@ def heatmap(
 def latest_alerts(conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT) -> list[dict[str, Any]]:
     """The newest ``limit`` alerts about ``day``; ``raised_at`` in KST with its offset."""
     rows = _rows(conn, "latest_alerts", {"day": day, "limit": limit})
-    return [{**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows]
+    return [
+        {**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows
+    ]
 
 
 def _rows(conn: psycopg.Connection, sql_name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
