@@ -9,7 +9,7 @@ Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), an ``http`` con
   ``https://openapivts.koreainvestment.com:29443`` (mock), or the simulator (``http``);
 - login: the app key; password: the app secret;
 - extra: ``environment`` ("real" | "mock"), ``custtype`` ("P"), ``rate_limit`` (requests per
-  second, default 20 real / 2 mock), ``rate_limit_safety`` (fraction of it used, default 0.9),
+  second, default 20 real / 2 mock), ``rate_limit_safety`` (fraction of it used, default 0.8),
   ``state_conn_id`` (Postgres connection of the shared token and limiter state, default
   ``kis_market_db``), ``token_issue_interval`` (seconds between token issues, default 60), and the
   http provider's request options (``timeout``, ``verify``, ``proxies``). See docs/hook.md.
@@ -104,7 +104,7 @@ class KisSettings:
             environment=environment,
             custtype=str(extra.get("custtype", "P")),
             rate_limit=float(extra.get("rate_limit", DEFAULT_RATE_LIMIT[environment])),
-            rate_limit_safety=float(extra.get("rate_limit_safety", 0.9)),
+            rate_limit_safety=float(extra.get("rate_limit_safety", 0.8)),
             state_conn_id=str(extra.get("state_conn_id", "kis_market_db")),
             token_issue_interval=float(extra.get("token_issue_interval", 60)),
         )

@@ -6,7 +6,7 @@ rate algorithm) without burst, kept in one row per app key: each request reserve
 one atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` (``include/sql/kis_api_rate_acquire.sql``)
 and sleeps until it. Slots are spaced ``1 / (rate * safety)`` apart, so whatever the number of
 processes, at most ``floor(rate * safety) + 1`` slots fall in any one-second window; the
-``safety`` factor (0.9 by default) absorbs the jitter between reserving a slot and the request
+``safety`` factor (0.8 by default: 16/s of 20, 1.6/s of 2) absorbs the jitter between reserving a slot and the request
 reaching the server (see docs/hook.md for the arithmetic).
 """
 
@@ -38,7 +38,7 @@ class SharedRateLimiter:
     :param safety: the fraction of ``rate`` actually used, in (0, 1].
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], app_key_hash: str, rate: float, safety: float = 0.9):
+    def __init__(self, conn: psycopg.Connection[Any], app_key_hash: str, rate: float, safety: float = 0.8):
         if rate <= 0 or not 0 < safety <= 1:
             raise ValueError(f"rate must be > 0 and safety in (0, 1], got {rate} and {safety}")
         self._conn = conn
