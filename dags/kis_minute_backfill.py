@@ -56,21 +56,25 @@ from kis.alerts import deadline_alerts
 )
 def kis_minute_backfill():
     @task.short_circuit
-    def trading_day_gate(params=None, logical_date=None) -> list[list[str]]:
-        return collection.plan_backfill(params["date"], logical_date)
+    def trading_day_gate(params=None, dag_run=None) -> list[list[str]]:
+        return collection.plan_backfill(collection.BackfillDay.of(dag_run, params))
 
     batches = trading_day_gate()
 
     wait_for_close = DateTimeSensorAsync(
         task_id="wait_for_close",
-        target_time="{{ backfill_wait_until(params.date, logical_date) }}",
+        target_time="{{ backfill_wait_until(dag_run, params) }}",
     )
 
-    @task(pool="kis_api", map_index_template="{{ task.op_kwargs['codes'] | join(',') }}")
-    def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, logical_date=None,
-                           ti=None) -> dict:
-        target = collection.BackfillDay.of_run(params["date"], logical_date)
-        return collection.fetch_session_bars(codes, target, batch=ti.map_index, batches=len(batches))
+    @task(
+        pool="kis_api",
+        map_index_template="{{ task.op_kwargs['codes'] | join(',') }}",
+        show_return_value_in_logs=False,
+    )
+    def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, dag_run=None, ti=None) -> dict:
+        return collection.fetch_session_bars(
+            codes, collection.BackfillDay.of(dag_run, params), batch=ti.map_index, batches=len(batches)
+        )
 
     fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
 
@@ -79,17 +83,19 @@ def kis_minute_backfill():
         conn_id=collection.MARKET_DB_CONN_ID,
         sql=collection.UPSERT_SQL,
         parameters={"bars": collection.FETCHED_SESSIONS_TEMPLATE.format(task_id="fetch_session_bars")},
-        trigger_rule="all_done",
+        # Store what was fetched even when some codes failed.
+        trigger_rule="all_done_min_one_success",
         show_return_value_in_logs=True,
     )
 
     @task(trigger_rule="all_done")
-    def verify_day(batches: list[list[str]], params=None, logical_date=None, dag_run=None, ti=None) -> dict:
-        target = collection.BackfillDay.of_run(params["date"], logical_date)
+    def verify_day(params=None, dag_run=None, ti=None) -> dict:
+        # Pulled, not passed: a failed gate leaves None here instead of skipping the verification.
+        batches = ti.xcom_pull(task_ids="trading_day_gate")
         fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
-        return collection.verify_day(target, batches, fetched, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+        return collection.verify_day(collection.BackfillDay.of(dag_run, params), batches, fetched, collection.Run.of(dag_run))
 
-    batches >> wait_for_close >> fetched >> upsert >> verify_day(batches)
+    batches >> wait_for_close >> fetched >> upsert >> verify_day()
 
 
 kis_minute_backfill()

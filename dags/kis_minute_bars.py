@@ -49,12 +49,16 @@ from kis.alerts import deadline_alerts
 )
 def kis_minute_bars():
     @task.short_circuit
-    def session_gate(logical_date=None) -> list[list[str]]:
-        return collection.plan_minute_run(logical_date)
+    def session_gate(dag_run=None) -> list[list[str]]:
+        return collection.plan_minute_run(collection.Run.of(dag_run))
 
-    @task(pool="kis_api", map_index_template="{{ task.op_kwargs['codes'] | join(',') }}")
-    def fetch_recent_bars(codes: list[str], logical_date=None, dag_run=None) -> list[dict]:
-        return collection.fetch_recent_bars(codes, logical_date, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+    @task(
+        pool="kis_api",
+        map_index_template="{{ task.op_kwargs['codes'] | join(',') }}",
+        show_return_value_in_logs=False,
+    )
+    def fetch_recent_bars(codes: list[str], dag_run=None) -> list[dict]:
+        return collection.fetch_recent_bars(codes, collection.Run.of(dag_run))
 
     batches = session_gate()
     fetched = fetch_recent_bars.expand(codes=batches)
@@ -64,13 +68,15 @@ def kis_minute_bars():
         conn_id=collection.MARKET_DB_CONN_ID,
         sql=collection.UPSERT_SQL,
         parameters={"bars": collection.FETCHED_BARS_TEMPLATE.format(task_id="fetch_recent_bars")},
-        trigger_rule="all_done",
+        # Store what was fetched even when some codes failed.
+        trigger_rule="all_done_min_one_success",
         show_return_value_in_logs=True,
     )
 
-    @task
-    def check_live_gaps(batches: list[list[str]], logical_date=None, dag_run=None) -> int:
-        return collection.check_live_gaps(batches, logical_date, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+    @task(trigger_rule="all_done")
+    def check_live_gaps(batches: list[list[str]], dag_run=None, ti=None) -> int:
+        fetched = ti.xcom_pull(task_ids=["fetch_recent_bars"])
+        return collection.check_live_gaps(batches, fetched, collection.Run.of(dag_run))
 
     fetched >> upsert >> check_live_gaps(batches)
 

@@ -41,8 +41,11 @@ def admin_password() -> str:
 
 
 def kis_connection(host: str, port: int, *, environment: str = "real", appkey: str = SIMULATOR_APPKEY,
-                   appsecret: str = SIMULATOR_APPSECRET, scheme: str = "http") -> str:
-    """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default)."""
+                   appsecret: str = SIMULATOR_APPSECRET, scheme: str = "http", **extra: object) -> str:
+    """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default).
+
+    :param extra: more of the hook's connection extras (``rate_limit``, ``token_issue_interval`` ...).
+    """
     return json.dumps(
         {
             "conn_type": "http",
@@ -51,7 +54,7 @@ def kis_connection(host: str, port: int, *, environment: str = "real", appkey: s
             "schema": scheme,
             "login": appkey,
             "password": appsecret,
-            "extra": {"environment": environment, "custtype": "P"},
+            "extra": {"environment": environment, "custtype": "P", **extra},
         }
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -32,9 +32,10 @@ MARKET_DB_CONN_ID = alerts.MARKET_DB_CONN_ID
 
 # The upsert step's one parameter: every mapped fetch's bars, concatenated into one JSON array.
 # A list of task ids makes xcom_pull return a list even when there is a single mapped task.
-FETCHED_BARS_TEMPLATE = "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | sum(start=[]) | tojson }}}}"
+FETCHED_BARS_TEMPLATE = "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | reject('none') | sum(start=[]) | tojson }}}}"
 FETCHED_SESSIONS_TEMPLATE = (
-    "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | map(attribute='bars') | sum(start=[]) | tojson }}}}"
+    "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | reject('none') | map(attribute='bars') | sum(start=[])"
+    " | tojson }}}}"
 )
 # The partitions a batch needs are ensured in the same transaction as the upsert itself.
 UPSERT_SQL = ["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"]
@@ -42,6 +43,19 @@ UPSERT_SQL = ["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"]
 # A closed minute still missing this long after it closed is a live gap: every run re-reads the
 # last 30 minutes, so a minute one run missed is normally healed by the next.
 LIVE_GAP_AFTER = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The DAG run a task belongs to: its ids, for alerts, and its moment, for everything else."""
+
+    dag_id: str
+    run_id: str
+    at: datetime  # the logical date; for a manual run without one, when it was triggered
+
+    @classmethod
+    def of(cls, dag_run: Any) -> Run:
+        return cls(dag_run.dag_id, dag_run.run_id, dag_run.logical_date or dag_run.run_after)
 
 
 class CollectionFailed(AirflowFailException):
@@ -106,65 +120,62 @@ def _prepared_market_db(day: date):
 # --- kis_minute_bars ----------------------------------------------------------------------------
 
 
-def plan_minute_run(tick: datetime) -> list[list[str]]:
-    """The batches of codes to fetch at ``tick``; empty (the run skips) outside the session."""
-    if not default_calendar().in_collection_window(tick):
-        log.info("No session to collect at %s KST: skipping without calling KIS", tick.astimezone(KST))
+def plan_minute_run(run: Run) -> list[list[str]]:
+    """The batches of codes to fetch for the run's minute; empty (the run skips) outside the session."""
+    if not default_calendar().in_collection_window(run.at):
+        log.info("No session to collect at %s KST: skipping without calling KIS", run.at.astimezone(KST))
         return []
-    day = tick.astimezone(KST).date()
+    day = run.at.astimezone(KST).date()
     with _prepared_market_db(day) as conn:
         return _watchlist_batches(conn, day)
 
 
-def fetch_recent_bars(codes: Sequence[str], tick: datetime, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """The closed bars of the last 30 minutes before ``tick`` for each code, as upsert records.
+def fetch_recent_bars(codes: Sequence[str], run: Run) -> list[dict[str, Any]]:
+    """The closed bars of the last 30 minutes before the run's minute for each code, as records.
 
     An unknown code is alerted (once: later runs of the day leave it out) and skipped; any other
     failure raises after the other codes were asked, so Airflow retries the task.
     """
-    until = default_calendar().last_closed_minute(tick)
+    until = default_calendar().last_closed_minute(run.at)
     if until is None:
         return []
-    hook = _kis_hook()
     records: list[dict[str, Any]] = []
-    failed: dict[str, KisError] = {}
+    failed: list[str] = []
     unknown: list[str] = []
-    try:
+    with _kis_hook() as hook:
         for code in codes:
             try:
                 result = hook.recent_bars(code, until=until)
             except KisUnknownCode as err:
-                _alert_unknown_code(code, err, until.date(), dag_id=dag_id, run_id=run_id)
+                _alert_unknown_code(code, err, until.date(), run)
                 unknown.append(code)
                 continue
             except KisError as err:
                 log.error("%s: %s", code, err)
-                failed[code] = err
+                failed.append(code)
                 continue
             _log_rejects(code, result.rejected)
             records.extend(bar.as_record() for bar in result.bars)
             log.info("%s: %d closed bars up to %s", code, len(result.bars), until.strftime("%H:%M"))
-    finally:
-        hook.close()
     if failed:
-        raise RuntimeError(f"KIS failed for {', '.join(failed)} after the hook's retries: retrying the task")
+        raise RuntimeError(f"KIS failed for {', '.join(failed)} after the hook's own retries")
     if unknown and not records:
         raise CollectionFailed(f"KIS does not know {', '.join(unknown)}: alerted, not asked again today")
     return records
 
 
-def check_live_gaps(batches: Iterable[Sequence[str]], tick: datetime, *, dag_id: str, run_id: str) -> int:
-    """Alerts, once per gap, the closed minutes still missing ``LIVE_GAP_AFTER`` after they closed."""
-    session = default_calendar().session(tick.astimezone(KST).date())
-    horizon = default_calendar().last_closed_minute(tick - LIVE_GAP_AFTER) if session else None
-    if horizon is None:
-        return 0
-    # The closing bar may print up to five minutes late; the day's verification checks it.
-    minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
-    codes = [code for batch in batches for code in batch]
-    with _market_db() as conn:
-        gaps = storage.live_gaps(conn, codes, minutes, run_id=run_id)
-        conn.commit()
+def check_live_gaps(batches: Sequence[Sequence[str]], fetched: Sequence[Any], run: Run) -> int:
+    """Alerts, once per gap, the closed minutes still missing ``LIVE_GAP_AFTER`` after they closed;
+    then fails when a fetch task failed, so the run shows red until that task is cleared."""
+    calendar = default_calendar()
+    session = calendar.session(run.at.astimezone(KST).date())
+    horizon = calendar.last_closed_minute(run.at - LIVE_GAP_AFTER) if session else None
+    gaps: list[tuple[str, datetime]] = []
+    if horizon is not None:
+        # The closing bar may print up to five minutes late; the day's verification checks it.
+        minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
+        with _market_db() as conn:
+            gaps = storage.live_gaps(conn, [code for batch in batches for code in batch], minutes, run_id=run.run_id)
     by_code: dict[str, list[datetime]] = {}
     for code, minute in gaps:
         by_code.setdefault(code, []).append(minute.replace(tzinfo=KST))
@@ -177,12 +188,13 @@ def check_live_gaps(batches: Iterable[Sequence[str]], tick: datetime, *, dag_id:
                     " (a VI or a halt also leaves minutes without bars; the backfill's verification decides)"
                 ),
                 trading_date=session.day,
-                dag_id=dag_id,
-                run_id=run_id,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
                 stock_code=code,
                 minutes=missing,
             )
         )
+    _fail_when_fetches_failed(batches, fetched)
     return len(gaps)
 
 
@@ -198,45 +210,43 @@ class BackfillDay:
     today: date
 
     @classmethod
-    def of_run(cls, date_param: str | None, logical_date: datetime) -> BackfillDay:
-        """From the run's ``date`` parameter, or its logical date when the parameter is empty."""
-        today = logical_date.astimezone(KST).date()
-        day = date.fromisoformat(date_param) if date_param else today
+    def of(cls, dag_run: Any, params: dict[str, Any]) -> BackfillDay:
+        """The run's ``date`` parameter, or the run's own day when the parameter is empty."""
+        today = Run.of(dag_run).at.astimezone(KST).date()
+        day = date.fromisoformat(params["date"]) if params.get("date") else today
         if day > today:
             raise CollectionFailed(f"{day} is after the run's date {today}: there are no bars yet")
         return cls(session=default_calendar().session(day), day=day, today=today)
 
 
-def plan_backfill(date_param: str | None, logical_date: datetime) -> list[list[str]]:
+def plan_backfill(target: BackfillDay) -> list[list[str]]:
     """The batches of codes to backfill; empty (the run skips) when the day has no session."""
-    target = BackfillDay.of_run(date_param, logical_date)
     if target.session is None:
         log.info("%s is not a KRX session: nothing to backfill", target.day)
         return []
     if target.day < target.today:
-        hook = _kis_hook()
-        if hook.settings.environment != "real":
-            raise CollectionFailed(
-                f"{target.day} is a past date: KIS serves past minute bars (FHKST03010230) to real accounts "
-                "only, and the kis_default connection is a mock account"
-            )
+        with _kis_hook() as hook:
+            if hook.settings.environment != "real":
+                raise CollectionFailed(
+                    f"{target.day} is a past date: KIS serves past minute bars (FHKST03010230) to real "
+                    "accounts only, and the kis_default connection is a mock account"
+                )
     with _prepared_market_db(target.day) as conn:
         return _watchlist_batches(conn, target.day)
 
 
-def backfill_wait_until(date_param: str | None, logical_date: datetime) -> str:
-    """When the day's session is over, closing print included (a DAG macro for the close sensor)."""
-    session = BackfillDay.of_run(date_param, logical_date).session
-    return (session.close + CLOSING_PRINT_GRACE).isoformat() if session else logical_date.isoformat()
+def backfill_wait_until(dag_run: Any, params: dict[str, Any]) -> str:
+    """When the day's session is over, closing print included (the close sensor's target)."""
+    target = BackfillDay.of(dag_run, params)
+    return (target.session.close + CLOSING_PRINT_GRACE).isoformat() if target.session else target.day.isoformat()
 
 
 def fetch_session_bars(codes: Sequence[str], target: BackfillDay, *, batch: int, batches: int) -> dict[str, Any]:
     """Every bar of the day for each code, with the day volumes KIS reported."""
-    hook = _kis_hook()
     records: list[dict[str, Any]] = []
     volumes: dict[str, int] = {}
     rejected: dict[str, int] = {}
-    try:
+    with _kis_hook() as hook:
         for code in codes:
             result = hook.session_bars(code, target.session, today=target.today)
             _log_rejects(code, result.rejected)
@@ -248,26 +258,25 @@ def fetch_session_bars(codes: Sequence[str], target: BackfillDay, *, batch: int,
                 "Batch %d/%d, %s: %d pages, %d bars, %d rejected rows",
                 batch + 1, batches, code, result.pages, len(result.bars), len(result.rejected),
             )
-    finally:
-        hook.close()
     return {"bars": records, "volumes": volumes, "rejected": rejected}
 
 
-def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]], fetched: Sequence[dict[str, Any] | None],
-               *, dag_id: str, run_id: str) -> dict[str, Any]:
+def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]] | None, fetched: Sequence[dict[str, Any]],
+               run: Run) -> dict[str, Any]:
     """Verifies the day into the report table; raises, after alerting, when the day falls short.
 
     The day falls short when its completeness (bars present / bars expected) is under the
     Variable ``kis_completeness_threshold`` (0.98) or a code has a gap its volumes do not explain.
     """
+    if batches is None:
+        raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
     session = target.session
     codes = [code for batch in batches for code in batch]
     volumes: dict[str, int] = {}
-    for result in filter(None, fetched):
+    for result in fetched:
         volumes |= result["volumes"]
     with _market_db() as conn:
-        report = storage.verify_day(conn, session.day, session.bar_minutes, codes, volumes or None, run_id=run_id)
-        conn.commit()
+        report = storage.verify_day(conn, session.day, session.bar_minutes, codes, volumes or None, run_id=run.run_id)
     expected = sum(r.expected for r in report)
     present = sum(r.present for r in report)
     completeness = present / expected if expected else 1.0
@@ -293,8 +302,8 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]], fetched: S
                     f"codes with unexplained gaps: {', '.join(summary['codes_with_gaps']) or 'none'}\n{text}"
                 ),
                 trading_date=session.day,
-                dag_id=dag_id,
-                run_id=run_id,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
                 details=summary | {"missing": {r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in short}},
             )
         )
@@ -302,6 +311,7 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]], fetched: S
             f"{session.day} is incomplete: {completeness:.2%} of the expected bars, "
             f"gaps in {', '.join(summary['codes_with_gaps']) or 'no code'} (see the report above)"
         )
+    _fail_when_fetches_failed(batches, fetched)
     return summary
 
 
@@ -321,14 +331,23 @@ def format_report(report: Sequence[storage.DayVerification]) -> str:
 # --- shared -------------------------------------------------------------------------------------
 
 
-def _alert_unknown_code(code: str, err: KisUnknownCode, day: date, *, dag_id: str, run_id: str) -> None:
+def _fail_when_fetches_failed(batches: Sequence[Sequence[str]], fetched: Sequence[Any]) -> None:
+    """Failed mapped fetches left no XCom: fail this task so that the run shows it."""
+    if len(fetched) < len(batches):
+        raise CollectionFailed(
+            f"{len(batches) - len(fetched)} of {len(batches)} fetch tasks failed: their bars are not stored. "
+            "Clear the failed fetch tasks (with downstream) to fetch them again."
+        )
+
+
+def _alert_unknown_code(code: str, err: KisUnknownCode, day: date, run: Run) -> None:
     send_alert(
         Alert(
             kind="unknown_code",
             message=f"KIS does not know {code} ({err.msg_cd}: {err.msg1}); left out for the rest of {day}",
             trading_date=day,
-            dag_id=dag_id,
-            run_id=run_id,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
             stock_code=code,
             details={"msg_cd": err.msg_cd, "msg1": err.msg1},
         )
