@@ -3,21 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+stamp=.venv/.installed-$(cat requirements.txt constraints.txt | sha1sum | cut -c1-16)
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
 python=${PYTHON:-}
 if [ -z "$python" ]; then
-  for candidate in python3.13 python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  # The pinned set is tested on 3.11; newer ones are tried after it.
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       python=$candidate
       break
     fi
   done
 fi
 [ -n "$python" ] || { echo "Python 3.11+ is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
-
-stamp=.venv/.installed-$(cat requirements.txt constraints.txt | sha1sum | cut -c1-16)
-if [ -f "$stamp" ]; then
-  exit 0
-fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 echo "Installing the pinned packages into .venv (about half a minute)..."
