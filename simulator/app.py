@@ -40,12 +40,15 @@ HISTORY_DAYS = 365
 ONE_MINUTE = timedelta(minutes=1)
 TODAY_PAGE_ROWS = 30
 DAILY_PAGE_ROWS = 120
+PERIOD_PAGE_ROWS = 100
 
 QUOTATIONS = "/uapi/domestic-stock/v1/quotations"
 TODAY_PATH = f"{QUOTATIONS}/inquire-time-itemchartprice"
 DAILY_PATH = f"{QUOTATIONS}/inquire-time-dailychartprice"
+PERIOD_PATH = f"{QUOTATIONS}/inquire-daily-itemchartprice"
 TODAY_TR_ID = "FHKST03010200"
 DAILY_TR_ID = "FHKST03010230"
+PERIOD_TR_ID = "FHKST03010100"
 CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")
 
 # (HTTP status, msg_cd, msg1) of every envelope error the simulator answers.
@@ -66,6 +69,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 OK = ("0", "MCA00000", "정상처리 되었습니다.")
 NO_DATA = ("7", "KIOK0560", "조회할 자료가 없습니다.")
 ROW_FIELDS = ("stck_oprc", "stck_hgpr", "stck_lwpr", "stck_prpr", "cntg_vol", "acml_tr_pbmn")
+# prdy_vrss_sign of the period rows: 2 up, 3 unchanged, 5 down (1 and 4, the price limits, are not simulated).
+CHANGE_SIGNS = {1: "2", 0: "3", -1: "5"}
 
 
 @dataclass
@@ -213,6 +218,11 @@ class Simulator:
             Route("/oauth2/revokeP", self.revoke, methods=["POST"]),
             Route(TODAY_PATH, self._data_endpoint(TODAY_PATH, TODAY_TR_ID, self.today_page), methods=["GET"]),
             Route(DAILY_PATH, self._data_endpoint(DAILY_PATH, DAILY_TR_ID, self.daily_page), methods=["GET"]),
+            Route(
+                PERIOD_PATH,
+                self._data_endpoint(PERIOD_PATH, PERIOD_TR_ID, self.period_page),
+                methods=["GET"],
+            ),
             Route("/_sim/clock", self.control_clock, methods=["GET", "POST"]),
             Route("/_sim/truth", self.control_truth, methods=["GET"]),
             Route("/_sim/counters", self.control_counters, methods=["GET"]),
@@ -296,7 +306,7 @@ class Simulator:
             }
         )
 
-    # --- data calls: the gateway part, shared by both endpoints --------------------------------
+    # --- data calls: the gateway part, shared by every data endpoint ---------------------------
 
     def _data_endpoint(
         self, path: str, tr_id: str, page: Callable[[Request], dict[str, Any]]
@@ -388,7 +398,7 @@ class Simulator:
             text = text[: rng.randrange(1, max(2, len(text) - 1))]
         return Response(text, media_type="application/json; charset=utf-8")
 
-    # --- the two minute-bar endpoints ----------------------------------------------------------
+    # --- the data endpoints --------------------------------------------------------------------
 
     def today_page(self, request: Request) -> dict[str, Any]:
         """FHKST03010200: today's bars, 30 rows newest first, ending at and including the cursor."""
@@ -411,7 +421,7 @@ class Simulator:
             if now_minute < minute <= cursor
         ]
         page = sorted((row for row in rows if row[0].minute <= cursor), key=lambda row: row[0].minute, reverse=True)
-        return self._envelope(OK, code, quote, page[:TODAY_PAGE_ROWS])
+        return self._envelope(OK, code, quote, [_row(*row) for row in page[:TODAY_PAGE_ROWS]])
 
     def daily_page(self, request: Request) -> dict[str, Any]:
         """FHKST03010230: closed bars of a date, 120 rows newest first; earlier sessions fill the page."""
@@ -434,7 +444,7 @@ class Simulator:
             rows = self._daily_rows(code, day)
             page += [row for row in reversed(rows) if row[0].minute <= cursor and row[0].minute + ONE_MINUTE <= now]
             day -= timedelta(days=1)
-        return self._envelope(OK, code, quote, page[:DAILY_PAGE_ROWS])
+        return self._envelope(OK, code, quote, [_row(*row) for row in page[:DAILY_PAGE_ROWS]])
 
     def _daily_rows(self, code: str, day: date) -> list[tuple[Bar, int]]:
         """A day's final bars with the cumulative traded value, zero-volume and dropped minutes left out."""
@@ -444,6 +454,28 @@ class Simulator:
             if bar.volume > 0 and not self.faults.config.is_dropped(code, bar.minute):
                 rows.append((bar, value))
         return rows
+
+    def period_page(self, request: Request) -> dict[str, Any]:
+        """FHKST03010100: one daily row per session from DATE_1 to DATE_2, newest first, at most 100.
+
+        Each row sums up that day's ground truth (today's: the day so far); a range longer than 100
+        sessions gives its newest 100. Real and mock accounts alike.
+        """
+        query = request.query_params
+        code = self._code(query)
+        start, end = _yyyymmdd(query, "FID_INPUT_DATE_1"), _yyyymmdd(query, "FID_INPUT_DATE_2")
+        if query.get("FID_PERIOD_DIV_CODE") != "D":
+            raise ApiError("bad_field", "FID_PERIOD_DIV_CODE: the simulator serves daily rows (D) only")
+        if query.get("FID_ORG_ADJ_PRC") not in ("0", "1"):
+            raise ApiError("bad_field", "FID_ORG_ADJ_PRC must be 0 (adjusted) or 1 (original)")
+        now = self.clock.now()
+        sessions = self.calendar.sessions_between(start, min(end, now.date()))
+        quotes = [
+            self.market.quote(code, min(now, datetime.combine(s.day, time(23, 59), tzinfo=KST)))
+            for s in reversed(sessions[-PERIOD_PAGE_ROWS:])
+        ]
+        rows = [_period_row(quote) for quote in quotes if quote.rows]  # today before the open: no row yet
+        return self._envelope(OK, code, self.market.quote(code, now), rows)
 
     def _code(self, query: Any) -> str:
         market = query.get("FID_COND_MRKT_DIV_CODE")
@@ -457,8 +489,9 @@ class Simulator:
         return code
 
     def _envelope(
-        self, status: tuple[str, str, str], code: str, quote: Quote, page: list[tuple[Bar, int]]
+        self, status: tuple[str, str, str], code: str, quote: Quote, rows: list[dict[str, str]]
     ) -> dict[str, Any]:
+        """The KIS body: the status, ``output1`` (the quote at its moment) and ``rows`` as ``output2``."""
         rt_cd, msg_cd, msg1 = status
         return {
             "rt_cd": rt_cd,
@@ -472,7 +505,7 @@ class Simulator:
                 "acml_vol": str(quote.volume),
                 "acml_tr_pbmn": str(quote.value),
             },
-            "output2": [_row(bar, value) for bar, value in page],
+            "output2": rows,
         }
 
     # --- control API ---------------------------------------------------------------------------
@@ -542,6 +575,27 @@ def _row(bar: Bar, cumulative_value: int) -> dict[str, str]:
         "stck_prpr": str(bar.close),
         "cntg_vol": str(bar.volume),
         "acml_tr_pbmn": str(cumulative_value),
+    }
+
+
+def _period_row(quote: Quote) -> dict[str, str]:
+    """A day as FHKST03010100 shows it, from the day's bars as ``quote`` sees them."""
+    bars = [bar for bar, _ in quote.rows]
+    change = quote.price - quote.previous_close
+    return {
+        "stck_bsop_date": bars[0].minute.strftime("%Y%m%d"),
+        "stck_clpr": str(quote.price),
+        "stck_oprc": str(bars[0].open),
+        "stck_hgpr": str(max(bar.high for bar in bars)),
+        "stck_lwpr": str(min(bar.low for bar in bars)),
+        "acml_vol": str(quote.volume),
+        "acml_tr_pbmn": str(quote.value),
+        "flng_cls_code": "00",  # no ex-rights/ex-dividend lock: the simulated market has no corporate actions
+        "prtt_rate": "0.00",
+        "mod_yn": "N",
+        "prdy_vrss_sign": CHANGE_SIGNS[(change > 0) - (change < 0)],
+        "prdy_vrss": str(change),
+        "revl_issu_reas": "",
     }
 
 

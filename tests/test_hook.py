@@ -18,6 +18,7 @@ from kis.bars import KST
 from kis.calendar import default_calendar
 from kis.errors import KisApiError, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook
+from kis.parsing import day_volume
 from kis.token_store import app_key_hash
 from simulator.testing import SimulatorHandle, run_simulator
 
@@ -106,8 +107,45 @@ def test_a_past_day_on_a_real_account_comes_from_the_daily_endpoint(connect: Cal
         hook = connect(sim)
         result = hook.session_bars(CODE, default_calendar().session(past_day), today=DAY)
         assert result.bars == [bar for bar in sim.truth(CODE, past_day) if bar.volume > 0]
-        assert result.cumulative_volume is None  # output1 of that endpoint is today's quote
-        assert result.pages == sim.counters()["requests_by_endpoint"]["inquire-time-dailychartprice"] <= 4
+        requests = sim.counters()["requests_by_endpoint"]
+        minute_pages = requests["inquire-time-dailychartprice"]
+        volume_pages = requests["inquire-daily-itemchartprice"]
+        assert minute_pages <= 4 and result.pages == minute_pages + volume_pages
+        assert volume_pages == 1  # the day volume: one request per code
+
+
+def test_a_past_day_has_its_volume_from_the_period_endpoint(connect: Callable[..., KisHook]) -> None:
+    """The daily endpoint has no no-trade minutes and shows today's volume; the period row has the day's."""
+    past_day = date(2026, 11, 24)
+    with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
+        hook = connect(sim)
+        # 035720 has no-trade minutes that day; the third code a VI (two minutes without a bar).
+        for code in ("005930", "035720", "000121"):
+            result = hook.session_bars(code, default_calendar().session(past_day), today=DAY)
+            assert result.cumulative_volume == sim.cumulative_volume(code, past_day), code
+            assert sum(bar.volume for bar in result.bars) == result.cumulative_volume, code
+        assert any(bar.volume == 0 for bar in sim.truth("035720", past_day))
+        assert [a["reason"] for a in sim.absences("000121", past_day)] == ["volatility_interruption"] * 2
+
+
+def test_a_day_without_a_period_row_has_no_volume(connect: Callable[..., KisHook]) -> None:
+    # A Saturday: the daily endpoint answers with Friday's rows, the period endpoint with none.
+    saturday = date(2026, 11, 28)
+    window = _Window(saturday, at("09:00", saturday), at("15:30", saturday))
+    with run_simulator(now="2026-11-30T10:31:00+09:00") as sim:
+        result = connect(sim).session_bars(CODE, window, today=date(2026, 11, 30))
+        assert result.bars == [] and result.rejected
+        assert result.cumulative_volume is None
+
+
+def test_the_day_volume_is_taken_only_from_the_row_of_the_asked_day() -> None:
+    rows = [
+        {"stck_bsop_date": "20261125", "acml_vol": "900"},  # newest first
+        {"stck_bsop_date": "20261124", "acml_vol": "700"},
+    ]
+    assert day_volume(rows, date(2026, 11, 24)) == 700
+    assert day_volume(rows[:1], date(2026, 11, 24)) is None
+    assert day_volume([{"stck_bsop_date": "20261124", "acml_vol": "7e2"}, None], date(2026, 11, 24)) is None
 
 
 def test_rows_of_another_day_are_rejected(connect: Callable[..., KisHook]) -> None:

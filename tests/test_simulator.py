@@ -25,7 +25,8 @@ from simulator.testing import SimulatorHandle, run_simulator
 REPO = Path(__file__).parents[1]
 TODAY = "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice"
 DAILY = "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice"
-TR_IDS = {TODAY: "FHKST03010200", DAILY: "FHKST03010230"}
+PERIOD = "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice"
+TR_IDS = {TODAY: "FHKST03010200", DAILY: "FHKST03010230", PERIOD: "FHKST03010100"}
 NORMAL_DAY = date(2026, 11, 25)
 ONE_MINUTE = timedelta(minutes=1)
 
@@ -74,6 +75,19 @@ class Client:
             "FID_PW_DATA_INCU_YN": "N",
         }
         return self.http.get(DAILY, params=params, headers=self.headers(DAILY))
+
+    def period(
+        self, code: str, start: str, end: str, period: str = "D", **headers: str | None
+    ) -> httpx.Response:
+        params = {
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_INPUT_ISCD": code,
+            "FID_INPUT_DATE_1": start,
+            "FID_INPUT_DATE_2": end,
+            "FID_PERIOD_DIV_CODE": period,
+            "FID_ORG_ADJ_PRC": "1",
+        }
+        return self.http.get(PERIOD, params=params, headers=self.headers(PERIOD, **headers))
 
     def rows(self, response: httpx.Response) -> list[Bar]:
         body = response.json()
@@ -254,7 +268,90 @@ def test_daily_is_refused_in_mock_mode() -> None:
     assert (body["rt_cd"], body["msg_cd"]) == ("1", "90000000")
 
 
-# --- tokens and headers -------------------------------------------------------------------------
+# --- the period (daily OHLCV) endpoint -----------------------------------------------------------
+
+
+def day_of(bars: list[Bar]) -> dict[str, str]:
+    """What a period row must hold for a day whose bars are ``bars``: OHLC and volume of the truth."""
+    return {
+        "stck_bsop_date": bars[0].minute.strftime("%Y%m%d"),
+        "stck_oprc": str(bars[0].open),
+        "stck_hgpr": str(max(bar.high for bar in bars)),
+        "stck_lwpr": str(min(bar.low for bar in bars)),
+        "stck_clpr": str(bars[-1].close),
+        "acml_vol": str(sum(bar.volume for bar in bars)),
+    }
+
+
+def test_period_rows_are_the_sessions_of_the_truth_newest_first(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    market = Market(0)
+    # Codes with a VI and with no-trade minutes on some of these days, whose daily row must still add up.
+    vi_code = next(f"{n:06d}" for n in range(100, 400) if market.absences(f"{n:06d}", date(2026, 11, 24)))
+    for code in ("005930", "035720", vi_code):
+        body = client.period(code, "20261101", "20261231").json()
+        assert body["rt_cd"] == "0", body
+        days = [s.day for s in default_calendar().sessions_between(date(2026, 11, 1), NORMAL_DAY)][::-1]
+        assert [row["stck_bsop_date"] for row in body["output2"]] == [d.strftime("%Y%m%d") for d in days]
+        for row, day in zip(body["output2"], days, strict=True):
+            truth = sim.truth(code, day)
+            assert {k: row[k] for k in day_of(truth)} == day_of(truth), (code, day)
+            assert int(row["acml_vol"]) == sim.cumulative_volume(code, day)
+            assert int(row["prdy_vrss"]) == int(row["stck_clpr"]) - market.previous_close(code, day)
+    assert any(bar.volume == 0 for bar in sim.truth("035720", date(2026, 11, 24)))
+    assert len(sim.truth(vi_code, date(2026, 11, 24))) == 379
+
+
+def test_period_gives_at_most_the_newest_100_sessions_and_no_holidays(
+    sim: SimulatorHandle, client: Client
+) -> None:
+    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    rows = client.period("005930", "20250101", "20261125").json()["output2"]
+    sessions = default_calendar().sessions_between(date(2025, 1, 1), NORMAL_DAY)
+    assert [row["stck_bsop_date"] for row in rows] == [s.day.strftime("%Y%m%d") for s in sessions[::-1][:100]]
+    assert client.period("005930", "20261003", "20261005").json()["output2"] == []  # a weekend and a holiday
+    assert client.period("005930", "20261231", "20270101").json()["output2"] == []  # in the future
+
+
+def test_period_today_is_the_day_so_far(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "08:50"))
+    rows = client.period("005930", "20261124", "20261125").json()["output2"]
+    assert [row["stck_bsop_date"] for row in rows] == ["20261124"]
+    sim.set_now(kst(NORMAL_DAY, "10:31", 30))
+    body = client.period("005930", "20261125", "20261125").json()
+    (row,) = body["output2"]
+    assert (row["stck_clpr"], row["acml_vol"]) == (body["output1"]["stck_prpr"], body["output1"]["acml_vol"])
+    closed = [bar for bar in sim.truth("005930", NORMAL_DAY) if bar.minute < kst(NORMAL_DAY, "10:31")]
+    assert row["stck_oprc"] == str(closed[0].open)
+    day_volume = sim.cumulative_volume("005930", NORMAL_DAY)
+    assert sum(bar.volume for bar in closed) <= int(row["acml_vol"]) < day_volume
+
+
+def test_period_checks_its_query_and_headers_like_the_other_endpoints(
+    sim: SimulatorHandle, client: Client
+) -> None:
+    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    sim.set_faults({"unknown_codes": ["999990"]})
+    assert client.period("005930", "20261124", "20261125", period="W").json()["msg_cd"] == "OPSQ2002"
+    assert client.period("005930", "2026112", "20261125").json()["msg_cd"] == "OPSQ2002"
+    assert client.period("999990", "20261124", "20261125").json()["msg_cd"] == "OPSQ1001"
+    assert client.period("005930", "20261124", "20261125", tr_id=TR_IDS[DAILY]).json()["msg_cd"] == "OPSQ0002"
+    assert client.period("005930", "20261124", "20261125", authorization=None).json()["msg_cd"] == "EGW00122"
+    sim.set_faults({"missing_fields": 1.0})
+    rows = client.period("005930", "20261124", "20261125").json()["output2"]
+    assert sorted(len(row) for row in rows) == [12, 13]
+
+
+def test_period_is_served_in_mock_mode_within_its_rate_limit() -> None:
+    with run_simulator(mode="mock", now="2026-11-25T15:45:00+09:00") as sim:
+        client = Client(sim)
+        answers = [client.period("005930", "20261124", "20261124").json() for _ in range(3)]
+        assert [a["msg_cd"] for a in answers] == ["MCA00000", "MCA00000", "EGW00201"]  # 2/s
+        volume = sim.cumulative_volume("005930", date(2026, 11, 24))
+        assert answers[0]["output2"][0]["acml_vol"] == str(volume)
+        counters = sim.counters()
+        assert counters["requests_by_endpoint"]["inquire-daily-itemchartprice"] == 3
+        assert counters["egw00201"] == 1 and counters["peak_per_second"] == 3
 
 
 def test_token_is_reused_within_six_hours_and_throttled() -> None:
@@ -364,15 +461,17 @@ def test_counters(sim: SimulatorHandle, client: Client) -> None:
     for _ in range(3):
         client.today("005930", "103000")
     client.daily("005930", "20261124", "153000")
+    client.period("005930", "20261124", "20261124")
     client.issue()
     counters = sim.counters()
     assert counters["requests_by_endpoint"] == {
         "inquire-time-itemchartprice": 3,
         "inquire-time-dailychartprice": 1,
+        "inquire-daily-itemchartprice": 1,
         "tokenP": 1,
     }
-    assert counters["requests_by_appkey"] == {sim.appkey: 5}
-    assert 1 <= counters["peak_per_second"] <= 4  # token calls do not count towards the rate
+    assert counters["requests_by_appkey"] == {sim.appkey: 6}
+    assert 1 <= counters["peak_per_second"] <= 5  # token calls do not count towards the rate
     assert counters["tokens_issued"] == 0 and counters["egw00201"] == 0
 
 

@@ -43,7 +43,7 @@ from kis.errors import (
     KisUnknownCode,
     KisUnsupported,
 )
-from kis.parsing import RejectedRow, parse_int, parse_rows, validate_code
+from kis.parsing import RejectedRow, day_volume, parse_int, parse_rows, validate_code
 from kis.rate_limit import SharedRateLimiter
 from kis.schema import migrate
 from kis.token_store import IssuedToken, TokenStore, app_key_hash
@@ -60,6 +60,10 @@ TODAY_PAGE_ROWS = 30
 DAILY_ENDPOINT = "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice"
 DAILY_TR_ID = "FHKST03010230"
 DAILY_PAGE_ROWS = 120
+# KIS API portal: 국내주식기간별시세(일/주/월/년) (FHKST03010100), daily OHLCV rows, newest first;
+# real and mock accounts.
+PERIOD_ENDPOINT = "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice"
+PERIOD_TR_ID = "FHKST03010100"
 
 ONE_MINUTE = timedelta(minutes=1)
 DEFAULT_RATE_LIMIT = {"real": 20.0, "mock": 2.0}
@@ -116,8 +120,8 @@ class BarsResult:
 
     :param bars: the validated closed bars, oldest first, one per minute.
     :param rejected: the rows that were not bars, each with its reason.
-    :param cumulative_volume: the day's cumulative volume (``acml_vol``) when the response carried
-        it for the asked day (today's endpoint), else None.
+    :param cumulative_volume: the day's cumulative volume (``acml_vol``) as KIS reported it for the
+        asked day (today: the today endpoint's summary; a past day: its period-price row), else None.
     :param pages: requests made for the data (retries not counted).
     :param rate_limited: EGW00201 answers retried during the call.
     """
@@ -348,11 +352,14 @@ class KisHook(HttpHook):
         return result
 
     def session_bars(self, code: str, session: SessionWindow, *, today: date) -> BarsResult:
-        """Every bar of ``code`` in ``session``, walked backwards from the close.
+        """Every bar of ``code`` in ``session``, walked backwards from the close, and the day's volume.
 
         :param session: the trading day (``kis.calendar.Session``): its day, open and close.
         :param today: the run's session date; today is served by the today endpoint, a past day by
-            the daily endpoint, which only real accounts have.
+            the daily endpoint, which only real accounts have. For a past day the daily endpoint
+            gives no day volume, so one more request, to the period-price endpoint
+            (FHKST03010100), fetches it: without it, minutes without trades could not be told from
+            lost ones.
         """
         validate_code(code)
         if session.day > today:
@@ -364,7 +371,28 @@ class KisHook(HttpHook):
                 f"Cannot fetch {session.day} on a mock account: past days come only from the daily endpoint "
                 f"({DAILY_TR_ID}), which KIS serves to real accounts only, and the today endpoint has no past days."
             )
-        return self._walk(code, session, DAILY_ENDPOINT, DAILY_TR_ID, DAILY_PAGE_ROWS, self._daily_params)
+        result = self._walk(code, session, DAILY_ENDPOINT, DAILY_TR_ID, DAILY_PAGE_ROWS, self._daily_params)
+        result.cumulative_volume = self._day_volume(result)
+        return result
+
+    def _day_volume(self, result: BarsResult) -> int | None:
+        """``acml_vol`` of ``result``'s day from its FHKST03010100 row; None when KIS has no row for it."""
+        yyyymmdd = result.day.strftime("%Y%m%d")
+        params = {
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_INPUT_ISCD": result.code,
+            "FID_INPUT_DATE_1": yyyymmdd,
+            "FID_INPUT_DATE_2": yyyymmdd,
+            "FID_PERIOD_DIV_CODE": "D",
+            # Original, not adjusted (0): an adjusted history rescales the volumes of the days before a
+            # split, and they would no longer add up to the minute volumes, which are as traded.
+            "FID_ORG_ADJ_PRC": "1",
+        }
+        rows, _ = self._page(result, PERIOD_ENDPOINT, PERIOD_TR_ID, params)
+        volume = day_volume(rows, result.day)
+        if volume is None:
+            self.log.warning("%s %s: no day volume from KIS (%s rows)", result.code, result.day, len(rows))
+        return volume
 
     @staticmethod
     def _today_params(code: str, cursor: datetime) -> dict[str, str]:
@@ -417,7 +445,7 @@ class KisHook(HttpHook):
         return result
 
     def _page(self, result: BarsResult, endpoint: str, tr_id: str, params: dict[str, str]) -> tuple[list, dict]:
-        """One page of minute rows (``output2``) and the day summary (``output1``)."""
+        """One page of rows (``output2``: minutes, or days of the period endpoint) and ``output1``."""
         rate_limited = self.counters["rate_limited"]
         body = self._get(endpoint, tr_id, params)
         result.rate_limited += self.counters["rate_limited"] - rate_limited
@@ -433,9 +461,8 @@ class KisHook(HttpHook):
         if not rows and summary.get("stck_prpr") == "0":
             # The other reported shape of an unknown code: a quote of price 0 and no bars.
             raise KisUnknownCode(result.code, msg_cd, "no quote for this code (price 0)", 200)
-        self.log.info(
-            "%s %s page %s at %s: %s rows", result.code, tr_id, result.pages, params["FID_INPUT_HOUR_1"], len(rows)
-        )
+        at = params.get("FID_INPUT_HOUR_1") or params["FID_INPUT_DATE_1"]
+        self.log.info("%s %s page %s at %s: %s rows", result.code, tr_id, result.pages, at, len(rows))
         return rows, summary
 
     @staticmethod

@@ -1,9 +1,10 @@
-"""KIS minute-chart rows -> validated :class:`~kis.bars.Bar` records.
+"""KIS minute-chart rows -> validated :class:`~kis.bars.Bar` records, and a day's volume.
 
 Both minute endpoints (today's FHKST03010200 and past days' FHKST03010230) return ``output2`` rows
 with the same field names, every value a string. The mapping from KIS names to ours lives in
 :data:`ROW_FIELDS` and nowhere else. A bad row is rejected with its reason; the good rows of the
-same response are kept.
+same response are kept. :func:`day_volume` reads the daily rows of the period-price endpoint
+(FHKST03010100).
 """
 
 from __future__ import annotations
@@ -119,4 +120,17 @@ def parse_int(value: Any) -> int | None:
     """An exact integer from a KIS string field, or None when absent or not an integer."""
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
+    return None
+
+
+def day_volume(rows: Iterable[Any], day: date) -> int | None:
+    """``acml_vol`` of the FHKST03010100 ``output2`` row of ``day`` (``stck_bsop_date``), or None.
+
+    None when no row is of that day or its volume is not an exact integer: an unknown volume
+    explains no missing minute, a wrong one could.
+    """
+    yyyymmdd = day.strftime("%Y%m%d")
+    for row in rows:
+        if isinstance(row, Mapping) and row.get("stck_bsop_date") == yyyymmdd:
+            return parse_int(row.get("acml_vol"))
     return None
