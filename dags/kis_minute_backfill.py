@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
@@ -78,15 +77,7 @@ def kis_minute_backfill():
 
     fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
 
-    upsert = SQLExecuteQueryOperator(
-        task_id="upsert_bars",
-        conn_id=collection.MARKET_DB_CONN_ID,
-        sql=collection.UPSERT_SQL,
-        parameters={"bars": collection.FETCHED_SESSIONS_TEMPLATE.format(task_id="fetch_session_bars")},
-        # Store what was fetched even when some codes failed.
-        trigger_rule="all_done_min_one_success",
-        show_return_value_in_logs=True,
-    )
+    upsert = collection.upsert_bars_step("fetch_session_bars", bars_key="bars")
 
     @task(trigger_rule="all_done")
     def verify_day(params=None, dag_run=None, ti=None) -> dict:

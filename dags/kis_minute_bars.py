@@ -22,7 +22,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -63,15 +62,7 @@ def kis_minute_bars():
     batches = session_gate()
     fetched = fetch_recent_bars.expand(codes=batches)
 
-    upsert = SQLExecuteQueryOperator(
-        task_id="upsert_bars",
-        conn_id=collection.MARKET_DB_CONN_ID,
-        sql=collection.UPSERT_SQL,
-        parameters={"bars": collection.FETCHED_BARS_TEMPLATE.format(task_id="fetch_recent_bars")},
-        # Store what was fetched even when some codes failed.
-        trigger_rule="all_done_min_one_success",
-        show_return_value_in_logs=True,
-    )
+    upsert = collection.upsert_bars_step("fetch_recent_bars")
 
     @task(trigger_rule="all_done")
     def check_live_gaps(batches: list[list[str]], dag_run=None, ti=None) -> int:

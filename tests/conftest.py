@@ -55,3 +55,20 @@ def new_database(pg_cluster: localpg.Cluster) -> Iterator[Callable[[], str]]:
 def market_dsn(new_database: Callable[[], str]) -> str:
     """The DSN of an empty database for one test."""
     return new_database()
+
+
+@pytest.fixture
+def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[..., None]:
+    """Points ``kis_default`` at a simulator, and ``kis_market_db`` (the market data and the hook's
+    shared state) at this test's database; ``extra`` adds connection extras."""
+
+    def point(sim, **extra) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KIS_DEFAULT",
+            airflow_env.kis_connection(
+                sim.host, sim.port, environment=sim.mode, appkey=sim.appkey, appsecret=sim.appsecret, **extra
+            ),
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
+
+    return point

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -71,23 +72,26 @@ class Market:
         return sum(n for endpoint, n in self.sim.counters()["requests_by_endpoint"].items() if "inquire" in endpoint)
 
 
-def _simulated_market(monkeypatch, market_dsn, dagbag, *, codes=CODES, **simulator) -> Iterator[Market]:
-    # KIS issues one token a minute; a test that expires its token must not wait a whole minute.
-    simulator.setdefault("token_throttle_seconds", 1)
-    with run_simulator(**simulator) as sim:
-        monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_KIS_DEFAULT",
-            airflow_env.kis_connection(sim.host, sim.port, environment=sim.mode, appkey=sim.appkey,
-                                       appsecret=sim.appsecret, token_issue_interval=1),
-        )
-        monkeypatch.setenv("AIRFLOW_VAR_KIS_WATCHLIST", ",".join(codes))
-        yield Market(sim, market_dsn, dagbag)
+@pytest.fixture
+def simulated_market(monkeypatch, point_kis_at, market_dsn, dagbag):
+    """``with simulated_market(codes=..., **run_simulator options) as market``: one simulated market."""
+
+    @contextmanager
+    def simulate(*, codes=CODES, **simulator) -> Iterator[Market]:
+        # KIS issues one token a minute; a test that expires its token must not wait a whole minute.
+        simulator.setdefault("token_throttle_seconds", 1)
+        with run_simulator(**simulator) as sim:
+            point_kis_at(sim, token_issue_interval=1)
+            monkeypatch.setenv("AIRFLOW_VAR_KIS_WATCHLIST", ",".join(codes))
+            yield Market(sim, market_dsn, dagbag)
+
+    return simulate
 
 
 @pytest.fixture
-def market(monkeypatch, market_dsn, dagbag) -> Iterator[Market]:
-    yield from _simulated_market(monkeypatch, market_dsn, dagbag)
+def market(simulated_market) -> Iterator[Market]:
+    with simulated_market() as market:
+        yield market
 
 
 def task_states(dag_run) -> dict[str, list[str]]:
@@ -185,39 +189,35 @@ def test_csat_day_collects_in_its_late_hour(market):
     assert max(b.minute for b in stored["005930"]) == kst("2026-11-19T16:09")
 
 
-def test_an_unknown_code_fails_alone_and_is_alerted_once(monkeypatch, market_dsn, dagbag):
+def test_an_unknown_code_fails_alone_and_is_alerted_once(simulated_market):
     codes = ["005930", "999990", "000660"]
-    simulated = _simulated_market(monkeypatch, market_dsn, dagbag, codes=codes, faults={"unknown_codes": ["999990"]})
-    market = next(simulated)
-    first = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
-    states = task_states(first)
-    assert sorted(states["fetch_recent_bars"]) == ["failed", "success", "success"]
-    assert states["upsert_bars"] == ["success"]
-    assert first.state == "failed"  # the gap check shows the failed fetch as the run's outcome
-    stored = market.stored(date(2026, 11, 25), codes)
-    assert len(stored["005930"]) == len(stored["000660"]) == 30 and stored["999990"] == []
-    requests_before = market.data_requests()
-    assert market.run("kis_minute_bars", kst("2026-11-25T10:32")).state == "success"
-    assert market.data_requests() - requests_before == 2  # the unknown code is not asked again today
-    alerts = market.query("SELECT kind, stock_code FROM collection_alerts WHERE kind = 'unknown_code'")
-    assert alerts == [("unknown_code", "999990")]
-    simulated.close()
+    with simulated_market(codes=codes, faults={"unknown_codes": ["999990"]}) as market:
+        first = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
+        states = task_states(first)
+        assert sorted(states["fetch_recent_bars"]) == ["failed", "success", "success"]
+        assert states["upsert_bars"] == ["success"]
+        assert first.state == "failed"  # the gap check shows the failed fetch as the run's outcome
+        stored = market.stored(date(2026, 11, 25), codes)
+        assert len(stored["005930"]) == len(stored["000660"]) == 30 and stored["999990"] == []
+        requests_before = market.data_requests()
+        assert market.run("kis_minute_bars", kst("2026-11-25T10:32")).state == "success"
+        assert market.data_requests() - requests_before == 2  # the unknown code is not asked again today
+        alerts = market.query("SELECT kind, stock_code FROM collection_alerts WHERE kind = 'unknown_code'")
+        assert alerts == [("unknown_code", "999990")]
 
 
-def test_a_minute_missing_for_two_minutes_is_alerted_once(monkeypatch, market_dsn, dagbag):
+def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
     faults = {"drop_minutes": [{"code": "000660", "minutes": ["10:05"], "date": "2026-11-25"}]}
-    simulated = _simulated_market(monkeypatch, market_dsn, dagbag, faults=faults)
-    market = next(simulated)
-    for minute in range(6, 12):
-        market.run("kis_minute_bars", kst(f"2026-11-25T10:{minute:02d}"))
-    gap_alerts = market.query(
-        "SELECT stock_code, minutes FROM collection_alerts WHERE kind = 'gap' AND stock_code = '000660'"
-    )
-    # 09:00-10:04 were alerted by the first run (the day started late); 10:05 exactly once, after 10:07.
-    alerted = [m for _, minutes in gap_alerts for m in minutes]
-    assert alerted.count(datetime(2026, 11, 25, 10, 5)) == 1
-    assert datetime(2026, 11, 25, 10, 6) not in alerted
-    simulated.close()
+    with simulated_market(faults=faults) as market:
+        for minute in range(6, 12):
+            market.run("kis_minute_bars", kst(f"2026-11-25T10:{minute:02d}"))
+        gap_alerts = market.query(
+            "SELECT stock_code, minutes FROM collection_alerts WHERE kind = 'gap' AND stock_code = '000660'"
+        )
+        # 09:00-10:04 were alerted by the first run (the day started late); 10:05 exactly once, after 10:07.
+        alerted = [m for _, minutes in gap_alerts for m in minutes]
+        assert alerted.count(datetime(2026, 11, 25, 10, 5)) == 1
+        assert datetime(2026, 11, 25, 10, 6) not in alerted
 
 
 # --- kis_minute_backfill ------------------------------------------------------------------------
@@ -245,51 +245,45 @@ def test_backfill_on_csat_day_covers_the_late_session(market):
     assert {row[0] for row in market.query("SELECT expected FROM minute_verification")} == {381}
 
 
-def test_backfill_fails_and_alerts_when_minutes_cannot_be_recovered(monkeypatch, market_dsn, dagbag):
+def test_backfill_fails_and_alerts_when_minutes_cannot_be_recovered(simulated_market):
     faults = {"drop_minutes": [{"code": "000660", "minutes": ["10:05", "13:41"], "date": "2026-11-25"}]}
-    simulated = _simulated_market(monkeypatch, market_dsn, dagbag, faults=faults)
-    market = next(simulated)
-    dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
-    assert dag_run.state == "failed"
-    assert task_states(dag_run)["verify_day"] == ["failed"]
-    (status, missing), = market.query(
-        "SELECT status, missing_minutes FROM minute_verification WHERE stock_code = '000660'"
-    )
-    assert status == "gap"
-    assert missing == [datetime(2026, 11, 25, 10, 5), datetime(2026, 11, 25, 13, 41)]
-    (message, details), = market.query("SELECT message, details FROM collection_alerts WHERE kind = 'incomplete_day'")
-    assert "000660" in message and "10:05" in message
-    assert details["missing"]["000660"] == ["2026-11-25T10:05:00", "2026-11-25T13:41:00"]
-    simulated.close()
+    with simulated_market(faults=faults) as market:
+        dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        assert dag_run.state == "failed"
+        assert task_states(dag_run)["verify_day"] == ["failed"]
+        (status, missing), = market.query(
+            "SELECT status, missing_minutes FROM minute_verification WHERE stock_code = '000660'"
+        )
+        assert status == "gap"
+        assert missing == [datetime(2026, 11, 25, 10, 5), datetime(2026, 11, 25, 13, 41)]
+        (message, details), = market.query("SELECT message, details FROM collection_alerts WHERE kind = 'incomplete_day'")
+        assert "000660" in message and "10:05" in message
+        assert details["missing"]["000660"] == ["2026-11-25T10:05:00", "2026-11-25T13:41:00"]
 
 
-def test_a_faulty_day_still_ends_complete_after_the_backfill(monkeypatch, market_dsn, dagbag):
+def test_a_faulty_day_still_ends_complete_after_the_backfill(simulated_market):
     codes = ["005930", "000660", "999990"]
     faults = {"http_5xx": 0.15, "rate_storm": 0.15, "malformed_json": 0.05, "truncated_body": 0.05,
               "unknown_codes": ["999990"]}
-    simulated = _simulated_market(monkeypatch, market_dsn, dagbag, codes=codes, faults=faults)
-    market = next(simulated)
-    market.run("kis_minute_bars", kst("2026-11-25T10:31"))
-    market.sim.expire_tokens()
-    dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
-    assert dag_run.state == "success"  # the unknown code was reported in the morning and left out
-    day = date(2026, 11, 25)
-    stored = market.stored(day, codes)
-    for code in ("005930", "000660"):
-        assert stored[code] == market.sim.truth(code, day), code
-    assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'unknown_code'") == [(1,)]
-    assert market.sim.counters()["faults_injected"]
-    simulated.close()
+    with simulated_market(codes=codes, faults=faults) as market:
+        market.run("kis_minute_bars", kst("2026-11-25T10:31"))
+        market.sim.expire_tokens()
+        dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        assert dag_run.state == "success"  # the unknown code was reported in the morning and left out
+        day = date(2026, 11, 25)
+        stored = market.stored(day, codes)
+        for code in ("005930", "000660"):
+            assert stored[code] == market.sim.truth(code, day), code
+        assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'unknown_code'") == [(1,)]
+        assert market.sim.counters()["faults_injected"]
 
 
-def test_backfill_of_a_past_date_needs_a_real_account(monkeypatch, market_dsn, dagbag):
-    simulated = _simulated_market(monkeypatch, market_dsn, dagbag, mode="mock")
-    market = next(simulated)
-    dag_run = market.run("kis_minute_backfill", kst("2026-11-26T16:00"), conf={"date": "2026-11-25"})
-    assert dag_run.state == "failed"
-    assert task_states(dag_run)["trading_day_gate"] == ["failed"]
-    assert market.data_requests() == 0
-    simulated.close()
+def test_backfill_of_a_past_date_needs_a_real_account(simulated_market):
+    with simulated_market(mode="mock") as market:
+        dag_run = market.run("kis_minute_backfill", kst("2026-11-26T16:00"), conf={"date": "2026-11-25"})
+        assert dag_run.state == "failed"
+        assert task_states(dag_run)["trading_day_gate"] == ["failed"]
+        assert market.data_requests() == 0
 
 
 def test_backfill_of_a_past_date_uses_the_daily_endpoint_on_a_real_account(market):

@@ -30,22 +30,12 @@ APPSECRET = "APPSECRET+0123456789/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 
 
 @pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Iterator[Callable[..., KisHook]]:
+def connect(point_kis_at: Callable[..., None]) -> Iterator[Callable[..., KisHook]]:
     """Points ``kis_default`` at a simulator (and the state at a fresh database); returns hooks."""
     hooks: list[KisHook] = []
 
     def make(sim: SimulatorHandle, **extra: Any) -> KisHook:
-        conn = {
-            "conn_type": "http",
-            "host": sim.host,
-            "port": sim.port,
-            "schema": "http",
-            "login": sim.appkey,
-            "password": sim.appsecret,
-            "extra": {"environment": sim.mode, "custtype": "P", **extra},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_KIS_DEFAULT", json.dumps(conn))
-        monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
+        point_kis_at(sim, **extra)
         hook = KisHook(backoff_max=1.0)
         hooks.append(hook)
         return hook

@@ -6,6 +6,8 @@ import; each builds its own hook (an HTTP session and a state connection must no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import multiprocessing
 from datetime import datetime
@@ -22,20 +24,6 @@ from simulator.testing import SimulatorHandle, run_simulator
 pytestmark = pytest.mark.slow
 CODES = ("005930", "000660", "035420", "068270")
 FORK = multiprocessing.get_context("fork")
-
-
-def _configure(monkeypatch: pytest.MonkeyPatch, sim: SimulatorHandle, market_dsn: str, **extra: Any) -> None:
-    conn = {
-        "conn_type": "http",
-        "host": sim.host,
-        "port": sim.port,
-        "schema": "http",
-        "login": sim.appkey,
-        "password": sim.appsecret,
-        "extra": {"environment": sim.mode, **extra},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_KIS_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
 
 
 def _worker(barrier: Any, results: Any, release: Any, calls: int, until: datetime, index: int) -> None:
@@ -77,9 +65,9 @@ def _run_workers(
     return outcomes, counters
 
 
-def test_fifty_processes_at_nine_get_exactly_one_token(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> None:
+def test_fifty_processes_at_nine_get_exactly_one_token(point_kis_at: Callable[..., None]) -> None:
     with run_simulator(now="2026-11-25T09:01:05+09:00") as sim:
-        _configure(monkeypatch, sim, market_dsn)
+        point_kis_at(sim)
         outcomes, counters = _run_workers(sim, 50, 1, datetime(2026, 11, 25, 9, 0, tzinfo=KST))
     print(f"\n50 processes at 09:00: tokens issued {counters['tokens_issued']}, "
           f"tokenP calls {counters['requests_by_endpoint'].get('tokenP')}, peak {counters['peak_per_second']}/s")
@@ -97,10 +85,10 @@ def test_fifty_processes_at_nine_get_exactly_one_token(monkeypatch: pytest.Monke
     ids=["20-per-second", "2-per-second"],
 )
 def test_processes_hammering_stay_under_the_limit(
-    monkeypatch: pytest.MonkeyPatch, market_dsn: str, mode: str, limit: int, processes: int, calls: int
+    point_kis_at: Callable[..., None], mode: str, limit: int, processes: int, calls: int
 ) -> None:
     with run_simulator(mode=mode, now="2026-11-25T10:31:10+09:00") as sim:
-        _configure(monkeypatch, sim, market_dsn)
+        point_kis_at(sim)
         outcomes, counters = _run_workers(sim, processes, calls, datetime(2026, 11, 25, 10, 30, tzinfo=KST))
     data_calls = counters["requests_by_endpoint"]["inquire-time-itemchartprice"]
     print(f"\n{processes} processes x {calls} calls at {limit}/s ({mode}): peak {counters['peak_per_second']}/s, "

@@ -30,15 +30,6 @@ INCLUDE_DIR = Path(__file__).parents[2] / "include"
 KIS_CONN_ID = "kis_default"
 MARKET_DB_CONN_ID = alerts.MARKET_DB_CONN_ID
 
-# The upsert step's one parameter: every mapped fetch's bars, concatenated into one JSON array.
-# A list of task ids makes xcom_pull return a list even when there is a single mapped task.
-FETCHED_BARS_TEMPLATE = "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | reject('none') | sum(start=[]) | tojson }}}}"
-FETCHED_SESSIONS_TEMPLATE = (
-    "{{{{ ti.xcom_pull(task_ids=['{task_id}']) | reject('none') | map(attribute='bars') | sum(start=[])"
-    " | tojson }}}}"
-)
-# The partitions a batch needs are ensured in the same transaction as the upsert itself.
-UPSERT_SQL = ["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"]
 
 # A closed minute still missing this long after it closed is a live gap: every run re-reads the
 # last 30 minutes, so a minute one run missed is normally healed by the next.
@@ -56,6 +47,29 @@ class Run:
     @classmethod
     def of(cls, dag_run: Any) -> Run:
         return cls(dag_run.dag_id, dag_run.run_id, dag_run.logical_date or dag_run.run_after)
+
+
+def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
+    """The upsert task of both DAGs: one set-based statement over every bar the mapped fetches
+    returned (their XComs, or each XCom's ``bars_key``), concatenated into one JSON parameter.
+
+    It runs as soon as the fetches are done and one of them succeeded, so one failed code never
+    holds back the others. The partitions the batch needs are ensured in the same transaction.
+    """
+    from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+
+    # A list of task ids makes xcom_pull return a list even when there is one mapped task.
+    pulled = f"ti.xcom_pull(task_ids=['{fetch_task_id}']) | reject('none')"
+    if bars_key:
+        pulled += f" | map(attribute='{bars_key}')"
+    return SQLExecuteQueryOperator(
+        task_id="upsert_bars",
+        conn_id=MARKET_DB_CONN_ID,
+        sql=["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"],
+        parameters={"bars": "{{ " + pulled + " | sum(start=[]) | tojson }}"},
+        trigger_rule="all_done_min_one_success",
+        show_return_value_in_logs=True,
+    )
 
 
 class CollectionFailed(AirflowFailException):
