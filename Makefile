@@ -14,4 +14,4 @@ lock:  ## re-resolve requirements.txt into constraints.txt
 	@scripts/lock.sh
 
 airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; Ctrl-C stops it
-	@.venv/bin/python -m devtools.local_airflow
+	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow

@@ -246,6 +246,10 @@ def plan_backfill(target: BackfillDay) -> list[list[str]]:
                     "accounts only, and the kis_default connection is a mock account"
                 )
     with _prepared_market_db(target.day) as conn:
+        keep_months = storage.retention_months()
+        if keep_months is not None:
+            removed = storage.apply_retention(conn, keep_months, today=target.today)
+            log.info("Retention (%d months): removed partitions %s", keep_months, ", ".join(removed) or "none")
         return _watchlist_batches(conn, target.day)
 
 
