@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from devtools import airflow_env
+from kis import storage
 from kis.bars import KST, Bar
 from simulator.testing import SimulatorHandle, run_simulator
 
@@ -223,9 +224,13 @@ def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
 # --- kis_minute_backfill ------------------------------------------------------------------------
 
 
-def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(market):
+def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(market, monkeypatch):
     day = date(2026, 11, 25)
     market.run("kis_minute_bars", kst("2026-11-25T11:00"))  # a partial day, as after a bad morning
+    with psycopg.connect(market.dsn) as conn:  # a bar of last year, older than the retention
+        storage.upsert_bars(conn, [Bar("005930", kst("2025-06-02T09:00"), 100, 110, 90, 105, 7)])
+    assert market.query("SELECT to_regclass('stock_prices_minute_p2025_06')::text") == [("stock_prices_minute_p2025_06",)]
+    monkeypatch.setenv("KIS_MINUTE_RETENTION_MONTHS", "12")
     dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
     assert dag_run.state == "success"
     stored = market.stored(day)
@@ -233,6 +238,8 @@ def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(ma
         assert stored[code] == market.sim.truth(code, day), code
     report = market.query("SELECT stock_code, present, expected, status FROM minute_verification ORDER BY 1")
     assert report == [(code, 381, 381, "complete") for code in sorted(CODES)]
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime < '2025-11-01'") == [(0,)]
+    assert market.query("SELECT to_regclass('stock_prices_minute_p2025_06')::text") == [(None,)]
 
 
 def test_backfill_on_csat_day_covers_the_late_session(market):
