@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -72,3 +73,30 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
         monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
 
     return point
+
+
+# --- no secret in any test's output ---------------------------------------------------------------
+# Every test's captured stdout, stderr and log records (task logs of dag.test() included) are
+# scanned for the simulator's app key, app secret and tokens; a hit fails the run at the end.
+
+SECRET_PATTERNS = {
+    "app key": re.compile(re.escape(airflow_env.SIMULATOR_APPKEY)),
+    "app secret": re.compile(re.escape(airflow_env.SIMULATOR_APPSECRET)),
+    "access token": re.compile(r"SIM\.[A-Za-z0-9_-]{20,}"),
+}
+_secret_leaks: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for section, text in report.sections:
+        for what, pattern in SECRET_PATTERNS.items():
+            if pattern.search(text):
+                _secret_leaks.append(f"{report.nodeid}: {what} in {section!r}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _secret_leaks and not hasattr(session.config, "workerinput"):
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "Secrets found in test output:\n  " + "\n  ".join(sorted(set(_secret_leaks))), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
