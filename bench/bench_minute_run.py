@@ -1,0 +1,291 @@
+"""The per-minute run of ``kis_minute_bars`` under the real scheduler: latency, requests, memory.
+
+    .venv/bin/python bench/bench_minute_run.py [--runs 10] [--codes 50] [--batch 10]
+        [--parallelism N] [--pool N] [--latency-ms 50] [--no-backfill]
+
+The stack (see bench/_harness.py): LocalExecutor, the PostgreSQL metadata database on the private
+cluster, scheduler / dag-processor / triggerer / api-server started separately on 127.0.0.1 with
+the settings of devtools.airflow_env, the simulator as its own process (real mode, 20 req/s,
+50 ms latency). The wall clock is not in a KRX session, so the benchmark plays the ticks of a
+simulated day itself: for each minute it sets the simulator's market clock to the tick + 3 s,
+triggers the run through the REST API with the tick as its logical date, and waits for it to end
+(one run at a time, as max_active_runs=1 and the minute cadence impose).
+
+Both shapes in one benchmark: one mapped fetch per code (Variable ``kis_codes_per_task`` = 1, the
+default) and batched (``--batch`` codes per mapped task), switched through the DB Variable
+between runs, so the same components serve both. (An ``AIRFLOW_VAR_KIS_CODES_PER_TASK`` env var
+would win over the DB Variable: the harness removes any such variable from the environment.)
+
+"Committed" is the ``upsert_bars`` task's end_date: the upsert's transaction commits inside the
+task, before the task reports success, so it is the first moment Airflow knows the bars are stored
+(an upper bound of the commit by the task's exit, a few ms). The bars' own ``created_at`` /
+``updated_at`` are ``now()`` of that transaction, i.e. its *start*, a lower bound: both are printed.
+Latency is taken from the run's ``queued_at`` (the run's creation: a cron run is created 0.01-0.12
+s after its tick, AIRFLOW_3.md) and from the trigger call (adds the REST call).
+
+Then the backfill of the same day under the scheduler, for the day's KIS request count (see the
+README for how the whole day is computed from the sample), and /_sim/counters for the peak rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import date, datetime, timedelta
+
+from _harness import KST, CpuWindow, MemorySampler, MinuteRun, measure_minute_run, parse_ts, percentile, running_stack, watchlist
+
+from kis.calendar import default_calendar  # noqa: E402  (plugins/ is on sys.path via _harness)
+
+GOALS = {"per-code": 6.0, "batched": 1.5}
+
+
+def data_requests(counters: dict) -> int:
+    return sum(n for endpoint, n in counters["requests_by_endpoint"].items() if "inquire" in endpoint)
+
+
+def token_requests(counters: dict) -> int:
+    return sum(n for endpoint, n in counters["requests_by_endpoint"].items() if "oauth2" in endpoint)
+
+
+def run_shape(stack, name: str, per_task: int, first_tick: datetime, runs: int, warmup: int, gap: float,
+              sampler: MemorySampler, cpu: CpuWindow) -> tuple[list[MinuteRun], dict]:
+    stack.set_variable("kis_codes_per_task", str(per_task))
+    nonce = uuid.uuid4().hex[:6]
+    measured: list[MinuteRun] = []
+    sampler.phase = f"{name} warm-up"
+    for i in range(warmup + runs):
+        if i == warmup:
+            stack.sim_reset()
+            sampler.phase = name
+            cpu.__enter__()
+        tick = first_tick + timedelta(minutes=i)
+        run = measure_minute_run(stack, tick, f"bench_{name}_{tick:%H%M}_{nonce}")
+        mark = "warm-up" if i < warmup else f"run {i - warmup + 1:2d}"
+        print(
+            f"  {name:8} {mark:8} {tick:%H:%M} {run.state:7} tasks={run.fetch_tasks:3d}"
+            f" queued->committed {run.since_queued():6.2f} s  trigger->committed {run.since_trigger():6.2f} s",
+            flush=True,
+        )
+        if i >= warmup:
+            measured.append(run)
+        time.sleep(gap)
+    cpu.__exit__()
+    return measured, stack.sim_counters()
+
+
+def breakdown(runs: list[MinuteRun]) -> list[tuple[str, float]]:
+    def med(f) -> float:
+        values = [f(r) for r in runs if f(r) is not None]
+        return statistics.median(values) if values else float("nan")
+
+    return [
+        ("trigger call -> run queued", med(lambda r: r.queued - r.trigger)),
+        ("queued -> running (scheduler)", med(lambda r: r.started - r.queued)),
+        ("running -> session_gate done", med(lambda r: r.gate_end and r.gate_end - r.started)),
+        ("gate done -> first fetch starts", med(lambda r: r.first_fetch_start and r.first_fetch_start - r.gate_end)),
+        ("first fetch start -> last fetch end", med(lambda r: r.last_fetch_end and r.last_fetch_end - r.first_fetch_start)),
+        ("last fetch end -> upsert starts", med(lambda r: r.upsert_start and r.upsert_start - r.last_fetch_end)),
+        ("upsert task (start -> end)", med(lambda r: r.upsert_end and r.upsert_end - r.upsert_start)),
+        ("bars' now() (tx start) before upsert end", med(lambda r: r.last_write and r.upsert_end - r.last_write)),
+        ("upsert end -> run end (gap check)", med(lambda r: r.run_end - r.committed)),
+    ]
+
+
+def day_floor_and_runs(stack, day: date, codes: list[str]) -> tuple[int, int, int]:
+    """(minute runs that fetch, bars per code in the grid, backfill page floor summed over codes)."""
+    cal = default_calendar()
+    session = cal.session(day)
+    start = datetime(day.year, day.month, day.day, 9, 0, tzinfo=KST)
+    fetching = sum(1 for m in range(7 * 60) if cal.in_collection_window(start + timedelta(minutes=m)))
+    import requests
+
+    page_floor = 0
+    for code in codes:
+        truth = requests.get(f"{stack.sim}/_sim/truth", params={"code": code, "date": day.isoformat()}, timeout=30).json()
+        page_floor += max(1, math.ceil(len(truth["bars"]) / 30))
+    return fetching, len(session.bar_minutes), page_floor
+
+
+def run_backfill(stack, day: date, sampler: MemorySampler) -> tuple[dict, dict, float]:
+    sampler.phase = "backfill"
+    stack.sim_reset()
+    stack.sim_clock(datetime(day.year, day.month, day.day, 16, 6, tzinfo=KST))
+    run_id = f"bench_backfill_{uuid.uuid4().hex[:6]}"
+    t0 = stack.trigger("kis_minute_backfill", run_id, datetime(day.year, day.month, day.day, 16, 0, tzinfo=KST))
+    run = stack.wait_run("kis_minute_backfill", run_id, timeout=300, poll=1.0)
+    return run, stack.sim_counters(), parse_ts(run["end_date"]) - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=10, help="measured runs per shape (default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first, per shape (default 1)")
+    p.add_argument("--codes", type=int, default=50)
+    p.add_argument("--batch", type=int, default=10, help="codes per mapped task of the batched shape")
+    p.add_argument("--day", default="2026-11-25", help="the simulated trading day")
+    p.add_argument("--latency-ms", type=int, default=50)
+    p.add_argument("--parallelism", type=int, help="AIRFLOW__CORE__PARALLELISM (default: devtools.airflow_env)")
+    p.add_argument("--pool", type=int, help="kis_api slots (default: include/pools.json)")
+    p.add_argument("--gap", type=float, default=1.0, help="seconds between two runs")
+    p.add_argument("--no-backfill", action="store_true")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args(argv)
+
+    day = date.fromisoformat(args.day)
+    codes, set_watchlist = watchlist(args.codes)
+    overrides = {}
+    if args.parallelism:
+        overrides["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
+    started = time.monotonic()
+    print(f"Starting PostgreSQL databases, the simulator ({args.latency_ms} ms, real mode 20/s) and Airflow...",
+          flush=True)
+    with running_stack("bench_minute", day=datetime(day.year, day.month, day.day, 9, 0, tzinfo=KST),
+                       latency_ms=args.latency_ms, overrides=overrides) as stack:
+        settings = {k: stack.env[k] for k in (
+            "AIRFLOW__CORE__PARALLELISM", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
+            "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY")}
+        stack.wait_for_dag("kis_minute_bars")
+        stack.wait_for_dag("kis_minute_backfill")
+        if args.pool:
+            stack.set_pool("kis_api", args.pool)
+        pool = stack.get("/pools/kis_api")["slots"]
+        if set_watchlist:
+            stack.set_variable("kis_watchlist", json.dumps(codes))
+        print(f"Stack up in {time.monotonic() - started:.0f} s; parallelism {settings['AIRFLOW__CORE__PARALLELISM']},"
+              f" pool kis_api {pool} slots, {len(codes)} codes", flush=True)
+
+        results: dict[str, tuple[list[MinuteRun], dict]] = {}
+        with MemorySampler({**{n: p.pid for n, p in stack.processes.items()}}) as sampler:
+            shapes = [("per-code", 1, 10), ("batched", args.batch, 11)]
+            roots = [p.pid for p in stack.processes.values()] + [stack.simulator.pid]
+            cpu = {}
+            with CpuWindow(roots) as idle:
+                time.sleep(10)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
+            load_before = os.getloadavg()
+            for name, per_task, hour in shapes:
+                first = datetime(day.year, day.month, day.day, hour, 1, tzinfo=KST)
+                cpu[name] = CpuWindow(roots)
+                results[name] = run_shape(stack, name, per_task, first, args.runs, args.warmup, args.gap, sampler,
+                                          cpu[name])
+            backfill = None
+            if not args.no_backfill:
+                try:
+                    backfill = run_backfill(stack, day, sampler)
+                    print(f"  backfill {backfill[0]['state']} in {backfill[2]:.1f} s (trigger -> run end)", flush=True)
+                except Exception as exc:  # report, keep the minute figures
+                    print(f"  backfill did not complete: {exc}", flush=True)
+            sampler.phase = "idle after"
+            time.sleep(2)
+        fetching_runs, bars_per_code, page_floor = day_floor_and_runs(stack, day, codes)
+
+    # --- report -----------------------------------------------------------------------------------
+    W = 92
+    print("\n" + "=" * W)
+    print(f"kis_minute_bars under the scheduler: {len(codes)} codes, simulator {args.latency_ms} ms, real mode 20 req/s"
+          f" (hook paces at 16/s)")
+    print(f"settings: parallelism {settings['AIRFLOW__CORE__PARALLELISM']}, idle sleep"
+          f" {settings['AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME']} s, max_tis_per_query"
+          f" {settings['AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY']}, pool kis_api {pool}; {args.runs} runs per shape after"
+          f" {args.warmup} warm-up")
+    print("=" * W)
+    print(f"{'shape':<26}{'tasks':>6} | {'from queued_at: p50    p95    max':>34} | {'from trigger: p50    p95':>25} | goal")
+    figures = {}
+    for name, per_task, _ in shapes:
+        runs, counters = results[name]
+        q = [r.since_queued() for r in runs]
+        t = [r.since_trigger() for r in runs]
+        w = [r.last_write - r.queued for r in runs if r.last_write]
+        ok = all(r.state == "success" and r.failed_tasks == 0 for r in runs)
+        goal = GOALS[name]
+        verdict = "met" if percentile(q, 95) <= goal else "MISSED"
+        label = f"{name} ({per_task}/task)"
+        print(f"{label:<26}{runs[0].fetch_tasks:>6} | {statistics.median(q):>17.2f} {percentile(q, 95):6.2f} {max(q):6.2f}"
+              f" | {statistics.median(t):>18.2f} {percentile(t, 95):6.2f} | p95 <= {goal} s: {verdict}"
+              + ("" if ok else "  (FAILED runs/tasks!)"))
+        figures[name] = {"per_task": per_task, "queued_p50": statistics.median(q), "queued_p95": percentile(q, 95),
+                         "trigger_p50": statistics.median(t), "trigger_p95": percentile(t, 95),
+                         "bars_tx_start_p50": statistics.median(w) if w else None,
+                         "data_requests": data_requests(counters), "token_requests": token_requests(counters),
+                         "peak_per_second": counters["peak_per_second"], "egw00201": counters["egw00201"],
+                         "all_success": ok}
+    floor_fetch = (len(codes) - 1) / 16.0
+    print(f"(fetch floor at the hook's 16 req/s: {len(codes)} requests need >= {floor_fetch:.2f} s + one latency;"
+          f" the server's 20/s alone allows >= {(len(codes) - 1) // 20:.0f}-{(len(codes) - 1) / 20:.2f} s)")
+
+    print("\nCPU during the measured runs (2 cores = 2 CPU-s per wall second):")
+    print(f"  {'shape':<12}{'wall s':>8}{'ours CPU-s':>12}{'per run':>9}{'machine CPU-s':>15}{'others':>8}")
+    for name, _, _ in shapes:
+        c = cpu[name]
+        print(f"  {name:<12}{c.wall:>8.1f}{c.ours:>12.1f}{c.ours / args.runs:>9.2f}{c.machine:>15.1f}"
+              f"{max(0.0, c.machine - c.ours):>8.1f}   (others: other sessions' processes + PostgreSQL)")
+        figures[name] |= {"cpu_ours_per_run": c.ours / args.runs, "cpu_machine": c.machine, "wall": c.wall}
+    print(f"  our stack idle: {idle.ours / idle.wall:.2f} CPU-s per second (= {idle.ours / idle.wall * 100 / 2:.0f} % of the"
+          f" machine); the machine meanwhile: {idle.machine / idle.wall:.2f} CPU-s per second")
+    figures["idle_cpu_per_s"] = idle.ours / idle.wall
+    print(f"  load average at the start of the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
+
+    print("\nWhere the time goes (median seconds):")
+    print(f"{'':44}" + "".join(f"{n:>12}" for n, _, _ in shapes))
+    rows = {n: breakdown(results[n][0]) for n, _, _ in shapes}
+    for i, (label, _) in enumerate(rows["per-code"]):
+        print(f"  {label:<42}" + "".join(f"{rows[n][i][1]:>12.2f}" for n, _, _ in shapes))
+
+    print("\nKIS requests (simulator /_sim/counters):")
+    print(f"  {'phase':<22}{'runs':>6}{'data req':>10}{'per run':>9}{'token':>7}{'peak/s':>8}{'limit':>7}{'EGW00201':>10}")
+    for name, _, _ in shapes:
+        f = figures[name]
+        print(f"  {name:<22}{args.runs:>6}{f['data_requests']:>10}{f['data_requests'] / args.runs:>9.1f}"
+              f"{f['token_requests']:>7}{f['peak_per_second']:>8}{20:>7}{f['egw00201']:>10}")
+    bf_requests = None
+    if backfill:
+        run, counters, seconds = backfill
+        bf_requests = data_requests(counters)
+        print(f"  {'backfill (' + run['state'] + ')':<22}{1:>6}{bf_requests:>10}{bf_requests:>9.1f}"
+              f"{token_requests(counters):>7}{counters['peak_per_second']:>8}{20:>7}{counters['egw00201']:>10}")
+        figures["backfill"] = {"state": run["state"], "seconds": seconds, "data_requests": bf_requests,
+                               "peak_per_second": counters["peak_per_second"], "egw00201": counters["egw00201"]}
+
+    per_run = statistics.mean(figures[n]["data_requests"] / args.runs for n, _, _ in shapes)
+    minute_day = fetching_runs * per_run
+    floor_minute = bars_per_code * len(codes)
+    print(f"\nA whole simulated day ({day}, {len(codes)} codes), computed from the sample:")
+    print(f"  minute DAG: {fetching_runs} fetching runs (09:01-15:35; cron `* 9-15` makes 420, the gate skips the"
+          f" rest without a request) x {per_run:.1f} req = {minute_day:,.0f}")
+    print(f"  floor: {bars_per_code} bars per code x {len(codes)} codes = {floor_minute:,}  ->"
+          f" ratio {minute_day / floor_minute:.3f}")
+    if bf_requests is not None:
+        total = minute_day + bf_requests
+        print(f"  backfill: {bf_requests:,} pages (floor {page_floor:,}: ceil(bars/30) per code) ->"
+              f" ratio {bf_requests / page_floor:.3f}")
+        print(f"  day total {total:,.0f} vs floor {floor_minute + page_floor:,} -> ratio"
+              f" {total / (floor_minute + page_floor):.3f} (+ 1 token issue a day)")
+        figures["day"] = {"minute_runs": fetching_runs, "minute_requests": minute_day, "backfill": bf_requests,
+                          "floor": floor_minute + page_floor, "total": total}
+
+    print("\nMemory of the Airflow components' process trees (PSS sum / RSS sum, MiB; sampled every 2 s):")
+    print(f"  {'phase':<20}{'PSS peak':>10}{'RSS peak':>10}{'procs':>7}{'LocalExecutor workers':>23}   PSS by component")
+    phases = ["idle"] + [n for n, _, _ in shapes] + (["backfill"] if backfill else []) + ["idle after"]
+    for ph in phases:
+        s = sampler.peak(ph)
+        if s:
+            comps = ", ".join(f"{k} {v:.0f}" for k, v in s.by_component.items())
+            print(f"  {ph:<20}{s.pss_mib:>10.0f}{s.rss_mib:>10.0f}{s.processes:>7}{s.executor_workers:>23}   {comps}")
+    peak = sampler.peak()
+    figures["memory_peak_pss_mib"] = peak.pss_mib
+    figures["executor_workers_peak"] = max(s.executor_workers for _, s in sampler.samples)
+    print(f"\nTotal wall time {time.monotonic() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": settings, "pool": pool, "codes": len(codes), "figures": figures}, f, indent=2)
+    return 0 if all(figures[n]["all_success"] for n, _, _ in shapes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
