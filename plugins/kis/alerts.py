@@ -69,19 +69,24 @@ def codes_alerted(conn, kind: str, day: date) -> set[str]:
 def _store(alert: Alert, market_conn_id: str) -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    PostgresHook(postgres_conn_id=market_conn_id).run(
-        (SQL_DIR / "insert_collection_alert.sql").read_text(),
-        parameters={
-            "kind": alert.kind,
-            "dag_id": alert.dag_id,
-            "run_id": alert.run_id,
-            "stock_code": alert.stock_code,
-            "trading_date": alert.trading_date,
-            "minutes": [m.astimezone(KST).replace(tzinfo=None) for m in alert.minutes] or None,
-            "message": alert.message,
-            "details": json.dumps(dict(alert.details), default=str),
-        },
-    )
+    from kis import schema
+
+    with PostgresHook(postgres_conn_id=market_conn_id).get_conn() as conn:
+        # A deadline can be missed before any task of the day has brought the schema up.
+        schema.migrate(conn)
+        conn.execute(
+            (SQL_DIR / "insert_collection_alert.sql").read_text(),
+            {
+                "kind": alert.kind,
+                "dag_id": alert.dag_id,
+                "run_id": alert.run_id,
+                "stock_code": alert.stock_code,
+                "trading_date": alert.trading_date,
+                "minutes": [m.astimezone(KST).replace(tzinfo=None) for m in alert.minutes] or None,
+                "message": alert.message,
+                "details": json.dumps(dict(alert.details), default=str),
+            },
+        )
 
 
 def _configured_notifiers(alert: Alert) -> list[Any]:
