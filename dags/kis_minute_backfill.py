@@ -67,7 +67,7 @@ def kis_minute_backfill():
 
     @task(
         pool="kis_api",
-        map_index_template="{{ task.op_kwargs['codes'] | join(',') }}",
+        map_index_template=collection.BATCH_LABEL,
         show_return_value_in_logs=False,
     )
     def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, dag_run=None, ti=None) -> dict:

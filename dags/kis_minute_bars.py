@@ -53,7 +53,7 @@ def kis_minute_bars():
 
     @task(
         pool="kis_api",
-        map_index_template="{{ task.op_kwargs['codes'] | join(',') }}",
+        map_index_template=collection.BATCH_LABEL,
         show_return_value_in_logs=False,
     )
     def fetch_recent_bars(codes: list[str], dag_run=None) -> list[dict]:

@@ -152,6 +152,21 @@ def test_minute_runs_store_exactly_the_closed_bars(market):
     assert max(bar.minute for bars in stored.values() for bar in bars) == kst("2026-11-25T10:01")
 
 
+def test_each_fetch_task_is_labelled_with_its_codes(market, monkeypatch):
+    dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
+    labels = sorted(ti.rendered_map_index for ti in dag_run.get_task_instances() if ti.task_id == "fetch_recent_bars")
+    assert labels == sorted(CODES)
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "3")
+    dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:32"))
+    labels = sorted(ti.rendered_map_index for ti in dag_run.get_task_instances() if ti.task_id == "fetch_recent_bars")
+    assert labels == sorted([f"{CODES[0]}…{CODES[2]} (3 codes)", CODES[3]])
+    day = date(2026, 11, 25)
+    for code, bars in market.stored(day).items():  # the batched run stored the closed truth too
+        truth = {bar.minute: bar for bar in market.sim.truth(code, day)}
+        assert bars and all(bar == truth[bar.minute] for bar in bars), code
+        assert max(bar.minute for bar in bars) == max(m for m in truth if m <= kst("2026-11-25T10:31")), code
+
+
 def test_a_rerun_rewrites_a_forming_bar_and_changes_nothing_else(market):
     tick = kst("2026-11-25T10:31")
     market.run("kis_minute_bars", tick)

@@ -49,6 +49,14 @@ class Run:
         return cls(dag_run.dag_id, dag_run.run_id, dag_run.logical_date or dag_run.run_after)
 
 
+# The label of a mapped fetch task in the grid: its code, or its first and last codes for a batch
+# (Airflow keeps at most 250 characters of it: a list of every code would not fit).
+BATCH_LABEL = (
+    "{% set codes = task.op_kwargs['codes'] %}{{ codes[0] }}"
+    "{% if codes | length > 1 %}…{{ codes[-1] }} ({{ codes | length }} codes){% endif %}"
+)
+
+
 def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
     """The upsert task of both DAGs: one set-based statement over every bar the mapped fetches
     returned (their XComs, or each XCom's ``bars_key``), concatenated into one JSON parameter.
