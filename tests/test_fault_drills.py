@@ -6,8 +6,7 @@ the issue: after the backfill the table equals the simulator's ground truth, or 
 lacks are exactly those reported in ``minute_verification`` and alerted in ``collection_alerts``.
 Each prints what it injected and what the table looked like afterwards (``pytest -s``, or
 ``bench/fault_drills.py``, which runs every drill), and scans everything its tasks logged for the
-app key, the app secret and every token issued. A drill marked ``xfail(strict=True)`` shows a known
-bug, named in its reason.
+app key, the app secret and every token issued.
 
 The market-database outage stops a PostgreSQL cluster for two minutes: it runs only under
 ``bench/fault_drills.py``, on a cluster of its own (see ``test_market_database_outage``).
@@ -249,11 +248,6 @@ def minute_ranges(minutes: Sequence[datetime]) -> str:
     return ", ".join(f"{run[0]:%H:%M}" + (f"-{run[-1]:%H:%M}" if len(run) > 1 else "") for run in runs)
 
 
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    """A drill that shows a bug of plugins/kis or dags/ (``reason``: where, and what happens)."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def naive_minutes(first: str, last: str) -> list[datetime]:
     """Every minute from ``first`` to ``last`` (HH:MM, both included), naive KST as stored."""
     start, end = at(first).replace(tzinfo=None), at(last).replace(tzinfo=None)
@@ -364,10 +358,6 @@ def test_scheduler_down_for_20_and_for_44_minutes(drill):
     assert outcome.leaked == []
 
 
-@known_bug(
-    "kis.collection.verify_day counts a halt's explained absences as missing in the completeness ratio: "
-    "702/762 = 92% < 98%, so the backfill fails and alerts incomplete_day for a day without a gap"
-)
 def test_a_code_halted_for_an_hour(drill):
     """000660 halted 10:00-11:00: an expected absence, reported as such, not a gap."""
     faults = {"halts": [{"code": "000660", "start": "10:00", "end": "11:00", "date": DAY.isoformat()}]}
@@ -412,15 +402,10 @@ def test_a_delisted_code(drill):
     assert later == {"10:32": "success"} and asked_later == len(TWO_CODES)
     assert backfilled == sorted(TWO_CODES) and dag_run.state == "success"
     assert outcome.healed()  # and the delisted code is not verified as a gap
-    # Gap alerts are left out here: see test_a_delisted_code_is_not_also_alerted_as_a_gap.
-    assert [(kind, code) for kind, code, _ in outcome.alerts if kind != "gap"] == [("unknown_code", "999990")]
+    assert [(kind, code) for kind, code, _ in outcome.alerts if code == "999990"] == [("unknown_code", "999990")]
     assert outcome.leaked == []
 
 
-@known_bug(
-    "kis.collection.check_live_gaps checks every code the run planned, so the run that finds a code unknown "
-    "also alerts all its closed minutes as a gap: two alerts for one delisted code"
-)
 def test_a_delisted_code_is_not_also_alerted_as_a_gap(drill):
     """The run that finds 999990 unknown reports it once, as unknown, and not also as missing minutes."""
     with drill.simulate([*TWO_CODES, "999990"], faults=DELISTED):

@@ -197,7 +197,10 @@ def check_live_gaps(batches: Sequence[Sequence[str]], fetched: Sequence[Any], ru
         # The closing bar may print up to five minutes late; the day's verification checks it.
         minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
         with _market_db() as conn:
-            gaps = storage.live_gaps(conn, [code for batch in batches for code in batch], minutes, run_id=run.run_id)
+            # A code KIS called unknown (maybe in this very run) is alerted as that, not as gaps.
+            unknown = alerts.codes_alerted(conn, "unknown_code", session.day)
+            codes = [code for batch in batches for code in batch if code not in unknown]
+            gaps = storage.live_gaps(conn, codes, minutes, run_id=run.run_id)
     by_code: dict[str, list[datetime]] = {}
     for code, minute in gaps:
         by_code.setdefault(code, []).append(minute.replace(tzinfo=KST))
@@ -291,8 +294,10 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]] | None, fet
                run: Run) -> dict[str, Any]:
     """Verifies the day into the report table; raises, after alerting, when the day falls short.
 
-    The day falls short when its completeness (bars present / bars expected) is under the
-    Variable ``kis_completeness_threshold`` (0.98) or a code has a gap its volumes do not explain.
+    The day falls short when a code has a gap its volumes do not explain, or when its completeness
+    is under the Variable ``kis_completeness_threshold`` (0.98): the expected bars that are stored
+    or explained (a VI, a halt, a minute without trades, when the day's volumes add up), over the
+    expected bars.
     """
     if batches is None:
         raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
@@ -305,7 +310,8 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]] | None, fet
         report = storage.verify_day(conn, session.day, session.bar_minutes, codes, volumes or None, run_id=run.run_id)
     expected = sum(r.expected for r in report)
     present = sum(r.present for r in report)
-    completeness = present / expected if expected else 1.0
+    explained = sum(r.expected - r.present for r in report if r.status == "complete_with_explained_absences")
+    completeness = (present + explained) / expected if expected else 1.0
     threshold = float(_variable("kis_completeness_threshold", "0.98"))
     text = format_report(report)
     log.info("Verification of %s:\n%s", session.day, text)
@@ -314,6 +320,7 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]] | None, fet
         "day": session.day.isoformat(),
         "codes": len(report),
         "present": present,
+        "explained_absences": explained,
         "expected": expected,
         "completeness": round(completeness, 5),
         "threshold": threshold,
@@ -324,7 +331,8 @@ def verify_day(target: BackfillDay, batches: Sequence[Sequence[str]] | None, fet
             Alert(
                 kind="incomplete_day",
                 message=(
-                    f"{session.day}: {present}/{expected} bars ({completeness:.2%}, threshold {threshold:.0%}); "
+                    f"{session.day}: {present}/{expected} bars and {explained} explained absences "
+                    f"({completeness:.2%}, threshold {threshold:.0%}); "
                     f"codes with unexplained gaps: {', '.join(summary['codes_with_gaps']) or 'none'}\n{text}"
                 ),
                 trading_date=session.day,
