@@ -5,8 +5,8 @@
 The same stack as bench_minute_run.py (LocalExecutor, PostgreSQL metadata DB, components on
 127.0.0.1 with the devtools.airflow_env settings, the simulator at 20 req/s and 50 ms latency).
 For each watch-list size it sets the Variables ``kis_watchlist`` (the shipped 50 codes, then
-generated well-formed codes A00001...) and ``kis_codes_per_task`` = min(ceil(codes / pool slots), 35),
-so that one wave of mapped tasks fills the pool (35: see MAX_PER_TASK), and times ``--runs`` consecutive minute runs from the
+generated well-formed codes A00001...) and ``kis_codes_per_task`` = ceil(codes / pool slots),
+so that one wave of mapped tasks fills the pool, and times ``--runs`` consecutive minute runs from the
 run's queued_at to the end of ``upsert_bars`` (bars committed). It stops stepping after the first
 size whose slowest run misses the minute.
 
@@ -28,11 +28,6 @@ from datetime import date, datetime, timedelta
 from _harness import KST, CpuWindow, measure_minute_run, running_stack, watchlist
 
 PACED_RATE = 16.0  # the hook's default: 20 req/s x rate_limit_safety 0.8
-# The DAG labels each mapped task with its codes joined by commas (map_index_template); Airflow
-# stores that label in task_instance.rendered_map_index, VARCHAR(250): 36 codes or more (251+
-# characters) make the task's success report fail (422 "Value rejected by database") and the task
-# retry. Until the DAG shortens its label, batches stay at 35 codes.
-MAX_PER_TASK = 35
 
 
 def main(argv=None) -> int:
@@ -62,7 +57,7 @@ def main(argv=None) -> int:
         tick = datetime(day.year, day.month, day.day, 10, 1, tzinfo=KST)
         for n in sizes:
             codes, _ = watchlist(n)
-            per_task = min(math.ceil(n / slots), MAX_PER_TASK)
+            per_task = math.ceil(n / slots)
             stack.set_variable("kis_watchlist", json.dumps(codes))
             stack.set_variable("kis_codes_per_task", str(per_task))
             stack.sim_reset()
