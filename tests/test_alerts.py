@@ -1,0 +1,116 @@
+"""The notifier: every alert reaches the alerts table, and e-mail when it is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from datetime import date, datetime
+
+import psycopg
+import pytest
+
+from kis.alerts import Alert, deadline_missed, send_alert
+from kis.bars import KST
+
+
+class _SmtpSink(socketserver.StreamRequestHandler):
+    """Just enough SMTP to take one message: what Airflow's SmtpHook says, answered with 2xx/3xx."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 sink\r\n")
+        while line := self.rfile.readline():
+            command = line.decode().strip().upper()
+            if command.startswith(("EHLO", "HELO")):
+                self.wfile.write(b"250 sink\r\n")
+            elif command == "DATA":
+                self.wfile.write(b"354 go on\r\n")
+                body = b"".join(iter(lambda: self.rfile.readline(), b".\r\n"))
+                self.server.messages.append(body.decode())
+                self.wfile.write(b"250 queued\r\n")
+            elif command == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[socketserver.ThreadingTCPServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpSink)
+    server.messages = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def market_db(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
+    return market_dsn
+
+
+GAP = Alert(
+    kind="gap",
+    message="005930: 2 closed minute(s) still missing: 10:05, 10:06",
+    trading_date=date(2026, 11, 25),
+    dag_id="kis_minute_bars",
+    run_id="scheduled__2026-11-25T01:09:00+00:00",
+    stock_code="005930",
+    minutes=[datetime(2026, 11, 25, 10, 5, tzinfo=KST), datetime(2026, 11, 25, 10, 6, tzinfo=KST)],
+    details={"codes": 1},
+)
+
+
+def test_an_alert_is_stored_on_a_fresh_database(market_db: str) -> None:
+    send_alert(GAP)  # the schema does not exist yet: the notifier brings it up
+    with psycopg.connect(market_db) as conn:
+        rows = conn.execute(
+            "SELECT kind, dag_id, stock_code, trading_date, minutes, message, details FROM collection_alerts"
+        ).fetchall()
+    assert rows == [
+        ("gap", "kis_minute_bars", "005930", date(2026, 11, 25),
+         [datetime(2026, 11, 25, 10, 5), datetime(2026, 11, 25, 10, 6)], GAP.message, {"codes": 1})
+    ]
+
+
+def test_an_alert_goes_out_by_e_mail_when_configured(market_db, smtp_sink, monkeypatch) -> None:
+    host, port = smtp_sink.server_address
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_ALERT_EMAIL", "desk@example.com")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps({"conn_type": "smtp", "host": host, "port": port,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "kis@example.com"}}),
+    )
+    send_alert(GAP)
+    (raw,) = smtp_sink.messages
+    message = email.message_from_string(raw)
+    assert message["To"] == "desk@example.com" and message["Subject"] == "[KIS minute bars] gap: 2026-11-25"
+    body = next(part.get_payload(decode=True).decode() for part in message.walk() if not part.is_multipart())
+    assert body == GAP.message
+
+
+def test_an_unreachable_database_does_not_fail_the_caller(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", "postgresql://nobody:nothing@127.0.0.1:9/none")
+    send_alert(GAP)
+    assert "ALERT gap" in caplog.text and "Could not store the alert" in caplog.text
+
+
+def test_a_missed_deadline_becomes_an_alert_of_its_run(market_db: str) -> None:
+    context = {  # what the scheduler hands the callback (models/deadline.py, get_simple_context)
+        "dag_run": {"dag_id": "kis_minute_bars", "dag_run_id": "scheduled__2026-11-25T01:31:00+00:00",
+                    "logical_date": "2026-11-25T01:31:00Z", "state": "running"},
+        "deadline": {"id": "d1", "deadline_time": "2026-11-25T01:31:50Z"},
+    }
+    asyncio.run(deadline_missed("minute run", context=context))
+    with psycopg.connect(market_db) as conn:
+        ((kind, run_id, trading_date, message),) = conn.execute(
+            "SELECT kind, run_id, trading_date, message FROM collection_alerts"
+        ).fetchall()
+    assert (kind, run_id, trading_date) == ("deadline_missed", context["dag_run"]["dag_run_id"], date(2026, 11, 25))
+    assert "was not done by 2026-11-25T01:31:50Z (state running)" in message
