@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -37,17 +36,14 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 import psycopg  # noqa: E402
 import requests  # noqa: E402
 
-from devtools import airflow_env, localpg, local_airflow  # noqa: E402
+from devtools import airflow_env, local_airflow, localpg  # noqa: E402
+from devtools.net import free_port  # noqa: E402
 
 KST = timezone(timedelta(hours=9))
 FAR_FUTURE_SECONDS = 10 * 365 * 86400
 TERMINAL = {"success", "failed"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_ts(text: str | None) -> float | None:

@@ -8,7 +8,6 @@ dag-processor, the triggerer (where the async callback runs) and the api-server.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -18,16 +17,13 @@ import pytest
 
 from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
+from devtools.net import free_port
 from simulator.testing import run_simulator
 
 pytestmark = pytest.mark.slow
 TICK = "2026-11-25T10:31:00+09:00"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(what: str, probe, timeout: float = 120.0):
@@ -44,7 +40,7 @@ def _wait_for(what: str, probe, timeout: float = 120.0):
 def scheduler_with_slow_kis(pg_cluster) -> Iterator[tuple[str, dict[str, str], str]]:
     """A local Airflow whose KIS answers after 4 s, with a minute-run deadline of 1 s."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    port = _free_port()
+    port = free_port()
     with run_simulator(now="2026-11-25T10:31:02+09:00", faults={"latency_ms": 4000}) as sim:
         env = airflow_env.environment(
             f"deadline_{worker}", api_port=port,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ import pytest
 from test_dags import Market, dagbag, kst, simulated_market, task_states  # noqa: F401  (fixtures)
 
 from devtools import airflow_env
+from devtools.net import free_port
 from kis import collection, schema, storage
 from kis.bars import Bar
 from kis.hook import KisHook
@@ -504,7 +504,7 @@ def test_market_database_outage(drill, monkeypatch):
         dsn = cluster.command("createdb", "kis_market_outage")
         with drill.simulate(TWO_CODES) as shared:
             monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", dsn)
-            market = drill.market = replace(shared, dsn=dsn)
+            drill.market = replace(shared, dsn=dsn)
             drill.runs("09:30", "10:00", "10:30")
             cluster.command("stop")
             stopped = time.monotonic()
@@ -542,7 +542,3 @@ class PrivateCluster:
         return result.stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

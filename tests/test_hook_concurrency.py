@@ -6,10 +6,8 @@ import; each builds its own hook (an HTTP session and a state connection must no
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import json
 import multiprocessing
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 

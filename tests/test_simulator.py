@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.net import free_port
 from kis.bars import KST, Bar
 from kis.calendar import default_calendar
 from simulator.market import Market, is_on_tick_grid
@@ -602,10 +602,6 @@ def test_closing_bar_is_the_biggest_of_the_day() -> None:
 # --- the command line ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_cli_serves_on_loopback() -> None:

@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ import pytest
 
 from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
+from devtools.net import free_port
 from kis import schema, storage
 from kis.bars import KST, Bar
 from kis.calendar import default_calendar
@@ -256,17 +256,13 @@ def test_unmigrated_database_answers_503(new_database, airflow_db, admin_jwt):
 # --- a real api-server with the plugin --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
     """An api-server on a free port, its market database loaded with the three dates, and a token."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    port = _free_port()
+    port = free_port()
     env = airflow_env.environment(f"webtest_{worker}", api_port=port)
     env["AIRFLOW_VAR_KIS_WATCHLIST"] = ",".join(CODES)
     market_dsn = localpg.create_database(
