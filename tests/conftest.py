@@ -6,6 +6,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from devtools import airflow_env, localpg
 
@@ -73,6 +74,44 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
         monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
 
     return point
+
+
+# --- a simulated trading day for DAG tests (tests/simulated_day.py) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from simulated_day import DAGS_FOLDER
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture
+def simulated_market(monkeypatch, point_kis_at, market_dsn, dagbag):
+    """``with simulated_market(codes=..., **run_simulator options) as market``: one simulated market."""
+    from simulated_day import CODES, Market
+    from simulator.testing import run_simulator
+
+    @contextmanager
+    def simulate(*, codes=CODES, **simulator):
+        # KIS issues one token a minute; a test that expires its token must not wait a whole minute.
+        simulator.setdefault("token_throttle_seconds", 1)
+        with run_simulator(**simulator) as sim:
+            point_kis_at(sim, token_issue_interval=1)
+            monkeypatch.setenv("AIRFLOW_VAR_KIS_WATCHLIST", ",".join(codes))
+            yield Market(sim, market_dsn, dagbag)
+
+    return simulate
+
+
+@pytest.fixture
+def market(simulated_market):
+    with simulated_market() as market:
+        yield market
 
 
 # --- no secret in any test's output ---------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from test_dags import Market, dagbag, kst, simulated_market, task_states  # noqa: F401  (fixtures)
+from simulated_day import Market, kst, task_states
 
 from devtools import airflow_env
 from devtools.net import free_port
