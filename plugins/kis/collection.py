@@ -129,12 +129,12 @@ def _watchlist_batches(conn, day: date) -> list[list[str]]:
 
 
 def _prepared_market_db(day: date):
-    """The market database with its schema current and the day's partitions in place."""
+    """The market database with its schema current (one query when it is). The partitions a batch
+    needs are ensured by the upsert step itself, in its own transaction."""
     conn = _market_db()
     applied = schema.migrate(conn, today=day)
     if applied:
         log.info("Market schema upgraded: %s", ", ".join(applied))
-    storage.ensure_partitions(conn, day, day + timedelta(days=31))
     conn.commit()
     return conn
 
