@@ -1,11 +1,20 @@
-"""Preloads the collection code into every Airflow component, the scheduler included.
+"""Preloads what a task of the KIS DAGs imports into every Airflow component, the scheduler included.
 
 The plugin manager imports each file of this folder when a component starts, and the scheduler's
-LocalExecutor forks its worker processes after that: every task process then starts with the code
-its task runs already imported, instead of importing it again. Measured with
-bench/bench_minute_run.py on an idle machine (50 codes, one task per code): 17.3 instead of 20.0
-CPU-seconds a run, p95 10.1 instead of 11.6 s (bench/README.md).
+LocalExecutor forks its worker processes after that. A task process is forked from its worker for
+each task and thrown away after it, so whatever it imports itself is paid again by every task: the
+DAG file it re-parses, and the modules our code imports lazily to keep DAG parsing light (the SQL
+operator, the Postgres hook). Preloaded here, a task process starts with all of them imported.
+Measured with bench/bench_minute_run.py (bench/README.md).
 """
 
+import airflow.providers.common.sql.operators.sql  # noqa: F401  (upsert_bars_step)
+import airflow.providers.postgres.hooks.postgres  # noqa: F401  (the hook's state DB, the market DB)
+import airflow.providers.standard.decorators.python  # noqa: F401  (@task, resolved lazily by airflow.sdk)
+import airflow.providers.standard.decorators.short_circuit  # noqa: F401  (@task.short_circuit)
+import airflow.providers.standard.sensors.date_time  # noqa: F401  (the backfill's close sensor)
+import airflow.sdk.definitions.decorators  # noqa: F401
+import airflow.timetables.trigger  # noqa: F401
+import airflow.sdk.crypto  # noqa: F401  (the token store's Fernet)
 import kis.collection  # noqa: F401
 import kis.hook  # noqa: F401

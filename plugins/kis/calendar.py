@@ -2,7 +2,7 @@
 
 Three sources decide a date, the later overriding the earlier:
 
-1. weekends and ``holidays.financial_holidays("XKRX")`` (public holidays, elections, temporary
+1. weekends and the ``holidays`` library's ``KoreaExchange`` (public holidays, elections, temporary
    holidays, and the year-end closure, which the library already moves to the last business day
    when December 31 falls on a weekend);
 2. the rule that the first trading day of every year opens at 10:00;
@@ -23,7 +23,9 @@ from datetime import date, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
 
-import holidays
+# Imported by name, not through ``holidays.financial_holidays``, which loads it on first use: then
+# every task process of the minute DAG paid ~0.15 CPU-s for it instead of the preloading parent.
+from holidays.financial.korea_exchange import KoreaExchange
 
 from kis.bars import KST
 
@@ -142,7 +144,7 @@ class KrxCalendar:
     def _closed_days(self, year: int) -> frozenset[date]:
         with self._lock:
             if year not in self._closed_by_year:
-                self._closed_by_year[year] = frozenset(holidays.financial_holidays("XKRX", years=year))
+                self._closed_by_year[year] = frozenset(KoreaExchange(years=year))
             return self._closed_by_year[year]
 
     def _first_trading_day(self, year: int) -> date | None:
