@@ -91,6 +91,11 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
         "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
+        # A task's supervisor (its LocalExecutor worker) often notices the task process's exit only
+        # at its next heartbeat check, up to this many seconds after the task ended, and holds an
+        # executor slot meanwhile: with the default 5 s, 28 % of the minute run's fetch tasks did,
+        # and the run stalled when they filled `parallelism` (bench/README.md).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW_CONN_KIS_MARKET_DB": cluster.dsn(market_db or f"kis_market_{name}"),
     }
