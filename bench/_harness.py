@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -159,20 +159,41 @@ def machine_busy_seconds() -> float:
 
 @dataclass
 class CpuWindow:
-    """CPU used during a phase: by our stack (components + simulator) and by the whole machine."""
+    """CPU used during a phase by each of our process trees (named roots) and by the whole machine.
 
-    roots: Sequence[int]
-    ours: float = 0.0
+    ``ours`` is the Airflow components and the simulator; PostgreSQL (``POSTGRES``, the postmaster
+    of the private cluster, whose backends are its children) is shown beside them, as it also
+    serves the market and state databases of the tasks.
+    """
+
+    roots: Mapping[str, int]
+    by_component: dict[str, float] = field(default_factory=dict)
     machine: float = 0.0
     wall: float = 0.0
 
+    @property
+    def ours(self) -> float:
+        return sum(cpu for name, cpu in self.by_component.items() if name != POSTGRES)
+
+    def _sample(self) -> dict[str, float]:
+        return {name: tree_cpu_seconds([pid]) for name, pid in self.roots.items()}
+
     def __enter__(self) -> CpuWindow:
-        self._start = (tree_cpu_seconds(self.roots), machine_busy_seconds(), time.monotonic())
+        self._start = (self._sample(), machine_busy_seconds(), time.monotonic())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        ours, machine, wall = tree_cpu_seconds(self.roots), machine_busy_seconds(), time.monotonic()
-        self.ours, self.machine, self.wall = ours - self._start[0], machine - self._start[1], wall - self._start[2]
+        trees, machine, wall = self._sample(), machine_busy_seconds(), time.monotonic()
+        self.by_component = {name: trees[name] - self._start[0][name] for name in trees}
+        self.machine, self.wall = machine - self._start[1], wall - self._start[2]
+
+
+POSTGRES = "postgres"
+
+
+def postmaster_pid() -> int:
+    """The private cluster's postmaster (the first line of its postmaster.pid)."""
+    return int((localpg.cluster().data_dir / "postmaster.pid").read_text().split()[0])
 
 
 @dataclass
@@ -243,6 +264,13 @@ class Stack:
     simulator: subprocess.Popen
     started_cluster: bool
     session: requests.Session = field(default_factory=requests.Session)
+
+    def cpu_roots(self) -> dict[str, int]:
+        """The root PID of each process tree whose CPU a benchmark accounts, by component."""
+        return {name: p.pid for name, p in self.processes.items()} | {
+            "simulator": self.simulator.pid,
+            POSTGRES: postmaster_pid(),
+        }
 
     # REST ---------------------------------------------------------------------------------------
     def login(self) -> None:

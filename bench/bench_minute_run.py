@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         results: dict[str, tuple[list[MinuteRun], dict]] = {}
         with MemorySampler({**{n: p.pid for n, p in stack.processes.items()}}) as sampler:
             shapes = [("per-code", 1, 10), ("batched", args.batch, 11)]
-            roots = [p.pid for p in stack.processes.values()] + [stack.simulator.pid]
+            roots = stack.cpu_roots()
             cpu = {}
             with CpuWindow(roots) as idle:
                 time.sleep(10)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
@@ -224,8 +224,14 @@ def main(argv=None) -> int:
     for name, _, _ in shapes:
         c = cpu[name]
         print(f"  {name:<12}{c.wall:>8.1f}{c.ours:>12.1f}{c.ours / args.runs:>9.2f}{c.machine:>15.1f}"
-              f"{max(0.0, c.machine - c.ours):>8.1f}   (others: other sessions' processes + PostgreSQL)")
-        figures[name] |= {"cpu_ours_per_run": c.ours / args.runs, "cpu_machine": c.machine, "wall": c.wall}
+              f"{max(0.0, c.machine - c.ours):>8.1f}   (others: PostgreSQL + other sessions' processes)")
+        figures[name] |= {"cpu_ours_per_run": c.ours / args.runs, "cpu_machine": c.machine, "wall": c.wall,
+                          "cpu_per_run_by_component": {k: v / args.runs for k, v in c.by_component.items()}}
+    components = list(cpu[shapes[0][0]].by_component)
+    print("  CPU-s per run by process tree (the scheduler's holds the LocalExecutor workers and task processes):")
+    print(f"  {'shape':<12}" + "".join(f"{k:>15}" for k in components))
+    for name, _, _ in shapes:
+        print(f"  {name:<12}" + "".join(f"{cpu[name].by_component[k] / args.runs:>15.2f}" for k in components))
     print(f"  our stack idle: {idle.ours / idle.wall:.2f} CPU-s per second (= {idle.ours / idle.wall * 100 / 2:.0f} % of the"
           f" machine); the machine meanwhile: {idle.machine / idle.wall:.2f} CPU-s per second")
     figures["idle_cpu_per_s"] = idle.ours / idle.wall

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         if args.pool:
             stack.set_pool("kis_api", args.pool)
         slots = stack.get("/pools/kis_api")["slots"]
-        roots = [p.pid for p in stack.processes.values()] + [stack.simulator.pid]
+        roots = stack.cpu_roots()
         print(f"Stack up in {time.monotonic() - started:.0f} s; pool kis_api {slots} slots,"
               f" parallelism {stack.env['AIRFLOW__CORE__PARALLELISM']}", flush=True)
         tick = datetime(day.year, day.month, day.day, 10, 1, tzinfo=KST)
