@@ -5,16 +5,23 @@ LocalExecutor forks its worker processes after that. A task process is forked fr
 each task and thrown away after it, so whatever it imports itself is paid again by every task: the
 DAG file it re-parses, and the modules our code imports lazily to keep DAG parsing light (the SQL
 operator, the Postgres hook). Preloaded here, a task process starts with all of them imported.
-Measured with bench/bench_minute_run.py (bench/README.md).
+Measured with bench/bench_minute_run.py (bench/README.md); tests/test_task_preload.py lists what a
+fetch task still imports itself.
 """
+
+import _strptime  # noqa: F401  (datetime.strptime imports it on first use: the bars' timestamps)
 
 import airflow.providers.common.sql.operators.sql  # noqa: F401  (upsert_bars_step)
 import airflow.providers.postgres.hooks.postgres  # noqa: F401  (the hook's state DB, the market DB)
 import airflow.providers.standard.decorators.python  # noqa: F401  (@task, resolved lazily by airflow.sdk)
 import airflow.providers.standard.decorators.short_circuit  # noqa: F401  (@task.short_circuit)
 import airflow.providers.standard.sensors.date_time  # noqa: F401  (the backfill's close sensor)
-import airflow.sdk.definitions.decorators  # noqa: F401
-import airflow.timetables.trigger  # noqa: F401
 import airflow.sdk.crypto  # noqa: F401  (the token store's Fernet)
+import airflow.sdk.definitions.decorators  # noqa: F401
+import airflow.sdk.execution_time.cache  # noqa: F401  (the connection lookups' secret cache)
+import airflow.timetables.trigger  # noqa: F401
+import airflow.version  # noqa: F401  (the DAG parse)
+import jinja2.ext  # noqa: F401  (the templater's jinja2.ext.do, for map_index_template)
+
 import kis.collection  # noqa: F401
 import kis.hook  # noqa: F401
