@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -389,8 +390,11 @@ def running_stack(
     mode: str = "real",
     overrides: dict[str, str] | None = None,
     keep_databases: bool = False,
+    extra_dags: Sequence[Path] = (),
 ) -> Iterator[Stack]:
     """Cluster, fresh databases, the simulator (its market clock at ``day``) and the four components.
+
+    ``extra_dags``: DAG files served beside the repository's (a folder of copies in AIRFLOW_HOME).
 
     Everything started here is stopped on the way out, by process group; the cluster too when this
     started it and nobody else is connected to it.
@@ -410,6 +414,13 @@ def running_stack(
         "KIS_BACKFILL_DEADLINE_MINUTES": str(FAR_FUTURE_SECONDS // 60),
     }
     env |= overrides or {}
+    if extra_dags:
+        dags = Path(env["AIRFLOW_HOME"]) / "dags"
+        shutil.rmtree(dags, ignore_errors=True)
+        dags.mkdir(parents=True)
+        for dag_file in [*(REPO / "dags").glob("*.py"), *extra_dags]:
+            shutil.copy(dag_file, dags)
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     databases = [env[v].rsplit("/", 1)[1] for v in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_KIS_MARKET_DB")]
     for db in databases:
         _drop_database(db)
@@ -479,10 +490,11 @@ class MinuteRun:
         return self.committed - self.queued
 
 
-def measure_minute_run(stack: Stack, tick: datetime, run_id: str, *, lag: float = 3.0, timeout: float = 180) -> MinuteRun:
-    """One minute run of ``kis_minute_bars`` at ``tick``: the simulator's clock at tick + ``lag``,
-    the trigger, the wait, then the timestamps of the run, its tasks and its bars."""
-    dag_id = "kis_minute_bars"
+def measure_minute_run(stack: Stack, tick: datetime, run_id: str, *, lag: float = 3.0, timeout: float = 180,
+                       dag_id: str = "kis_minute_bars") -> MinuteRun:
+    """One minute run of ``dag_id`` (``kis_minute_bars`` or a DAG of its task ids) at ``tick``: the
+    simulator's clock at tick + ``lag``, the trigger, the wait, then the timestamps of the run, its
+    tasks and its bars."""
     stack.sim_clock(tick + timedelta(seconds=lag))
     t0 = stack.trigger(dag_id, run_id, tick)
     run = stack.wait_run(dag_id, run_id, timeout)

@@ -15,6 +15,9 @@ Both shapes in one benchmark: one mapped fetch per code (Variable ``kis_codes_pe
 default) and batched (``--batch`` codes per mapped task), switched through the DB Variable
 between runs, so the same components serve both. (An ``AIRFLOW_VAR_KIS_CODES_PER_TASK`` env var
 would win over the DB Variable: the harness removes any such variable from the environment.)
+Then, unless ``--no-bare``, the same shape without our code (bench/dags/bare_minute_shape.py: the
+same tasks, pool and label, a 50 ms sleep for the request, no hook, token, limiter or database),
+served by the same components: Airflow's own floor on this machine, and what our code adds to it.
 
 "Committed" is the ``upsert_bars`` task's end_date: the upsert's transaction commits inside the
 task, before the task reports success, so it is the first moment Airflow knows the bars are stored
@@ -37,13 +40,28 @@ import statistics
 import sys
 import time
 import uuid
+from pathlib import Path
+from typing import NamedTuple
 from datetime import date, datetime, timedelta
 
-from _harness import KST, CpuWindow, MemorySampler, MinuteRun, measure_minute_run, parse_ts, percentile, running_stack, watchlist
+from _harness import KST, POSTGRES, CpuWindow, MemorySampler, MinuteRun, measure_minute_run, parse_ts, percentile, running_stack, watchlist
 
 from kis.calendar import default_calendar  # noqa: E402  (plugins/ is on sys.path via _harness)
 
 GOALS = {"per-code": 6.0, "batched": 1.5}
+BARE_DAG = Path(__file__).parent / "dags" / "bare_minute_shape.py"
+
+
+class Shape(NamedTuple):
+    name: str
+    per_task: int  # kis_codes_per_task
+    hour: int  # the simulated hour its ticks fall in
+    dag_id: str = "kis_minute_bars"
+
+    @property
+    def collects(self) -> bool:
+        """False for the bare shape, which asks KIS nothing."""
+        return self.dag_id == "kis_minute_bars"
 
 
 def data_requests(counters: dict) -> int:
@@ -54,9 +72,10 @@ def token_requests(counters: dict) -> int:
     return sum(n for endpoint, n in counters["requests_by_endpoint"].items() if "oauth2" in endpoint)
 
 
-def run_shape(stack, name: str, per_task: int, first_tick: datetime, runs: int, warmup: int, gap: float,
+def run_shape(stack, shape: Shape, first_tick: datetime, runs: int, warmup: int, gap: float,
               sampler: MemorySampler, cpu: CpuWindow) -> tuple[list[MinuteRun], dict]:
-    stack.set_variable("kis_codes_per_task", str(per_task))
+    name = shape.name
+    stack.set_variable("kis_codes_per_task", str(shape.per_task))
     nonce = uuid.uuid4().hex[:6]
     measured: list[MinuteRun] = []
     sampler.phase = f"{name} warm-up"
@@ -66,7 +85,7 @@ def run_shape(stack, name: str, per_task: int, first_tick: datetime, runs: int, 
             sampler.phase = name
             cpu.__enter__()
         tick = first_tick + timedelta(minutes=i)
-        run = measure_minute_run(stack, tick, f"bench_{name}_{tick:%H%M}_{nonce}")
+        run = measure_minute_run(stack, tick, f"bench_{name}_{tick:%H%M}_{nonce}", dag_id=shape.dag_id)
         mark = "warm-up" if i < warmup else f"run {i - warmup + 1:2d}"
         print(
             f"  {name:8} {mark:8} {tick:%H:%M} {run.state:7} tasks={run.fetch_tasks:3d}"
@@ -135,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=int, help="kis_api slots (default: include/pools.json)")
     p.add_argument("--gap", type=float, default=1.0, help="seconds between two runs")
     p.add_argument("--no-backfill", action="store_true")
+    p.add_argument("--no-bare", action="store_true", help="leave out the bare shape (bench/dags/bare_minute_shape.py)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
 
@@ -147,7 +167,8 @@ def main(argv=None) -> int:
     print(f"Starting PostgreSQL databases, the simulator ({args.latency_ms} ms, real mode 20/s) and Airflow...",
           flush=True)
     with running_stack("bench_minute", day=datetime(day.year, day.month, day.day, 9, 0, tzinfo=KST),
-                       latency_ms=args.latency_ms, overrides=overrides) as stack:
+                       latency_ms=args.latency_ms, overrides=overrides,
+                       extra_dags=() if args.no_bare else [BARE_DAG]) as stack:
         settings = {k: stack.env[k] for k in (
             "AIRFLOW__CORE__PARALLELISM", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
             "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY")}
@@ -163,17 +184,20 @@ def main(argv=None) -> int:
 
         results: dict[str, tuple[list[MinuteRun], dict]] = {}
         with MemorySampler({**{n: p.pid for n, p in stack.processes.items()}}) as sampler:
-            shapes = [("per-code", 1, 10), ("batched", args.batch, 11)]
+            shapes = [Shape("per-code", 1, 10), Shape("batched", args.batch, 11)]
+            if not args.no_bare:
+                stack.wait_for_dag("bare_minute_shape")
+                shapes.append(Shape("bare", 1, 12, "bare_minute_shape"))
             roots = stack.cpu_roots()
             cpu = {}
             with CpuWindow(roots) as idle:
                 time.sleep(10)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
             load_before = os.getloadavg()
-            for name, per_task, hour in shapes:
-                first = datetime(day.year, day.month, day.day, hour, 1, tzinfo=KST)
-                cpu[name] = CpuWindow(roots)
-                results[name] = run_shape(stack, name, per_task, first, args.runs, args.warmup, args.gap, sampler,
-                                          cpu[name])
+            for shape in shapes:
+                first = datetime(day.year, day.month, day.day, shape.hour, 1, tzinfo=KST)
+                cpu[shape.name] = CpuWindow(roots)
+                results[shape.name] = run_shape(stack, shape, first, args.runs, args.warmup, args.gap, sampler,
+                                                cpu[shape.name])
             backfill = None
             if not args.no_backfill:
                 try:
@@ -197,17 +221,18 @@ def main(argv=None) -> int:
     print("=" * W)
     print(f"{'shape':<26}{'tasks':>6} | {'from queued_at: p50    p95    max':>34} | {'from trigger: p50    p95':>25} | goal")
     figures = {}
-    for name, per_task, _ in shapes:
+    for name, per_task, _, _ in shapes:
         runs, counters = results[name]
         q = [r.since_queued() for r in runs]
         t = [r.since_trigger() for r in runs]
         w = [r.last_write - r.queued for r in runs if r.last_write]
         ok = all(r.state == "success" and r.failed_tasks == 0 for r in runs)
-        goal = GOALS[name]
-        verdict = "met" if percentile(q, 95) <= goal else "MISSED"
+        goal = GOALS.get(name)
+        verdict = "Airflow alone, no KIS" if goal is None else (
+            f"p95 <= {goal} s: " + ("met" if percentile(q, 95) <= goal else "MISSED"))
         label = f"{name} ({per_task}/task)"
         print(f"{label:<26}{runs[0].fetch_tasks:>6} | {statistics.median(q):>17.2f} {percentile(q, 95):6.2f} {max(q):6.2f}"
-              f" | {statistics.median(t):>18.2f} {percentile(t, 95):6.2f} | p95 <= {goal} s: {verdict}"
+              f" | {statistics.median(t):>18.2f} {percentile(t, 95):6.2f} | {verdict}"
               + ("" if ok else "  (FAILED runs/tasks!)"))
         figures[name] = {"per_task": per_task, "queued_p50": statistics.median(q), "queued_p95": percentile(q, 95),
                          "trigger_p50": statistics.median(t), "trigger_p95": percentile(t, 95),
@@ -221,31 +246,39 @@ def main(argv=None) -> int:
 
     print("\nCPU during the measured runs (2 cores = 2 CPU-s per wall second):")
     print(f"  {'shape':<12}{'wall s':>8}{'ours CPU-s':>12}{'per run':>9}{'machine CPU-s':>15}{'others':>8}")
-    for name, _, _ in shapes:
+    for name, *_ in shapes:
         c = cpu[name]
         print(f"  {name:<12}{c.wall:>8.1f}{c.ours:>12.1f}{c.ours / args.runs:>9.2f}{c.machine:>15.1f}"
               f"{max(0.0, c.machine - c.ours):>8.1f}   (others: PostgreSQL + other sessions' processes)")
         figures[name] |= {"cpu_ours_per_run": c.ours / args.runs, "cpu_machine": c.machine, "wall": c.wall,
                           "cpu_per_run_by_component": {k: v / args.runs for k, v in c.by_component.items()}}
-    components = list(cpu[shapes[0][0]].by_component)
+    components = list(cpu[shapes[0].name].by_component)
     print("  CPU-s per run by process tree (the scheduler's holds the LocalExecutor workers and task processes):")
     print(f"  {'shape':<12}" + "".join(f"{k:>15}" for k in components))
-    for name, _, _ in shapes:
+    for name, *_ in shapes:
         print(f"  {name:<12}" + "".join(f"{cpu[name].by_component[k] / args.runs:>15.2f}" for k in components))
+    if "bare" in cpu:
+        ours, bare = figures["per-code"], figures["bare"]
+        print(f"  per code vs the bare shape: latency p50 x{ours['queued_p50'] / bare['queued_p50']:.2f},"
+              f" CPU per run x{ours['cpu_ours_per_run'] / bare['cpu_ours_per_run']:.2f}"
+              f" (+{(ours['cpu_ours_per_run'] - bare['cpu_ours_per_run']) / results['per-code'][0][0].fetch_tasks * 1000:.0f} ms"
+              f" per fetch task),"
+              f" PostgreSQL x{cpu['per-code'].by_component[POSTGRES] / cpu['bare'].by_component[POSTGRES]:.2f}")
     print(f"  our stack idle: {idle.ours / idle.wall:.2f} CPU-s per second (= {idle.ours / idle.wall * 100 / 2:.0f} % of the"
           f" machine); the machine meanwhile: {idle.machine / idle.wall:.2f} CPU-s per second")
     figures["idle_cpu_per_s"] = idle.ours / idle.wall
     print(f"  load average at the start of the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
 
     print("\nWhere the time goes (median seconds):")
-    print(f"{'':44}" + "".join(f"{n:>12}" for n, _, _ in shapes))
-    rows = {n: breakdown(results[n][0]) for n, _, _ in shapes}
+    print(f"{'':44}" + "".join(f"{n:>12}" for n, *_ in shapes))
+    rows = {n: breakdown(results[n][0]) for n, *_ in shapes}
     for i, (label, _) in enumerate(rows["per-code"]):
-        print(f"  {label:<42}" + "".join(f"{rows[n][i][1]:>12.2f}" for n, _, _ in shapes))
+        print(f"  {label:<42}" + "".join(f"{rows[n][i][1]:>12.2f}" for n, *_ in shapes))
+    collecting = [s for s in shapes if s.collects]
 
     print("\nKIS requests (simulator /_sim/counters):")
     print(f"  {'phase':<22}{'runs':>6}{'data req':>10}{'per run':>9}{'token':>7}{'peak/s':>8}{'limit':>7}{'EGW00201':>10}")
-    for name, _, _ in shapes:
+    for name, *_ in collecting:
         f = figures[name]
         print(f"  {name:<22}{args.runs:>6}{f['data_requests']:>10}{f['data_requests'] / args.runs:>9.1f}"
               f"{f['token_requests']:>7}{f['peak_per_second']:>8}{20:>7}{f['egw00201']:>10}")
@@ -258,7 +291,7 @@ def main(argv=None) -> int:
         figures["backfill"] = {"state": run["state"], "seconds": seconds, "data_requests": bf_requests,
                                "peak_per_second": counters["peak_per_second"], "egw00201": counters["egw00201"]}
 
-    per_run = statistics.mean(figures[n]["data_requests"] / args.runs for n, _, _ in shapes)
+    per_run = statistics.mean(figures[n]["data_requests"] / args.runs for n, *_ in collecting)
     minute_day = fetching_runs * per_run
     floor_minute = bars_per_code * len(codes)
     print(f"\nA whole simulated day ({day}, {len(codes)} codes), computed from the sample:")
@@ -277,7 +310,7 @@ def main(argv=None) -> int:
 
     print("\nMemory of the Airflow components' process trees (PSS sum / RSS sum, MiB; sampled every 2 s):")
     print(f"  {'phase':<20}{'PSS peak':>10}{'RSS peak':>10}{'procs':>7}{'LocalExecutor workers':>23}   PSS by component")
-    phases = ["idle"] + [n for n, _, _ in shapes] + (["backfill"] if backfill else []) + ["idle after"]
+    phases = ["idle"] + [n for n, *_ in shapes] + (["backfill"] if backfill else []) + ["idle after"]
     for ph in phases:
         s = sampler.peak(ph)
         if s:
@@ -290,7 +323,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": settings, "pool": pool, "codes": len(codes), "figures": figures}, f, indent=2)
-    return 0 if all(figures[n]["all_success"] for n, _, _ in shapes) else 1
+    return 0 if all(figures[n]["all_success"] for n, *_ in shapes) else 1
 
 
 if __name__ == "__main__":
