@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--latency-ms", type=int, default=50)
     p.add_argument("--parallelism", type=int, help="AIRFLOW__CORE__PARALLELISM (default: devtools.airflow_env)")
     p.add_argument("--pool", type=int, help="kis_api slots (default: include/pools.json)")
+    p.add_argument("--setting", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
+                   help="an Airflow setting for every component, over devtools.airflow_env's (repeatable)")
     p.add_argument("--gap", type=float, default=1.0, help="seconds between two runs")
     p.add_argument("--no-backfill", action="store_true")
     p.add_argument("--no-bare", action="store_true", help="leave out the bare shape (bench/dags/bare_minute_shape.py)")
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
 
     day = date.fromisoformat(args.day)
     codes, set_watchlist = watchlist(args.codes)
-    overrides = {}
+    overrides = dict(setting.split("=", 1) for setting in args.setting)
     if args.parallelism:
         overrides["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
     started = time.monotonic()
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
     print(f"settings: parallelism {settings['AIRFLOW__CORE__PARALLELISM']}, idle sleep"
           f" {settings['AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME']} s, max_tis_per_query"
           f" {settings['AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY']}, pool kis_api {pool}; {args.runs} runs per shape after"
-          f" {args.warmup} warm-up")
+          f" {args.warmup} warm-up" + "".join(f"; {k}={v}" for k, v in overrides.items()))
     print("=" * W)
     print(f"{'shape':<26}{'tasks':>6} | {'from queued_at: p50    p95    max':>34} | {'from trigger: p50    p95':>25} | goal")
     figures = {}
