@@ -99,8 +99,9 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if _is_root() else argv
 
 
-def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(_as_server_user(argv), check=True, **kwargs)
+def _run(argv: list[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    # From "/": the server user may not enter the caller's directory (a root-only mktemp clone).
+    return subprocess.run(_as_server_user(argv), check=check, cwd="/", **kwargs)
 
 
 def _init(c: Cluster, bin_dir: Path) -> None:
@@ -152,8 +153,9 @@ def is_running(c: Cluster | None = None) -> bool:
     c = c or cluster()
     if not (c.data_dir / "PG_VERSION").exists():
         return False
-    status = subprocess.run(
-        _as_server_user([str(_bin_dir() / "pg_ctl"), "status", "-D", str(c.data_dir)]),
+    status = _run(
+        [str(_bin_dir() / "pg_ctl"), "status", "-D", str(c.data_dir)],
+        check=False,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
