@@ -160,7 +160,8 @@ def machine_busy_seconds() -> float:
 
 @dataclass
 class CpuWindow:
-    """CPU used during a phase by each of our process trees (named roots) and by the whole machine.
+    """CPU used during one or more phases by each of our process trees (named roots) and by the
+    whole machine.
 
     ``ours`` is the Airflow components and the simulator; PostgreSQL (``POSTGRES``, the postmaster
     of the private cluster, whose backends are its children) is shown beside them, as it also
@@ -184,9 +185,12 @@ class CpuWindow:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Adds the phase since ``__enter__``: a window entered again accumulates (interleaved runs)."""
         trees, machine, wall = self._sample(), machine_busy_seconds(), time.monotonic()
-        self.by_component = {name: trees[name] - self._start[0][name] for name in trees}
-        self.machine, self.wall = machine - self._start[1], wall - self._start[2]
+        for name in trees:
+            self.by_component[name] = self.by_component.get(name, 0.0) + trees[name] - self._start[0][name]
+        self.machine += machine - self._start[1]
+        self.wall += wall - self._start[2]
 
 
 POSTGRES = "postgres"

@@ -12,12 +12,13 @@ triggers the run through the REST API with the tick as its logical date, and wai
 (one run at a time, as max_active_runs=1 and the minute cadence impose).
 
 Both shapes in one benchmark: one mapped fetch per code (Variable ``kis_codes_per_task`` = 1, the
-default) and batched (``--batch`` codes per mapped task), switched through the DB Variable
-between runs, so the same components serve both. (An ``AIRFLOW_VAR_KIS_CODES_PER_TASK`` env var
-would win over the DB Variable: the harness removes any such variable from the environment.)
-Then, unless ``--no-bare``, the same shape without our code (bench/dags/bare_minute_shape.py: the
-same tasks, pool and label, a 50 ms sleep for the request, no hook, token, limiter or database),
-served by the same components: Airflow's own floor on this machine, and what our code adds to it.
+default) and batched (``--batch`` codes per mapped task), switched through the DB Variable before
+each run, so the same components serve both. (An ``AIRFLOW_VAR_KIS_CODES_PER_TASK`` env var would
+win over the DB Variable: the harness removes any such variable from the environment.) Unless
+``--no-bare``, also the same shape without our code (bench/dags/bare_minute_shape.py: the same
+tasks, pool and label, a 50 ms sleep for the request, no hook, token, limiter or database):
+Airflow's own floor on this machine, and what our code adds to it. The shapes take turns, tick
+after tick, so that they share whatever the machine does meanwhile.
 
 "Committed" is the ``upsert_bars`` task's end_date: the upsert's transaction commits inside the
 task, before the task reports success, so it is the first moment Airflow knows the bars are stored
@@ -40,6 +41,7 @@ import statistics
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
 from datetime import date, datetime, timedelta
@@ -72,31 +74,45 @@ def token_requests(counters: dict) -> int:
     return sum(n for endpoint, n in counters["requests_by_endpoint"].items() if "oauth2" in endpoint)
 
 
-def run_shape(stack, shape: Shape, first_tick: datetime, runs: int, warmup: int, gap: float,
-              sampler: MemorySampler, cpu: CpuWindow) -> tuple[list[MinuteRun], dict]:
-    name = shape.name
-    stack.set_variable("kis_codes_per_task", str(shape.per_task))
+def merge_counters(total: dict | None, run: dict) -> dict:
+    """The simulator's counters of several runs (each run's counted from a reset)."""
+    if total is None:
+        return run
+    by_endpoint = dict(total["requests_by_endpoint"])
+    for endpoint, n in run["requests_by_endpoint"].items():
+        by_endpoint[endpoint] = by_endpoint.get(endpoint, 0) + n
+    return {"requests_by_endpoint": by_endpoint, "peak_per_second": max(total["peak_per_second"], run["peak_per_second"]),
+            "egw00201": total["egw00201"] + run["egw00201"]}
+
+
+def run_interleaved(stack, shapes: list[Shape], day: date, runs: int, warmup: int, gap: float,
+                    sampler: MemorySampler, cpu: dict[str, CpuWindow]) -> dict[str, tuple[list[MinuteRun], dict]]:
+    """Tick after tick, one run of each shape in turn, so that the shapes share the machine's drift
+    (a run of the benchmark varies by ~0.5 s at p95 from the next): the ratios are side by side."""
     nonce = uuid.uuid4().hex[:6]
-    measured: list[MinuteRun] = []
-    sampler.phase = f"{name} warm-up"
+    measured: dict[str, list[MinuteRun]] = {shape.name: [] for shape in shapes}
+    counters: dict[str, dict | None] = {shape.name: None for shape in shapes}
     for i in range(warmup + runs):
-        if i == warmup:
+        for shape in shapes:
+            tick = datetime(day.year, day.month, day.day, shape.hour, 1 + i, tzinfo=KST)
+            if shape.collects:
+                stack.set_variable("kis_codes_per_task", str(shape.per_task))
             stack.sim_reset()
-            sampler.phase = name
-            cpu.__enter__()
-        tick = first_tick + timedelta(minutes=i)
-        run = measure_minute_run(stack, tick, f"bench_{name}_{tick:%H%M}_{nonce}", dag_id=shape.dag_id)
-        mark = "warm-up" if i < warmup else f"run {i - warmup + 1:2d}"
-        print(
-            f"  {name:8} {mark:8} {tick:%H:%M} {run.state:7} tasks={run.fetch_tasks:3d}"
-            f" queued->committed {run.since_queued():6.2f} s  trigger->committed {run.since_trigger():6.2f} s",
-            flush=True,
-        )
-        if i >= warmup:
-            measured.append(run)
-        time.sleep(gap)
-    cpu.__exit__()
-    return measured, stack.sim_counters()
+            warm = i < warmup
+            sampler.phase = f"{shape.name} warm-up" if warm else shape.name
+            with nullcontext() if warm else cpu[shape.name]:
+                run = measure_minute_run(stack, tick, f"bench_{shape.name}_{tick:%H%M}_{nonce}", dag_id=shape.dag_id)
+            mark = "warm-up" if warm else f"run {i - warmup + 1:2d}"
+            print(
+                f"  {shape.name:8} {mark:8} {tick:%H:%M} {run.state:7} tasks={run.fetch_tasks:3d}"
+                f" queued->committed {run.since_queued():6.2f} s  trigger->committed {run.since_trigger():6.2f} s",
+                flush=True,
+            )
+            if not warm:
+                measured[shape.name].append(run)
+                counters[shape.name] = merge_counters(counters[shape.name], stack.sim_counters())
+            time.sleep(gap)
+    return {name: (measured[name], counters[name]) for name in measured}
 
 
 def breakdown(runs: list[MinuteRun]) -> list[tuple[str, float]]:
@@ -184,22 +200,17 @@ def main(argv=None) -> int:
         print(f"Stack up in {time.monotonic() - started:.0f} s; parallelism {settings['AIRFLOW__CORE__PARALLELISM']},"
               f" pool kis_api {pool} slots, {len(codes)} codes", flush=True)
 
-        results: dict[str, tuple[list[MinuteRun], dict]] = {}
         with MemorySampler({**{n: p.pid for n, p in stack.processes.items()}}) as sampler:
             shapes = [Shape("per-code", 1, 10), Shape("batched", args.batch, 11)]
             if not args.no_bare:
                 stack.wait_for_dag("bare_minute_shape")
                 shapes.append(Shape("bare", 1, 12, "bare_minute_shape"))
             roots = stack.cpu_roots()
-            cpu = {}
             with CpuWindow(roots) as idle:
                 time.sleep(10)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
             load_before = os.getloadavg()
-            for shape in shapes:
-                first = datetime(day.year, day.month, day.day, shape.hour, 1, tzinfo=KST)
-                cpu[shape.name] = CpuWindow(roots)
-                results[shape.name] = run_shape(stack, shape, first, args.runs, args.warmup, args.gap, sampler,
-                                                cpu[shape.name])
+            cpu = {shape.name: CpuWindow(roots) for shape in shapes}
+            results = run_interleaved(stack, shapes, day, args.runs, args.warmup, args.gap, sampler, cpu)
             backfill = None
             if not args.no_backfill:
                 try:

@@ -147,6 +147,12 @@ class KrxCalendar:
                 self._closed_by_year[year] = frozenset(KoreaExchange(years=year))
             return self._closed_by_year[year]
 
+    def load_years(self, *years: int) -> None:
+        """Computes the closed days of ``years`` now instead of on first use (the task preload
+        does, so that every task process forked after it finds them computed)."""
+        for year in years:
+            self._first_trading_day(year)
+
     def _first_trading_day(self, year: int) -> date | None:
         """The first weekday of ``year`` that is not a holiday (overrides do not move the rule)."""
         if year not in self._first_day_by_year:
