@@ -5,7 +5,8 @@ module the task imports itself is imported again by every task: 50 times a minut
 task per code. Before the preload covered the lazy imports (the holidays library, the SQL operator,
 the Postgres hook), they were most of a fetch task's CPU (bench/README.md). This parses the DAG
 and fetches one code as the task does, in a fresh interpreter that has imported only what a worker
-has, and lists what it still had to import.
+has, and lists what it still had to import; then it checks that the year's holidays were computed
+by the preload too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ import airflow.sdk.execution_time.task_runner  # noqa: F401
 from airflow.dag_processing.dagbag import DagBag
 
 before = set(sys.modules)
+
+# This year's holidays were computed by the preload: without the library, the year still loads.
+import kis.calendar
+from kis.bars import KST
+
+holidays, kis.calendar.KoreaExchange = kis.calendar.KoreaExchange, None
+kis.calendar.default_calendar().load_years(datetime.now(KST).year)
+kis.calendar.KoreaExchange = holidays
+
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 
@@ -45,7 +55,7 @@ print(json.dumps(sorted(m for m in set(sys.modules) - before if not m.startswith
 """
 
 
-def test_a_fetch_task_imports_nothing_the_preload_did_not(point_kis_at: Callable[..., None]) -> None:
+def test_a_fetch_task_finds_its_imports_and_the_holidays_preloaded(point_kis_at: Callable[..., None]) -> None:
     with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
         point_kis_at(sim)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(REPO)])}
