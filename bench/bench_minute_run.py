@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -113,6 +114,14 @@ def run_interleaved(stack, shapes: list[Shape], day: date, runs: int, warmup: in
                 counters[shape.name] = merge_counters(counters[shape.name], stack.sim_counters())
             time.sleep(gap)
     return {name: (measured[name], counters[name]) for name in measured}
+
+
+def print_columns(corner: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]], *,
+                  label_width: int, width: int) -> None:
+    """A table of figures: a header of ``columns``, then one labelled row of values each."""
+    print(f"  {corner:<{label_width}}" + "".join(f"{c:>{width}}" for c in columns))
+    for label, values in rows:
+        print(f"  {label:<{label_width}}" + "".join(f"{v:>{width}.2f}" for v in values))
 
 
 def breakdown(runs: list[MinuteRun]) -> list[tuple[str, float]]:
@@ -267,9 +276,8 @@ def main(argv=None) -> int:
                           "cpu_per_run_by_component": {k: v / args.runs for k, v in c.by_component.items()}}
     components = list(cpu[shapes[0].name].by_component)
     print("  CPU-s per run by process tree (the scheduler's holds the LocalExecutor workers and task processes):")
-    print(f"  {'shape':<12}" + "".join(f"{k:>15}" for k in components))
-    for name, *_ in shapes:
-        print(f"  {name:<12}" + "".join(f"{cpu[name].by_component[k] / args.runs:>15.2f}" for k in components))
+    print_columns("shape", components, [(n, [cpu[n].by_component[k] / args.runs for k in components]) for n, *_ in shapes],
+                  label_width=12, width=15)
     if "bare" in cpu:
         ours, bare = figures["per-code"], figures["bare"]
         print(f"  per code vs the bare shape: latency p50 x{ours['queued_p50'] / bare['queued_p50']:.2f},"
@@ -283,10 +291,10 @@ def main(argv=None) -> int:
     print(f"  load average at the start of the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
 
     print("\nWhere the time goes (median seconds):")
-    print(f"{'':44}" + "".join(f"{n:>12}" for n, *_ in shapes))
-    rows = {n: breakdown(results[n][0]) for n, *_ in shapes}
-    for i, (label, _) in enumerate(rows["per-code"]):
-        print(f"  {label:<42}" + "".join(f"{rows[n][i][1]:>12.2f}" for n, *_ in shapes))
+    steps = {n: breakdown(results[n][0]) for n, *_ in shapes}
+    print_columns("", [n for n, *_ in shapes],
+                  [(label, [steps[n][i][1] for n, *_ in shapes]) for i, (label, _) in enumerate(steps["per-code"])],
+                  label_width=42, width=12)
     collecting = [s for s in shapes if s.collects]
 
     print("\nKIS requests (simulator /_sim/counters):")

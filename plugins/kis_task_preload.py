@@ -35,4 +35,5 @@ from kis.calendar import default_calendar
 _year = datetime.now(KST).year
 default_calendar().load_years(_year, _year + 1)
 with suppress(Exception):  # without a key, the token store says so in the task that needs one
-    get_fernet().decrypt(get_fernet().encrypt(b"preload"))
+    _fernet = get_fernet()
+    _fernet.decrypt(_fernet.encrypt(b"preload"))
