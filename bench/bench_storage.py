@@ -37,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # no
 from devtools import localpg  # noqa: E402
 from kis import schema, storage  # noqa: E402
 from kis.bars import Bar  # noqa: E402
+from kis.resources import load_sql  # noqa: E402
 from kis.calendar import default_calendar  # noqa: E402
 
 DATABASE = "bench_storage"
@@ -208,7 +209,7 @@ def read_benchmark(conn: psycopg.Connection, codes: list[str]) -> None:
 
 def measure_reads(conn: psycopg.Connection, codes: list[str], sessions: list, label: str) -> None:
     rng = random.Random(2)
-    query = storage.load_sql("minute_bars_of_day")
+    query = load_sql("minute_bars_of_day")
     timings, counts = [], set()
     for _ in range(READS):
         params = {"stock_code": rng.choice(codes), "day": rng.choice(sessions).day}

@@ -17,6 +17,7 @@ import pytest
 
 from kis import schema, storage
 from kis.bars import KST, Bar
+from kis.resources import SQL_DIR, load_sql
 
 CODES = ["005930", "000660", "0126Z0"]
 DAY = date(2025, 11, 3)  # a regular Monday
@@ -224,7 +225,7 @@ def test_a_bad_batch_is_rejected_whole_and_nothing_stored_is_lost(
     records.append(stored[0].as_record() | {"datetime": "2025-11-03T10:05:00"} | change)
     with pytest.raises(error, match=constraint):
         with conn.transaction():
-            conn.execute(storage.load_sql("upsert_minute_bars"), {"bars": json.dumps(records)})
+            conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps(records)})
     assert stored_rows(conn) == before
 
 
@@ -375,17 +376,16 @@ def test_resampled_bars_equal_pandas_resample(conn: psycopg.Connection, minutes:
     bars = simulated_day(DAY, codes, seed=11)
     storage.upsert_bars(conn, bars)
     start = datetime.combine(DAY, time())
-    got = storage.resampled_bars(conn, timedelta(minutes=minutes), start, start + timedelta(days=1), codes)
-    sql_frame = pd.DataFrame([vars_of(b) for b in got]).set_index(["stock_code", "bucket_start"])
+    got = storage.bars_frame(conn, codes, start, start + timedelta(days=1), minutes=minutes)
 
     # The same rule in pandas: buckets anchored at 09:00, closed and labelled on the left, and the
     # closing bar binned by its label like every other bar.
     frame = pd.DataFrame([b.as_record() for b in bars])
-    frame["datetime"] = pd.to_datetime(frame["datetime"])
+    frame["datetime"] = pd.to_datetime(frame["datetime"]).dt.tz_localize(KST)
     expected = (
         frame.set_index("datetime")
         .groupby("stock_code")
-        .resample(f"{minutes}min", origin=start + timedelta(hours=9), closed="left", label="left")
+        .resample(f"{minutes}min", origin=(start + timedelta(hours=9)).replace(tzinfo=KST), closed="left", label="left")
         .agg(
             open=("open", "first"),
             high=("high", "max"),
@@ -396,33 +396,29 @@ def test_resampled_bars_equal_pandas_resample(conn: psycopg.Connection, minutes:
         )
     )
     expected = expected[expected["bar_count"] > 0].astype("int64")
-    expected.index.names = ["stock_code", "bucket_start"]
-    pd.testing.assert_frame_equal(sql_frame.astype("int64"), expected, check_index_type=False)
+    expected.index.names = ["stock_code", "minute"]
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False)
 
     # The closing-auction bar: its own 15:30 bucket up to 30 minutes, the end of the 15:00 bucket at 60.
-    last = got[-1]
+    (_, last_start), last = got.index[-1], got.iloc[-1]
     closing_bar = bars[-1]
     assert last.close == closing_bar.close
     if minutes == 60:
-        assert (last.bucket_start.time(), last.bar_count) == (time(15, 0), 21)
+        assert (last_start.time(), last.bar_count) == (time(15, 0), 21)
     else:
-        assert (last.bucket_start.time(), last.bar_count) == (time(15, 30), 1)
+        assert (last_start.time(), last.bar_count) == (time(15, 30), 1)
         assert last.volume == closing_bar.volume
-
-
-def vars_of(bar: storage.ResampledBar) -> dict:
-    return {name: getattr(bar, name) for name in bar.__slots__}
 
 
 # --- the statements as Airflow runs them ---------------------------------------------------------
 
-STATEMENTS = sorted(p.name for p in storage.SQL_DIR.glob("*.sql") if not p.name.startswith("kis_api_"))
+STATEMENTS = sorted(p.name for p in SQL_DIR.glob("*.sql") if not p.name.startswith("kis_api_"))
 
 
 @pytest.mark.parametrize("name", STATEMENTS)
 def test_statement_files_render_unchanged_as_airflow_templates(name: str) -> None:
     """SQLExecuteQueryOperator renders .sql files with Jinja: ours must come out as they are."""
-    text = storage.load_sql(name)
+    text = load_sql(name)
     assert jinja2.Environment(keep_trailing_newline=True).from_string(text).render() == text
     # psycopg reads every % as a placeholder once parameters are bound: only %(name)s may appear.
     assert re.findall(r"%(?!\(\w+\)s)", text) == []
@@ -436,7 +432,7 @@ def test_the_upsert_runs_through_the_airflow_postgres_hook(conn: psycopg.Connect
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn.replace("postgresql://", "postgres://"))
     bars = [Bar("005930", datetime(2026, 5, 4, 9, 0, tzinfo=KST), 100, 100, 100, 100, 1)]
     result = PostgresHook(postgres_conn_id="kis_market_db").run(
-        sql=[storage.load_sql("ensure_minute_partitions"), storage.load_sql("upsert_minute_bars")],
+        sql=[load_sql("ensure_minute_partitions"), load_sql("upsert_minute_bars")],
         parameters={"bars": storage.bars_json(bars)},
         handler=lambda cursor: cursor.fetchall(),
     )

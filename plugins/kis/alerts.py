@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from kis.bars import KST
+from kis.resources import MARKET_DB_CONN_ID, load_sql
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).parents[2] / "include" / "sql"
-MARKET_DB_CONN_ID = "kis_market_db"
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None
 
 def codes_alerted(conn, kind: str, day: date) -> set[str]:
     """The codes with an alert of ``kind`` on ``day`` (e.g. codes KIS called unknown today)."""
-    rows = conn.execute((SQL_DIR / "codes_alerted.sql").read_text(), {"kind": kind, "day": day}).fetchall()
+    rows = conn.execute(load_sql("codes_alerted"), {"kind": kind, "day": day}).fetchall()
     return {code for (code,) in rows}
 
 
@@ -75,7 +74,7 @@ def _store(alert: Alert, market_conn_id: str) -> None:
         # A deadline can be missed before any task of the day has brought the schema up.
         schema.migrate(conn)
         conn.execute(
-            (SQL_DIR / "insert_collection_alert.sql").read_text(),
+            load_sql("insert_collection_alert"),
             {
                 "kind": alert.kind,
                 "dag_id": alert.dag_id,

@@ -13,20 +13,12 @@ reaching the server (see docs/hook.md for the arithmetic).
 from __future__ import annotations
 
 import time
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kis.resources import load_sql
 
 if TYPE_CHECKING:
     import psycopg
-
-SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
-
-
-@cache
-def load_sql(name: str) -> str:
-    """The text of ``include/sql/<name>``: every statement of the hook lives there as a file."""
-    return (SQL_DIR / name).read_text()
 
 
 class SharedRateLimiter:
@@ -44,7 +36,6 @@ class SharedRateLimiter:
         self._conn = conn
         self._app_key_hash = app_key_hash
         self.interval = 1.0 / (rate * safety)
-        self.waited_seconds = 0.0
 
     def acquire(self) -> None:
         """Reserve the next slot of the app key and sleep until it comes."""
@@ -54,5 +45,4 @@ class SharedRateLimiter:
         ).fetchone()
         wait = row[0] if row else 0.0
         if wait > 0:
-            self.waited_seconds += wait
             time.sleep(wait)

@@ -11,40 +11,37 @@ Minutes cross this boundary as naive KST wall-clock timestamps (the column type,
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import class_row
 
 from kis.bars import KST, Bar
+from kis.resources import load_sql
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = [
     "RETENTION_MONTHS_ENV",
-    "SQL_DIR",
     "DayVerification",
     "MinuteStatus",
-    "ResampledBar",
     "UpsertCounts",
     "apply_retention",
+    "bars_frame",
     "bars_json",
     "ensure_partitions",
     "live_gaps",
-    "load_sql",
     "minute_status",
-    "resampled_bars",
     "retention_months",
     "upsert_bars",
     "verify_day",
 ]
-
-SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
 
 # The retention setting: keep this many whole months before the current one (unset: keep all).
 RETENTION_MONTHS_ENV = "KIS_MINUTE_RETENTION_MONTHS"
@@ -91,27 +88,6 @@ class MinuteStatus:
     first_time: datetime | None
     last_time: datetime | None
     per_code: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class ResampledBar:
-    """One N-minute bar; ``bucket_start`` is naive KST."""
-
-    stock_code: str
-    bucket_start: datetime
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-    bar_count: int
-
-
-@functools.cache
-def load_sql(name: str) -> str:
-    """The text of ``include/sql/<name>`` (``.sql`` may be left out)."""
-    path = SQL_DIR / (name if name.endswith(".sql") else f"{name}.sql")
-    return path.read_text()
 
 
 def bars_json(bars: Iterable[Bar], source: str | None = None) -> str:
@@ -221,13 +197,30 @@ def minute_status(
     return status
 
 
-def resampled_bars(
-    conn: psycopg.Connection, bucket: timedelta, start: datetime, end: datetime, codes: Sequence[str]
-) -> list[ResampledBar]:
-    """N-minute bars of ``codes`` in ``[start, end)``; see migration 004 for the bucket rules."""
-    params = {"bucket": bucket, "from_ts": _naive_kst(start), "to_ts": _naive_kst(end), "codes": list(codes)}
-    with conn.cursor(row_factory=class_row(ResampledBar)) as cur:
-        return cur.execute(load_sql("minute_bars_resampled"), params).fetchall()
+def bars_frame(
+    conn: psycopg.Connection, codes: Sequence[str], start: datetime, end: datetime, *, minutes: int = 1
+) -> pandas.DataFrame:
+    """The stored bars of ``codes`` in ``[start, end)``, for notebooks and downstream DAGs.
+
+    A DataFrame indexed by ``(stock_code, minute)`` (the bar's start, aware KST) with the int64
+    columns ``open high low close volume bar_count``. ``minutes`` > 1 resamples as the
+    ``minute_bars_resampled`` view does (buckets from 09:00; the closing-auction bar is its own
+    bucket up to 30 minutes and closes the 15:00 bucket at 60), which equals ``pandas.resample``
+    of the minute bars with ``origin`` 09:00, closed and labelled left.
+    """
+    import pandas
+
+    params = {
+        "bucket": timedelta(minutes=minutes),
+        "from_ts": _naive_kst(start),
+        "to_ts": _naive_kst(end),
+        "codes": list(codes),
+    }
+    rows = conn.execute(load_sql("minute_bars_resampled"), params).fetchall()
+    columns = ["stock_code", "minute", "open", "high", "low", "close", "volume", "bar_count"]
+    frame = pandas.DataFrame(rows, columns=columns).astype({c: "int64" for c in columns[2:]})
+    frame["minute"] = pandas.to_datetime(frame["minute"]).dt.tz_localize(KST)
+    return frame.set_index(["stock_code", "minute"])
 
 
 def _naive_kst(moment: datetime) -> datetime:

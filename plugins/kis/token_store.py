@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kis.errors import TOKEN_THROTTLED, KisError, KisTokenError
-from kis.rate_limit import load_sql
+from kis.resources import load_sql
 
 if TYPE_CHECKING:
     import psycopg

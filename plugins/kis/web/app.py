@@ -29,11 +29,11 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from kis.bars import KST
 from kis.calendar import KrxCalendar, default_calendar
+from kis.resources import MARKET_DB_CONN_ID
 from kis.web import status
 
-__all__ = ["COLLECTION_DAG_ID", "MARKET_DB_CONN_ID", "Sources", "create_app"]
+__all__ = ["COLLECTION_DAG_ID", "Sources", "create_app"]
 
-MARKET_DB_CONN_ID = "kis_market_db"
 COLLECTION_DAG_ID = "kis_minute_bars"
 STATIC_DIR = Path(__file__).parent / "static"
 # The only files the page needs; served by a route (not a StaticFiles mount, which would bypass the

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from kis import storage
+from kis.resources import load_sql
 from kis.bars import KST
 from kis.calendar import KrxCalendar, Session
 
@@ -93,7 +94,7 @@ def latest_alerts(conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT)
 
 def _rows(conn: psycopg.Connection, sql_name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(storage.load_sql(sql_name), params).fetchall()
+        return cur.execute(load_sql(sql_name), params).fetchall()
 
 
 def _verification_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
