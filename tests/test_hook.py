@@ -157,7 +157,7 @@ def test_an_expired_token_is_replaced_once_and_the_call_succeeds(connect: Callab
         result = hook.recent_bars(CODE, until=at("10:31"))
         assert result.bars[-1].minute == at("10:31")
         assert sim.counters()["tokens_issued"] == 2
-        assert hook.counters["token_refused"] == 1
+        assert hook.get_conn().counters["token_refused"] == 1
 
 
 def test_token_issuance_is_paced_and_egw00133_waited_out(connect: Callable[..., KisHook]) -> None:
@@ -199,9 +199,9 @@ def test_faults_are_retried_to_success(connect: Callable[..., KisHook], faults: 
         result = hook.session_bars(CODE, SESSION, today=DAY)
         assert result.bars == sim.truth(CODE, DAY)
         assert sum(sim.counters()["faults_injected"].values()) > 0
-        assert hook.counters["rate_limited"] + hook.counters["transient"] > 0
+        assert hook.get_conn().counters["rate_limited"] + hook.get_conn().counters["transient"] > 0
         if "rate_storm" in faults:
-            assert result.rate_limited == hook.counters["rate_limited"] > 0
+            assert result.rate_limited == hook.get_conn().counters["rate_limited"] > 0
 
 
 def test_missing_fields_are_rejected_rows_and_the_rest_is_kept(connect: Callable[..., KisHook]) -> None:
@@ -233,7 +233,7 @@ def test_invalid_codes_never_reach_the_api(connect: Callable[..., KisHook]) -> N
 
 def test_config_extras_are_not_sent_as_headers_and_no_basic_auth(connect: Callable[..., KisHook]) -> None:
     with run_simulator() as sim:
-        session = connect(sim, rate_limit=5).get_conn()
+        session = connect(sim, rate_limit=5).get_conn().session
         assert session.auth is None
         assert {"environment", "rate_limit", "state_conn_id", "custtype"} & set(session.headers) == {"custtype"}
         assert session.headers["custtype"] == "P"
@@ -250,7 +250,7 @@ def test_no_secret_reaches_logs_exceptions_or_the_database(
     ) as sim:
         hook = connect(sim, token_issue_interval=1)
         result = hook.recent_bars(CODE, until=at("10:30"))
-        token = hook.tokens.get()
+        token = hook.get_conn().tokens.get()
         sim.expire_tokens()
         hook.recent_bars(CODE, until=at("10:30"))
         for call in (lambda: hook.recent_bars("999990", until=at("10:30")),
@@ -259,12 +259,12 @@ def test_no_secret_reaches_logs_exceptions_or_the_database(
                 call()
             except KisApiError as exc:
                 errors += [str(exc), repr(exc)]
-        errors += [repr(hook), repr(hook.settings), repr(hook.tokens), repr(result)]
+        errors += [repr(hook), repr(hook.settings), repr(hook.get_conn().tokens), repr(hook.get_conn()), repr(result)]
         sim.set_faults({"http_5xx": 1.0})
         with pytest.raises(KisApiError) as raised:
             KisHook(max_attempts=2, backoff_max=0.01).recent_bars(CODE, until=at("10:30"))
         errors += [str(raised.value), repr(raised.value)]
-        new_token = hook.tokens.get()
+        new_token = hook.get_conn().tokens.get()
 
     with psycopg.connect(market_dsn) as conn:
         stored = json.dumps(conn.execute("SELECT * FROM kis_api_token").fetchall(), default=str)

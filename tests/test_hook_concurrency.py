@@ -33,10 +33,10 @@ def _worker(barrier: Any, results: Any, release: Any, calls: int, until: datetim
     outcome: tuple[bool, int, int, str]
     try:
         with KisHook() as hook:
-            hook.state_conn  # connect (and read the connections) first: a task's start, not the race under test
+            hook.get_conn()  # connect (and read the connections) first: a task's start, not the race under test
             barrier.wait(timeout=30)
             bars = sum(len(hook.recent_bars(CODES[(index + i) % len(CODES)], until=until).bars) for i in range(calls))
-            outcome = (True, bars, hook.counters["rate_limited"], "")
+            outcome = (True, bars, hook.get_conn().counters["rate_limited"], "")
     except Exception as exc:  # reported to the parent; KIS errors carry no secrets
         outcome = (False, 0, 0, f"{type(exc).__name__}: {exc}")
     results.put(outcome)

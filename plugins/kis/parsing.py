@@ -77,12 +77,9 @@ def parse_bar(row: Mapping[str, Any], *, code: str, day: date) -> Bar:
             raise RowError(f"{kis_name} is not a string: {raw!r}")
         values[name] = raw
 
-    if not _DATE.fullmatch(values["date"]) or not _TIME.fullmatch(values["time"]):
+    minute = row_minute(row)
+    if minute is None:
         raise RowError(f"bad date/time {values['date']!r} {values['time']!r}")
-    try:
-        minute = datetime.strptime(values["date"] + values["time"], "%Y%m%d%H%M%S").replace(tzinfo=KST)
-    except ValueError:
-        raise RowError(f"bad date/time {values['date']!r} {values['time']!r}") from None
     if minute.date() != day:
         raise RowError(f"business date {minute.date().isoformat()} is not the asked {day.isoformat()}")
     if minute.second:
@@ -103,6 +100,21 @@ def parse_bar(row: Mapping[str, Any], *, code: str, day: date) -> Bar:
             f"OHLC out of order: open {numbers['open']} high {high} low {low} close {numbers['close']}"
         )
     return Bar(stock_code=code, minute=minute, **numbers)
+
+
+def row_minute(row: Any) -> datetime | None:
+    """A row's KST minute from ``stck_bsop_date`` + ``stck_cntg_hour``, or None when they do not
+    parse. Paging reads it of every row, also of rows rejected for other reasons."""
+    try:
+        day, hour = row["stck_bsop_date"], row["stck_cntg_hour"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(day, str) or not isinstance(hour, str) or not _DATE.fullmatch(day) or not _TIME.fullmatch(hour):
+        return None
+    try:
+        return datetime.strptime(day + hour, "%Y%m%d%H%M%S").replace(tzinfo=KST)
+    except ValueError:
+        return None
 
 
 def parse_rows(rows: Iterable[Mapping[str, Any]], *, code: str, day: date) -> ParsedRows:
