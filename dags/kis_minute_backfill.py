@@ -28,7 +28,8 @@ from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from kis import collection
+from kis import collection, minute_backfill
+from kis.resources import INCLUDE_DIR
 from kis.alerts import deadline_alerts
 
 
@@ -39,8 +40,8 @@ from kis.alerts import deadline_alerts
     max_active_runs=1,
     default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["kis", "minute-bars", "backfill", "verification"],
-    template_searchpath=[str(collection.INCLUDE_DIR)],
-    user_defined_macros={"backfill_wait_until": collection.backfill_wait_until},
+    template_searchpath=[str(INCLUDE_DIR)],
+    user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until},
     params={
         "date": Param(
             None,
@@ -50,13 +51,13 @@ from kis.alerts import deadline_alerts
             description="The date to backfill and verify (KST). Empty: the run's own date.",
         ),
     },
-    deadline=deadline_alerts("backfill", after_logical_date=collection.backfill_deadline()),
+    deadline=deadline_alerts("backfill", after_logical_date=minute_backfill.backfill_deadline()),
     doc_md=__doc__,
 )
 def kis_minute_backfill():
     @task.short_circuit
     def trading_day_gate(params=None, dag_run=None) -> list[list[str]]:
-        return collection.plan_backfill(collection.BackfillDay.of(dag_run, params))
+        return minute_backfill.plan_backfill(minute_backfill.BackfillDay.of(dag_run, params))
 
     batches = trading_day_gate()
 
@@ -71,8 +72,8 @@ def kis_minute_backfill():
         show_return_value_in_logs=False,
     )
     def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, dag_run=None, ti=None) -> dict:
-        return collection.fetch_session_bars(
-            codes, collection.BackfillDay.of(dag_run, params), batch=ti.map_index, batches=len(batches)
+        return minute_backfill.fetch_session_bars(
+            codes, minute_backfill.BackfillDay.of(dag_run, params), batch=ti.map_index, batches=len(batches)
         )
 
     fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
@@ -84,7 +85,7 @@ def kis_minute_backfill():
         # Pulled, not passed: a failed gate leaves None here instead of skipping the verification.
         batches = ti.xcom_pull(task_ids="trading_day_gate")
         fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
-        return collection.verify_day(collection.BackfillDay.of(dag_run, params), batches, fetched, collection.Run.of(dag_run))
+        return minute_backfill.verify_day(minute_backfill.BackfillDay.of(dag_run, params), batches, fetched, collection.Run.of(dag_run))
 
     batches >> wait_for_close >> fetched >> upsert >> verify_day()
 

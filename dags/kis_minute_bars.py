@@ -25,7 +25,8 @@ import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from kis import collection
+from kis import collection, minute_bars
+from kis.resources import INCLUDE_DIR
 from kis.alerts import deadline_alerts
 
 
@@ -42,14 +43,14 @@ from kis.alerts import deadline_alerts
         "retry_delay": timedelta(seconds=5),
     },
     tags=["kis", "minute-bars", "collection"],
-    template_searchpath=[str(collection.INCLUDE_DIR)],
-    deadline=deadline_alerts("minute run", after_logical_date=collection.minute_run_deadline()),
+    template_searchpath=[str(INCLUDE_DIR)],
+    deadline=deadline_alerts("minute run", after_logical_date=minute_bars.minute_run_deadline()),
     doc_md=__doc__,
 )
 def kis_minute_bars():
     @task.short_circuit
     def session_gate(dag_run=None) -> list[list[str]]:
-        return collection.plan_minute_run(collection.Run.of(dag_run))
+        return minute_bars.plan_minute_run(collection.Run.of(dag_run))
 
     @task(
         pool="kis_api",
@@ -57,7 +58,7 @@ def kis_minute_bars():
         show_return_value_in_logs=False,
     )
     def fetch_recent_bars(codes: list[str], dag_run=None) -> list[dict]:
-        return collection.fetch_recent_bars(codes, collection.Run.of(dag_run))
+        return minute_bars.fetch_recent_bars(codes, collection.Run.of(dag_run))
 
     batches = session_gate()
     fetched = fetch_recent_bars.expand(codes=batches)
@@ -67,7 +68,7 @@ def kis_minute_bars():
     @task(trigger_rule="all_done")
     def check_live_gaps(batches: list[list[str]], dag_run=None, ti=None) -> int:
         fetched = ti.xcom_pull(task_ids=["fetch_recent_bars"])
-        return collection.check_live_gaps(batches, fetched, collection.Run.of(dag_run))
+        return minute_bars.check_live_gaps(batches, fetched, collection.Run.of(dag_run))
 
     fetched >> upsert >> check_live_gaps(batches)
 

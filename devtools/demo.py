@@ -119,7 +119,7 @@ def _print_outcome(say, env: dict[str, str], day: date, counters: dict, codes: i
     from psycopg.rows import class_row
 
     from kis import storage
-    from kis.collection import format_report
+    from kis.verification import format_report
 
     alerts = _query(
         env, "SELECT kind, count(*) FROM collection_alerts WHERE trading_date = %s GROUP BY 1 ORDER BY 1", day

@@ -39,6 +39,7 @@ from devtools.net import free_port
 from kis import collection, schema, storage
 from kis.bars import Bar
 from kis.hook import KisHook
+from kis.resources import KIS_CONN_ID
 
 DAY = date(2026, 11, 25)
 TWO_CODES = ["005930", "000660"]
@@ -267,8 +268,8 @@ def test_api_outage_storms_and_damaged_bodies(drill, monkeypatch):
         with monkeypatch.context() as outage:
             # The outage outlasts any retry budget; the default one (12 attempts up to 8 s apart,
             # ~28 s a code, then two task retries 5 s apart) would only take longer to say so.
-            short_budget = partial(KisHook, collection.KIS_CONN_ID, max_attempts=2, backoff_max=0.05)
-            outage.setattr(collection, "_kis_hook", short_budget)
+            short_budget = partial(KisHook, KIS_CONN_ID, max_attempts=2, backoff_max=0.05)
+            outage.setattr(collection, "kis_hook", short_budget)
             fetch = market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars")
             outage.setattr(fetch, "retry_delay", timedelta(0))
             outage_runs = drill.runs("09:31", "09:32", "09:33")

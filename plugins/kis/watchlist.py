@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +21,12 @@ class WatchList:
     codes: tuple[str, ...]
     invalid: tuple[str, ...]
 
-    def batches(self, codes_per_task: int) -> list[list[str]]:
-        """The codes cut into consecutive batches, one per mapped fetch task."""
+    def batches(self, codes_per_task: int, *, leaving_out: Collection[str] = ()) -> list[list[str]]:
+        """The codes, less ``leaving_out``, cut into consecutive batches, one per mapped fetch task."""
         if codes_per_task < 1:
-            raise ValueError(f"codes_per_task must be at least 1, got {codes_per_task}")
-        return [list(self.codes[i : i + codes_per_task]) for i in range(0, len(self.codes), codes_per_task)]
+            raise ValueError(f"kis_codes_per_task must be at least 1, got {codes_per_task}")
+        codes = [code for code in self.codes if code not in leaving_out]
+        return [codes[i : i + codes_per_task] for i in range(0, len(codes), codes_per_task)]
 
 
 def parse_watchlist(entries: list[str]) -> WatchList:

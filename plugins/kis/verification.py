@@ -1,0 +1,108 @@
+"""A verified day in three steps: the outcome (pure), the report (text), the alert.
+
+``storage.verify_day`` compares the stored bars with the calendar's grid and writes one row per code
+(``include/sql/verify_day.sql``); this module judges those rows against the completeness threshold,
+formats them for logs and the demo, and builds the alert of a day that falls short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from kis.alerts import Alert
+from kis.storage import DayVerification
+
+#: The statuses of a code whose day is short of data.
+SHORT = ("gap", "no_data")
+
+
+@dataclass(frozen=True)
+class DayOutcome:
+    """The verification of one day over every code: the figures and whether the day passes."""
+
+    day: date
+    codes: int
+    present: int
+    explained_absences: int
+    expected: int
+    threshold: float
+    codes_with_gaps: tuple[str, ...]
+    missing: dict[str, list[str]]  # code -> ISO minutes, of the codes with gaps
+
+    @property
+    def completeness(self) -> float:
+        """Stored or explained bars over expected bars (1.0 for a day that expects none)."""
+        return (self.present + self.explained_absences) / self.expected if self.expected else 1.0
+
+    @property
+    def passed(self) -> bool:
+        return self.completeness >= self.threshold and not self.codes_with_gaps
+
+    def summary(self) -> dict[str, Any]:
+        """What the verification task returns (its XCom)."""
+        return {
+            "day": self.day.isoformat(),
+            "codes": self.codes,
+            "present": self.present,
+            "explained_absences": self.explained_absences,
+            "expected": self.expected,
+            "completeness": round(self.completeness, 5),
+            "threshold": self.threshold,
+            "codes_with_gaps": list(self.codes_with_gaps),
+        }
+
+
+def outcome(day: date, report: Sequence[DayVerification], threshold: float) -> DayOutcome:
+    """Judges the report rows of ``day`` against ``threshold`` (a fraction, e.g. 0.98)."""
+    short = [r for r in report if r.status in SHORT]
+    return DayOutcome(
+        day=day,
+        codes=len(report),
+        present=sum(r.present for r in report),
+        explained_absences=sum(
+            r.expected - r.present for r in report if r.status == "complete_with_explained_absences"
+        ),
+        expected=sum(r.expected for r in report),
+        threshold=threshold,
+        codes_with_gaps=tuple(r.stock_code for r in short),
+        missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in short},
+    )
+
+
+def format_report(report: Sequence[DayVerification]) -> str:
+    """The verification as a fixed-width table, one line per code, for logs and the demo."""
+    lines = [f"{'code':<7} {'status':<33} {'present':>11} {'volume':<9} missing minutes"]
+    for r in report:
+        lines.append(
+            f"{r.stock_code:<7} {r.status:<33} {f'{r.present}/{r.expected}':>11} {r.volume_status:<9} "
+            f"{minutes_text(r.missing_minutes) or '-'}"
+        )
+    present, expected = sum(r.present for r in report), sum(r.expected for r in report)
+    lines.append(f"{'total':<7} {'':<33} {f'{present}/{expected}':>11}")
+    return "\n".join(lines)
+
+
+def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id: str) -> Alert:
+    """The alert of a day that did not pass, with the report and every missing minute."""
+    gaps = ", ".join(result.codes_with_gaps) or "none"
+    return Alert(
+        kind="incomplete_day",
+        message=(
+            f"{result.day}: {result.present}/{result.expected} bars and {result.explained_absences} explained "
+            f"absences ({result.completeness:.2%}, threshold {result.threshold:.0%}); "
+            f"codes with unexplained gaps: {gaps}\n{report_text}"
+        ),
+        trading_date=result.day,
+        dag_id=dag_id,
+        run_id=run_id,
+        details=result.summary() | {"missing": result.missing},
+    )
+
+
+def minutes_text(minutes: Sequence[datetime], shown: int = 12) -> str:
+    """``09:31, 09:32, … (+N)``: minutes for a message, the first ``shown`` of them."""
+    text = ", ".join(m.strftime("%H:%M") for m in minutes[:shown])
+    return text + (f" … (+{len(minutes) - shown})" if len(minutes) > shown else "")
