@@ -10,7 +10,7 @@ test:  ## run the whole test suite
 install:  ## create .venv with the pinned packages
 	@scripts/bootstrap.sh
 
-lock:  ## re-resolve requirements.txt into constraints.txt
+lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
 	@scripts/lock.sh
 
 airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; Ctrl-C stops it

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stamp=.venv/.installed-$(cat requirements.txt constraints.txt | sha1sum | cut -c1-16)
+stamp=.venv/.installed-$(cat requirements.txt requirements-test.txt constraints.txt | sha1sum | cut -c1-16)
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -22,6 +22,6 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 echo "Installing the pinned packages into .venv (about half a minute)..."
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c constraints.txt
 rm -f .venv/.installed-*
 touch "$stamp"
