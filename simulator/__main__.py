@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         faults=args.faults,
         latency_ms=args.latency_ms,
     )
-    uvicorn.run(Simulator(config).app, host=args.host, port=args.port, log_level=args.log_level)
+    # The simulator's Date header is its market clock: uvicorn must not add its own.
+    uvicorn.run(
+        Simulator(config).app, host=args.host, port=args.port, log_level=args.log_level, date_header=False
+    )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import secrets
 import time as monotonic_time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,11 +24,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kis.bars import KST, Bar
 from kis.calendar import KrxCalendar, default_calendar
 from simulator.faults import FaultConfig, FaultInjector
-from simulator.market import Market, Quote
+from simulator.market import CODE_PATTERN, Market, Quote
 
 __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig", "create_app"]
 
@@ -49,7 +50,6 @@ PERIOD_PATH = f"{QUOTATIONS}/inquire-daily-itemchartprice"
 TODAY_TR_ID = "FHKST03010200"
 DAILY_TR_ID = "FHKST03010230"
 PERIOD_TR_ID = "FHKST03010100"
-CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")
 
 # (HTTP status, msg_cd, msg1) of every envelope error the simulator answers.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -87,6 +87,7 @@ class SimulatorConfig:
     token_throttle_seconds: float = 60
     faults: dict[str, Any] | None = None
     latency_ms: float | None = None  # shortcut for faults["latency_ms"]
+    splits: list[dict[str, Any]] | None = None  # shortcut for faults["splits"]
 
     def __post_init__(self) -> None:
         if self.mode not in RATE_LIMITS:
@@ -102,6 +103,8 @@ class SimulatorConfig:
         faults = dict(self.faults or {})
         if self.latency_ms is not None:
             faults.setdefault("latency_ms", self.latency_ms)
+        if self.splits is not None:
+            faults.setdefault("splits", self.splits)
         return faults
 
 
@@ -121,6 +124,37 @@ class MarketClock:
 
     def advance(self, seconds: float) -> None:
         self.set(self.now() + timedelta(seconds=seconds))
+
+
+class MarketDateHeader:
+    """ASGI wrapper: every response's ``Date`` is the market clock, as KIS's answers carry KIS's clock.
+
+    RFC 9110 §6.6.1: an origin server sends ``Date`` in IMF-fixdate (GMT). Wrapping the whole app,
+    not a middleware inside it, covers every answer: API, control, 404/405 and server errors alike.
+    The server must not add its own (uvicorn: ``date_header=False``).
+    """
+
+    def __init__(self, app: ASGIApp, clock: MarketClock) -> None:
+        self.app, self.clock = app, clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", http_date(self.clock.now()).encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_date)
+
+
+def http_date(at: datetime) -> str:
+    """IMF-fixdate, e.g. ``Wed, 25 Nov 2026 01:31:00 GMT`` (RFC 9110 §5.6.7)."""
+    return format_datetime(at.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
 @dataclass
@@ -209,10 +243,11 @@ class Simulator:
     def set_faults(self, raw: dict[str, Any]) -> None:
         self.faults = FaultInjector(FaultConfig.parse(raw))
         self.market.halts = self.faults.config.halts
+        self.market.splits = self.faults.config.splits
 
     # --- the app -------------------------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> ASGIApp:
         routes = [
             Route("/oauth2/tokenP", self.token, methods=["POST"]),
             Route("/oauth2/revokeP", self.revoke, methods=["POST"]),
@@ -241,7 +276,8 @@ class Simulator:
                 headers=exc.headers,
             )
 
-        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        return MarketDateHeader(app, self.clock)
 
     # --- OAuth ---------------------------------------------------------------------------------
 
@@ -415,6 +451,11 @@ class Simulator:
         rows = [(bar, value) for bar, value in quote.rows if not self.faults.config.is_dropped(code, bar.minute)]
         # Asking past now: the not-yet-traded minutes come back flat at the current price.
         now_minute = now.replace(second=0, microsecond=0)
+        lead = self.faults.config.rows_after_cursor
+        if lead is not None and cursor < now_minute:
+            # Modelled, unconfirmed: a server whose clock is ahead of the caller's answers up to its
+            # own minute, the forming bar included, so rows after the caller's cursor come back.
+            cursor = min(now_minute, cursor + lead * ONE_MINUTE) if lead else now_minute
         rows += [
             (Bar(code, minute, quote.price, quote.price, quote.price, quote.price, 0), quote.value)
             for minute in session.bar_minutes
@@ -466,15 +507,21 @@ class Simulator:
         start, end = _yyyymmdd(query, "FID_INPUT_DATE_1"), _yyyymmdd(query, "FID_INPUT_DATE_2")
         if query.get("FID_PERIOD_DIV_CODE") != "D":
             raise ApiError("bad_field", "FID_PERIOD_DIV_CODE: the simulator serves daily rows (D) only")
-        if query.get("FID_ORG_ADJ_PRC") not in ("0", "1"):
+        # 0 adjusted (수정주가), 1 original (원주가): the official sample, see simulator/README.md.
+        adjusted = query.get("FID_ORG_ADJ_PRC")
+        if adjusted not in ("0", "1"):
             raise ApiError("bad_field", "FID_ORG_ADJ_PRC must be 0 (adjusted) or 1 (original)")
         now = self.clock.now()
         sessions = self.calendar.sessions_between(start, min(end, now.date()))
-        quotes = [
-            self.market.quote(code, min(now, datetime.combine(s.day, time(23, 59), tzinfo=KST)))
-            for s in reversed(sessions[-PERIOD_PAGE_ROWS:])
-        ]
-        rows = [_period_row(quote) for quote in quotes if quote.rows]  # today before the open: no row yet
+        rows = []
+        for session in reversed(sessions[-PERIOD_PAGE_ROWS:]):
+            quote = self.market.quote(code, min(now, datetime.combine(session.day, time(23, 59), tzinfo=KST)))
+            if not quote.rows:
+                continue  # today before the open: no row yet
+            # Adjusted rows put a day before a split on today's share basis; a split after today
+            # has not happened yet.
+            ratio = self.market.split_ratio(code, session.day, now.date()) if adjusted == "0" else 1.0
+            rows.append(_period_row(quote, self.market.reference_price(code, session.day), ratio))
         return self._envelope(OK, code, self.market.quote(code, now), rows)
 
     def _code(self, query: Any) -> str:
@@ -526,14 +573,23 @@ class Simulator:
         try:
             code = request.query_params["code"]
             day = date.fromisoformat(request.query_params["date"])
+            at = request.query_params.get("at")
+            at_time = datetime.fromisoformat(at) if at else None
+            if at_time is not None and at_time.tzinfo is None:
+                raise ValueError("at needs an offset")
         except (KeyError, ValueError) as err:
-            return JSONResponse({"error": f"need code and date=YYYY-MM-DD: {err}"}, status_code=400)
+            return JSONResponse(
+                {"error": f"need code, date=YYYY-MM-DD and optionally at=ISO 8601 with an offset: {err}"},
+                status_code=400,
+            )
         return JSONResponse(
             {
                 "code": code,
                 "date": day.isoformat(),
                 "bars": [bar.as_record() for bar in self.market.day_bars(code, day)],
-                "cumulative_volume": self.market.cumulative_volume(code, day),
+                "session_volume": self.market.session_volume(code, day),
+                "cumulative_volume": self.market.cumulative_volume(code, day, at_time),
+                "off_session": [trade.as_record() for trade in self.market.off_session_trades(code, day)],
                 "absences": self.market.absences(code, day),
             }
         )
@@ -560,8 +616,11 @@ class Simulator:
         return JSONResponse({"expired": len(self.tokens)})
 
 
-def create_app(config: SimulatorConfig | None = None) -> Starlette:
-    """The ASGI app of a new simulator (``uvicorn simulator.app:create_app --factory`` works too)."""
+def create_app(config: SimulatorConfig | None = None) -> ASGIApp:
+    """The ASGI app of a new simulator.
+
+    ``uvicorn simulator.app:create_app --factory --no-date-header`` works too.
+    """
     return Simulator(config or SimulatorConfig()).app
 
 
@@ -578,19 +637,28 @@ def _row(bar: Bar, cumulative_value: int) -> dict[str, str]:
     }
 
 
-def _period_row(quote: Quote) -> dict[str, str]:
-    """A day as FHKST03010100 shows it, from the day's bars as ``quote`` sees them."""
+def _period_row(quote: Quote, reference: float, ratio: float = 1.0) -> dict[str, str]:
+    """A day as FHKST03010100 shows it, from the day's bars as ``quote`` sees them.
+
+    ``reference`` is the day's reference price (the previous close, re-based on a split day);
+    ``ratio`` the splits to adjust for: prices divided by it, volumes multiplied (values unchanged).
+    """
     bars = [bar for bar, _ in quote.rows]
-    change = quote.price - quote.previous_close
+
+    def price(won: float) -> int:
+        return int(won / ratio + 0.5)  # adjusted prices are whole won, off the tick grid if need be
+
+    close = price(quote.price)
+    change = close - price(reference)
     return {
         "stck_bsop_date": bars[0].minute.strftime("%Y%m%d"),
-        "stck_clpr": str(quote.price),
-        "stck_oprc": str(bars[0].open),
-        "stck_hgpr": str(max(bar.high for bar in bars)),
-        "stck_lwpr": str(min(bar.low for bar in bars)),
-        "acml_vol": str(quote.volume),
+        "stck_clpr": str(close),
+        "stck_oprc": str(price(bars[0].open)),
+        "stck_hgpr": str(price(max(bar.high for bar in bars))),
+        "stck_lwpr": str(price(min(bar.low for bar in bars))),
+        "acml_vol": str(int(quote.volume * ratio + 0.5)),
         "acml_tr_pbmn": str(quote.value),
-        "flng_cls_code": "00",  # no ex-rights/ex-dividend lock: the simulated market has no corporate actions
+        "flng_cls_code": "00",  # none, even on a split day: its codes are not documented in what we have
         "prtt_rate": "0.00",
         "mod_yn": "N",
         "prdy_vrss_sign": CHANGE_SIGNS[(change > 0) - (change < 0)],

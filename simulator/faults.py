@@ -1,4 +1,5 @@
-"""Fault injection for one simulator run: latency, error rates by kind, unknown codes, halts, lost minutes.
+"""Fault injection for one simulator run: latency, error rates by kind, unknown codes, halts, lost minutes,
+rows after the cursor, and splits (a market fact that lives here so that a test can set it at any time).
 
 The configuration is a flat JSON object (CLI ``--faults``, ``POST /_sim/faults``); every key is
 optional and unknown keys are rejected so that a typo does not silently disable a test::
@@ -8,9 +9,12 @@ optional and unknown keys are rejected so that a typo does not silently disable 
      "missing_fields": 0.0,
      "unknown_codes": ["999990"],
      "halts": [{"code": "005930", "start": "10:00", "end": "10:30", "date": "2026-11-25"}],
-     "drop_minutes": [{"code": "005930", "minutes": ["10:31", "10:32"], "date": "2026-11-25"}]}
+     "drop_minutes": [{"code": "005930", "minutes": ["10:31", "10:32"], "date": "2026-11-25"}],
+     "rows_after_cursor": true,
+     "splits": [{"code": "005930", "date": "2026-11-20", "ratio": 50}]}
 
 ``date`` is optional in halts and drop_minutes (without it they apply to every day).
+``rows_after_cursor``: true, or a number of minutes that bounds how far past the cursor rows go.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from simulator.market import Halt
+from simulator.market import CODE_PATTERN, Halt, Split
 
 __all__ = ["ERROR_KINDS", "FaultConfig", "FaultInjector"]
 
@@ -49,13 +53,20 @@ class FaultConfig:
     unknown_codes: frozenset[str] = frozenset()
     halts: tuple[Halt, ...] = ()
     drop_minutes: tuple[DroppedMinutes, ...] = ()
+    # The today endpoint answers up to the clock's current minute even when the cursor is earlier:
+    # None off, 0 without a bound, n at most n minutes past the cursor.
+    rows_after_cursor: int | None = None
+    splits: tuple[Split, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)  # as given, for GET /_sim/faults
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> FaultConfig:
         """Validate a fault configuration; a ValueError names what is wrong."""
         raw = dict(raw or {})
-        known = {"seed", "latency_ms", "jitter_ms", "unknown_codes", "halts", "drop_minutes", *ERROR_KINDS}
+        known = {
+            "seed", "latency_ms", "jitter_ms", "unknown_codes", "halts", "drop_minutes",
+            "rows_after_cursor", "splits", *ERROR_KINDS,
+        }  # fmt: skip
         if unknown := set(raw) - known:
             raise ValueError(f"unknown fault keys {sorted(unknown)}; known: {sorted(known)}")
         rates = {kind: float(raw.get(kind, 0.0)) for kind in ERROR_KINDS}
@@ -80,6 +91,8 @@ class FaultConfig:
             unknown_codes=frozenset(raw.get("unknown_codes", [])),
             halts=halts,
             drop_minutes=drops,
+            rows_after_cursor=_rows_after_cursor(raw.get("rows_after_cursor", False)),
+            splits=tuple(_split(entry) for entry in raw.get("splits", [])),
             raw=raw,
         )
 
@@ -111,3 +124,22 @@ class FaultInjector:
 
 def _day(entry: dict[str, Any]) -> date | None:
     return date.fromisoformat(entry["date"]) if entry.get("date") else None
+
+
+def _rows_after_cursor(value: Any) -> int | None:
+    """``true`` → 0 (no bound), ``false`` → None (off), a positive whole number of minutes → that bound."""
+    if isinstance(value, bool):
+        return 0 if value else None
+    if isinstance(value, int) and value > 0:
+        return value
+    raise ValueError(f"rows_after_cursor must be true, false or a positive number of minutes, not {value!r}")
+
+
+def _split(entry: Any) -> Split:
+    try:
+        code, day, ratio = str(entry["code"]), date.fromisoformat(entry["date"]), float(entry["ratio"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"splits entries need code, date (YYYY-MM-DD) and ratio: {entry!r}") from err
+    if not CODE_PATTERN.match(code) or not 0 < ratio < float("inf") or ratio == 1:
+        raise ValueError(f"a split needs a six-character code and a positive ratio other than 1: {entry!r}")
+    return Split(code, day, ratio)

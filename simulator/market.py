@@ -10,7 +10,11 @@ What a day contains:
 - for illiquid codes a few flat zero-volume minutes (bars of the today endpoint, none of the daily);
 - in about one code-day in ten a volatility interruption (VI): two minutes without a bar, then a
   bar that carries the auction print;
-- trading halts configured from outside (``halts``): no bars in the window.
+- trading halts configured from outside (``halts``): no bars in the window;
+- off-session trades (the close-price sessions before and after the regular session and the
+  after-hours single-price matches): in the day volume (``acml_vol``), never in a bar;
+- splits configured from outside (``splits``): what was traded never changes, only the
+  adjusted view of the days before a split does.
 VI and halt minutes are the expected absences; the ground truth leaves them out.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
@@ -26,9 +31,12 @@ from datetime import date, datetime, time, timedelta
 from kis.bars import KST, Bar
 from kis.calendar import KrxCalendar, default_calendar
 
-__all__ = ["Halt", "Market", "Quote", "is_on_tick_grid", "tick_size"]
+__all__ = [
+    "CODE_PATTERN", "Halt", "Market", "OffSessionTrade", "Quote", "Split", "is_on_tick_grid", "tick_size",
+]  # fmt: skip
 
 ONE_MINUTE = timedelta(minutes=1)
+CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")  # KRX short codes are no longer all digits (0126Z0)
 # Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
 TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
 TOP_TICK = 1_000
@@ -37,6 +45,19 @@ VI_PROBABILITY = 0.1
 VI_BLANK_MINUTES = 2
 ILLIQUID_SHARE = 0.2
 ILLIQUID_NO_TRADE_PROBABILITY = 0.03
+
+# Off-session trading (docs KRX_SESSIONS.md, "Off-session trading"), placed relative to the regular
+# session so that a late day (CSAT, the first day of a year) moves it too: pre-market close-price
+# 08:30-08:40, after-market close-price 15:40-16:00, single-price after-hours 16:00-18:00 matched
+# every 10 minutes (16:10, 16:20, ..., 18:00).
+PRE_MARKET = "pre_market_close_price"
+AFTER_MARKET = "after_market_close_price"
+SINGLE_PRICE = "after_hours_single_price"
+PRE_MARKET_WINDOW = (timedelta(minutes=-30), timedelta(minutes=-20))  # from the open
+AFTER_MARKET_WINDOW = (timedelta(minutes=10), timedelta(minutes=30))  # from the close
+SINGLE_PRICE_MATCHES = tuple(timedelta(minutes=m) for m in range(40, 151, 10))  # from the close
+NO_OFF_SESSION_PROBABILITY = 0.25  # code-days without any off-session trade
+PRE_MARKET_PROBABILITY, AFTER_MARKET_PROBABILITY, SINGLE_PRICE_MATCH_PROBABILITY = 0.6, 0.8, 0.5
 
 # Well-known names so that responses look familiar; any other valid code gets a generated name.
 NAMES = {
@@ -97,6 +118,30 @@ class Halt:
 
 
 @dataclass(frozen=True)
+class Split:
+    """A split of ``code`` effective on ``day`` (its first session on the new basis).
+
+    ``ratio`` is new shares per old share: 50 for a 1:50 split, 0.2 for a 5:1 consolidation.
+    """
+
+    code: str
+    day: date
+    ratio: float
+
+
+@dataclass(frozen=True)
+class OffSessionTrade:
+    """Shares traded outside the regular session at ``at`` (KST): in ``acml_vol``, in no minute bar."""
+
+    at: datetime
+    session: str  # PRE_MARKET, AFTER_MARKET or SINGLE_PRICE
+    volume: int
+
+    def as_record(self) -> dict[str, str | int]:
+        return {"at": self.at.isoformat(), "session": self.session, "volume": self.volume}
+
+
+@dataclass(frozen=True)
 class _Minute:
     """A bar of the generated tape and when, within its minute, its trades happened (seconds)."""
 
@@ -129,9 +174,10 @@ class Quote:
     """
 
     rows: tuple[tuple[Bar, int], ...]
-    price: int  # last trade price (the previous close before the first trade)
-    volume: int  # cumulative volume of the day so far
-    value: int  # cumulative traded value of the day so far
+    price: int  # last trade price of the regular session (the previous close before the first trade)
+    volume: int  # the day volume so far (acml_vol): the regular session's and the off-session trades'
+    session_volume: int  # the regular session's volume so far: what the rows add up to
+    value: int  # cumulative traded value of the regular session so far
     previous_close: int
 
 
@@ -141,13 +187,22 @@ class Market:
     :param seed: changes every price and volume; the same seed always gives the same market.
     :param calendar: the sessions; defaults to ``kis.calendar.default_calendar()``.
     :param halts: trading halts (replaceable later through ``halts``).
+    :param splits: splits (replaceable later through ``splits``).
     """
 
-    def __init__(self, seed: int = 0, calendar: KrxCalendar | None = None, halts: Iterable[Halt] = ()) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        calendar: KrxCalendar | None = None,
+        halts: Iterable[Halt] = (),
+        splits: Iterable[Split] = (),
+    ) -> None:
         self.seed = seed
         self.calendar = calendar or default_calendar()
         self.halts: tuple[Halt, ...] = tuple(halts)
+        self.splits: tuple[Split, ...] = tuple(splits)
         self._tapes: dict[tuple[str, date], _Tape] = {}
+        self._off_session: dict[tuple[str, date], tuple[OffSessionTrade, ...]] = {}
 
     def name(self, code: str) -> str:
         return NAMES.get(code, f"시뮬종목{code}")
@@ -156,9 +211,32 @@ class Market:
         """The final bars of ``code`` on ``day``: the ground truth, zero-volume minutes included."""
         return [m.bar for m in self._visible(code, day)]
 
-    def cumulative_volume(self, code: str, day: date) -> int:
-        """The day's total volume (``acml_vol`` after the close): the sum of the ground truth."""
+    def session_volume(self, code: str, day: date) -> int:
+        """The regular session's volume: the sum of the ground truth's bars."""
         return sum(bar.volume for bar in self.day_bars(code, day))
+
+    def cumulative_volume(self, code: str, day: date, at: datetime | None = None) -> int:
+        """The day volume (``acml_vol``) as KIS shows it at ``at``; None: once the day is over.
+
+        It counts the off-session trades made by then, so after the close it exceeds the session's
+        volume on every code-day that has some.
+        """
+        if at is None or at.astimezone(KST).date() > day:
+            return self.session_volume(code, day) + sum(t.volume for t in self.off_session_trades(code, day))
+        if at.astimezone(KST).date() < day:
+            return 0
+        return self.quote(code, at).volume
+
+    def off_session_trades(self, code: str, day: date) -> tuple[OffSessionTrade, ...]:
+        """The day's off-session trades in time order; a halt covering their time removes them too."""
+        if (code, day) not in self._off_session:
+            self._off_session[(code, day)] = self._generate_off_session(code, day)
+        trades = self._off_session[(code, day)]
+        return tuple(t for t in trades if not any(h.covers(code, t.at) for h in self.halts))
+
+    def split_ratio(self, code: str, after: date, through: date) -> float:
+        """The product of the ratios of ``code``'s splits effective after ``after``, up to ``through``."""
+        return math.prod(s.ratio for s in self.splits if s.code == code and after < s.day <= through)
 
     def absences(self, code: str, day: date) -> list[dict[str, str]]:
         """The grid minutes expected to have no bar, each with its reason, in time order."""
@@ -173,11 +251,23 @@ class Market:
 
     def previous_close(self, code: str, day: date) -> int:
         """The close of the session before ``day`` (the reference price of ``day``)."""
+        previous = self._previous_session(code, day)
+        return previous[1] if previous else self._profile(code).start_price
+
+    def reference_price(self, code: str, day: date) -> float:
+        """The previous close on ``day``'s share basis: KRX re-bases it over a split effective on ``day``."""
+        previous = self._previous_session(code, day)
+        if previous is None:
+            return self._profile(code).start_price
+        return previous[1] / self.split_ratio(code, previous[0], day)
+
+    def _previous_session(self, code: str, day: date) -> tuple[date, int] | None:
+        """The day and close of the last session before ``day`` with bars (two weeks back at most)."""
         for back in range(1, 15):
             bars = self.day_bars(code, day - timedelta(days=back))
             if bars:
-                return bars[-1].close
-        return self._profile(code).start_price
+                return bars[-1].minute.date(), bars[-1].close
+        return None
 
     def quote(self, code: str, at: datetime) -> Quote:
         """The day of ``code`` as seen at ``at``: closed bars final, the bar of ``at``'s minute forming.
@@ -203,7 +293,8 @@ class Market:
                 price, volume, value = traded.close, volume + traded.volume, value + traded_value(traded)
             rows.append((shown, value))
             previous_volume = minute.bar.volume
-        return Quote(tuple(rows), price, volume, value, previous_close)
+        off_session = sum(t.volume for t in self.off_session_trades(code, day) if t.at <= at)
+        return Quote(tuple(rows), price, volume + off_session, volume, value, previous_close)
 
     def _visible(self, code: str, day: date) -> list[_Minute]:
         return [m for m in self._tape(code, day).minutes if not any(h.covers(code, m.bar.minute) for h in self.halts)]
@@ -262,6 +353,39 @@ class Market:
             first = 0 if auction else rng.randrange(0, 50)
             minutes.append(_Minute(bar, first, rng.randrange(first, 60), rng.randrange(first, 60)))
         return _Tape(tuple(minutes), vi_minutes)
+
+
+    def _generate_off_session(self, code: str, day: date) -> tuple[OffSessionTrade, ...]:
+        """A code-day's off-session trades, from an RNG of its own so that the bars never change with it.
+
+        Close-price sessions match continuously (a few trades at random seconds of the window);
+        the single-price session matches at most once every 10 minutes. Volumes are a fraction of
+        an average minute's: off-session trading is thin.
+        """
+        session = self.calendar.session(day)
+        rng = random.Random(stable_seed(self.seed, code, day.isoformat(), "off-session"))
+        if session is None or rng.random() < NO_OFF_SESSION_PROBABILITY:
+            return ()
+        minute_volume = self._profile(code).minute_volume
+        trades: list[OffSessionTrade] = []
+
+        def continuous(name: str, start: datetime, end: datetime, count: int) -> None:
+            seconds = int((end - start).total_seconds())
+            for offset in sorted(rng.randrange(seconds) for _ in range(count)):
+                volume = max(1, int(minute_volume * rng.uniform(0.02, 0.5)))
+                trades.append(OffSessionTrade(start + timedelta(seconds=offset), name, volume))
+
+        if rng.random() < PRE_MARKET_PROBABILITY:
+            start, end = (session.open + edge for edge in PRE_MARKET_WINDOW)
+            continuous(PRE_MARKET, start, end, rng.randint(1, 8))
+        if rng.random() < AFTER_MARKET_PROBABILITY:
+            start, end = (session.close + edge for edge in AFTER_MARKET_WINDOW)
+            continuous(AFTER_MARKET, start, end, rng.randint(1, 15))
+        for match in SINGLE_PRICE_MATCHES:
+            if rng.random() < SINGLE_PRICE_MATCH_PROBABILITY:
+                volume = max(1, int(minute_volume * rng.uniform(0.05, 0.8)))
+                trades.append(OffSessionTrade(session.close + match, SINGLE_PRICE, volume))
+        return tuple(trades)
 
 
 def traded_value(bar: Bar) -> int:

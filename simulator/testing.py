@@ -59,8 +59,20 @@ class SimulatorHandle:
     def truth(self, code: str, day: date) -> list[Bar]:
         return [Bar.from_record(record) for record in self._truth(code, day)["bars"]]
 
-    def cumulative_volume(self, code: str, day: date) -> int:
-        return int(self._truth(code, day)["cumulative_volume"])
+    def cumulative_volume(self, code: str, day: date, at: datetime | str | None = None) -> int:
+        """The day volume (``acml_vol``) as KIS shows it at ``at``; None: the whole day's.
+
+        It is not the sum of the bars (that is :meth:`session_volume`) once an off-session trade is made.
+        """
+        return int(self._truth(code, day, at)["cumulative_volume"])
+
+    def session_volume(self, code: str, day: date) -> int:
+        """The regular session's volume: the sum of :meth:`truth`'s bars."""
+        return int(self._truth(code, day)["session_volume"])
+
+    def off_session(self, code: str, day: date) -> list[dict[str, Any]]:
+        """The day's off-session trades: ``{"at", "session", "volume"}`` each, in time order."""
+        return list(self._truth(code, day)["off_session"])
 
     def absences(self, code: str, day: date) -> list[dict[str, Any]]:
         return list(self._truth(code, day)["absences"])
@@ -68,8 +80,11 @@ class SimulatorHandle:
     def close(self) -> None:
         self._http.close()
 
-    def _truth(self, code: str, day: date) -> dict[str, Any]:
-        return self._call("GET", "/_sim/truth", params={"code": code, "date": day.isoformat()})
+    def _truth(self, code: str, day: date, at: datetime | str | None = None) -> dict[str, Any]:
+        params = {"code": code, "date": day.isoformat()}
+        if at is not None:
+            params["at"] = at if isinstance(at, str) else at.isoformat()
+        return self._call("GET", "/_sim/truth", params=params)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, str] | None = None) -> Any:
         response = self._http.request(method, path, json=body, params=params)
@@ -88,11 +103,12 @@ def run_simulator(
     token_lifetime_seconds: float = 86400,
     token_throttle_seconds: float = 60,
     faults: dict[str, Any] | None = None,
+    splits: list[dict[str, Any]] | None = None,
 ) -> Iterator[SimulatorHandle]:
     """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
 
     ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
-    documented defaults.
+    documented defaults; ``splits`` is a shortcut for ``faults["splits"]``.
     """
     config = SimulatorConfig(
         mode=mode,
@@ -104,6 +120,7 @@ def run_simulator(
         token_lifetime_seconds=token_lifetime_seconds,
         token_throttle_seconds=token_throttle_seconds,
         faults=faults,
+        splits=splits,
     )
     app = Simulator(config).app
     # Binding the socket here, not in uvicorn, gives the port before the thread starts, without a race.
@@ -111,7 +128,9 @@ def run_simulator(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    # date_header=False: the app sends its market clock as Date; uvicorn would add a second, wall-clock one.
+    server_config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", date_header=False)
+    server = uvicorn.Server(server_config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{port}", daemon=True)
     thread.start()
     handle = SimulatorHandle("127.0.0.1", port, config.appkey, config.appsecret, mode)

@@ -9,7 +9,8 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +78,18 @@ class Client:
         return self.http.get(DAILY, params=params, headers=self.headers(DAILY))
 
     def period(
-        self, code: str, start: str, end: str, period: str = "D", **headers: str | None
+        self, code: str, start: str, end: str, period: str = "D", adjusted: str | None = "1", **headers: str | None
     ) -> httpx.Response:
+        """FHKST03010100; ``adjusted`` is FID_ORG_ADJ_PRC ("0" adjusted, "1" original, None left out)."""
         params = {
             "FID_COND_MRKT_DIV_CODE": "J",
             "FID_INPUT_ISCD": code,
             "FID_INPUT_DATE_1": start,
             "FID_INPUT_DATE_2": end,
             "FID_PERIOD_DIV_CODE": period,
-            "FID_ORG_ADJ_PRC": "1",
+            "FID_ORG_ADJ_PRC": adjusted,
         }
+        params = {k: v for k, v in params.items() if v is not None}
         return self.http.get(PERIOD, params=params, headers=self.headers(PERIOD, **headers))
 
     def rows(self, response: httpx.Response) -> list[Bar]:
@@ -117,6 +120,12 @@ def to_bar(code: str, row: dict[str, str]) -> Bar:
 
 def kst(day: date, hhmm: str, second: int = 0) -> datetime:
     return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time(), tzinfo=KST) + timedelta(seconds=second)
+
+
+def off_session_volume(sim: SimulatorHandle, code: str, day: date, through: datetime, session: str = "") -> int:
+    """The off-session shares of ``code`` traded on ``day`` up to ``through`` (of one session kind if given)."""
+    trades = sim.off_session(code, day)
+    return sum(t["volume"] for t in trades if datetime.fromisoformat(t["at"]) <= through and session in t["session"])
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +170,11 @@ def test_walking_a_day_backwards_gives_exactly_the_truth(
     assert len(grid) == grid_size
     absent = {datetime.fromisoformat(a["minute"]) for a in sim.absences(code, day)}
     assert {bar.minute for bar in truth} | absent == set(grid)
-    assert sum(bar.volume for bar in truth) == sim.cumulative_volume(code, day)
+    assert sum(bar.volume for bar in truth) == sim.session_volume(code, day)
+    # Five minutes after the close: the day volume is the session's plus the pre-market close-price trades.
     output1 = client.today(code, close.replace(":", "") + "00").json()["output1"]
-    assert int(output1["acml_vol"]) == sim.cumulative_volume(code, day)
+    pre_market = off_session_volume(sim, code, day, kst(day, close), "pre_market")
+    assert int(output1["acml_vol"]) == sim.session_volume(code, day) + pre_market
 
 
 def test_a_vi_day_has_its_two_blank_minutes_as_absences() -> None:
@@ -204,7 +215,7 @@ def test_forming_bar(sim: SimulatorHandle, client: Client) -> None:
     assert seen[-1] != truth[minute] or truth[minute].high == truth[minute].low
     assert newest(60) == truth[minute]  # the minute has ended: final
     sim.set_now(minute + timedelta(seconds=30))
-    acml = int(client.today(code, "104000").json()["output1"]["acml_vol"])
+    acml = int(client.today(code, "104000").json()["output1"]["acml_vol"]) - off_session_volume(sim, code, NORMAL_DAY, minute)
     assert sum(b.volume for m, b in truth.items() if m < minute) <= acml <= sum(
         b.volume for m, b in truth.items() if m <= minute
     )
@@ -230,6 +241,114 @@ def test_before_the_open_and_on_a_holiday_there_are_no_rows(sim: SimulatorHandle
     assert sim.cumulative_volume("005930", date(2026, 12, 31)) == 0
 
 
+def test_rows_after_the_cursor_come_back_when_asked_for(sim: SimulatorHandle, client: Client) -> None:
+    """``rows_after_cursor``: a server whose clock is ahead of the caller's answers up to its own minute."""
+    code = "005930"
+    sim.set_now(kst(NORMAL_DAY, "10:31", 40))
+    assert client.rows(client.today(code, "102000"))[0].minute == kst(NORMAL_DAY, "10:20")  # off: never
+    sim.set_faults({"rows_after_cursor": True})
+    sim.set_now(kst(NORMAL_DAY, "10:31", 40))
+    page = client.rows(client.today(code, "102000"))
+    assert [bar.minute for bar in page] == [kst(NORMAL_DAY, "10:31") - i * ONE_MINUTE for i in range(30)]
+    truth = {bar.minute: bar for bar in sim.truth(code, NORMAL_DAY)}
+    assert page[0] != truth[kst(NORMAL_DAY, "10:31")]  # the forming bar, after the cursor
+    assert page[1:] == [truth[bar.minute] for bar in page[1:]]
+    sim.set_faults({"rows_after_cursor": 5})  # a bounded lead: at most five minutes past the cursor
+    sim.set_now(kst(NORMAL_DAY, "10:31", 40))
+    assert client.rows(client.today(code, "102000"))[0].minute == kst(NORMAL_DAY, "10:25")
+    assert client.rows(client.today(code, "103000"))[0].minute == kst(NORMAL_DAY, "10:31")
+    with pytest.raises(httpx.HTTPStatusError):
+        sim.set_faults({"rows_after_cursor": "yes"})
+
+
+def test_the_next_morning_today_is_the_new_day_and_past_days_come_from_the_daily_endpoints(
+    sim: SimulatorHandle, client: Client
+) -> None:
+    """The today endpoint serves the clock's day whatever the caller means; the day before is a past day."""
+    code, next_day = "005930", date(2026, 11, 26)
+    sim.set_now(kst(next_day, "08:45"))  # before the open: no rows, but the pre-market trades are in acml_vol
+    body = client.today(code, "153000").json()
+    assert body["output2"] == []
+    assert int(body["output1"]["acml_vol"]) == off_session_volume(sim, code, next_day, kst(next_day, "08:45"))
+    sim.set_now(kst(next_day, "10:31", 20))
+    for cursor in ("153000", "103000"):  # a caller meaning yesterday's close gets today's rows all the same
+        page = client.rows(client.today(code, cursor))
+        assert {bar.minute.date() for bar in page} == {next_day}
+    closed = [bar for bar in sim.truth(code, next_day) if bar.minute <= kst(next_day, "10:30")]
+    assert client.rows(client.today(code, "103000")) == closed[::-1][:30]
+
+    traded = [bar for bar in sim.truth(code, NORMAL_DAY) if bar.volume > 0]
+    assert client.rows(client.daily(code, "20261125", "153000")) == traded[::-1][:120]
+    (row,) = client.period(code, "20261125", "20261125").json()["output2"]
+    assert int(row["acml_vol"]) == sim.cumulative_volume(code, NORMAL_DAY) > sim.session_volume(code, NORMAL_DAY)
+
+
+# --- the day volume: off-session trades ---------------------------------------------------------
+
+
+def test_the_day_volume_counts_off_session_trades_by_the_clock(sim: SimulatorHandle, client: Client) -> None:
+    """acml_vol = the bars' volume so far + the off-session trades made by the market clock; bars never carry them."""
+    reads = ("08:35", "08:45", "15:35", "16:00", "16:45", "18:30")
+
+    def suits(code: str) -> bool:
+        trades = sim.off_session(code, NORMAL_DAY)
+        kinds = {t["session"] for t in trades}
+        at = [datetime.fromisoformat(t["at"]) for t in trades]
+        quiet = all(not kst(NORMAL_DAY, r) < t <= kst(NORMAL_DAY, r, 5) for r in reads for t in at)
+        return len(kinds) == 3 and quiet and any(kst(NORMAL_DAY, "16:45") < t for t in at)
+
+    code = next(c for c in (f"{n:06d}" for n in range(100, 200)) if suits(c))
+    session = sim.session_volume(code, NORMAL_DAY)
+    pre = off_session_volume(sim, code, NORMAL_DAY, kst(NORMAL_DAY, "09:00"))
+    after = off_session_volume(sim, code, NORMAL_DAY, kst(NORMAL_DAY, "16:00"), "after_market")
+    single = [t for t in sim.off_session(code, NORMAL_DAY) if t["session"] == "after_hours_single_price"]
+    assert {datetime.fromisoformat(t["at"]).time().minute % 10 for t in single} == {0}  # matched every 10 minutes
+    by_1640 = sum(t["volume"] for t in single if datetime.fromisoformat(t["at"]) <= kst(NORMAL_DAY, "16:40"))
+    expected = {
+        "08:35": off_session_volume(sim, code, NORMAL_DAY, kst(NORMAL_DAY, "08:35")),
+        "08:45": pre,
+        "15:35": pre + session,
+        "16:00": pre + session + after,
+        "16:45": pre + session + after + by_1640,
+        "18:30": pre + session + after + sum(t["volume"] for t in single),
+    }
+    assert 0 < expected["08:35"] < pre and after > 0 and 0 < by_1640
+    for read, volume in expected.items():
+        sim.set_now(kst(NORMAL_DAY, read))
+        assert int(client.today(code, "153000").json()["output1"]["acml_vol"]) == volume, read
+        assert sim.cumulative_volume(code, NORMAL_DAY, kst(NORMAL_DAY, read)) == volume, read
+    assert expected["18:30"] == sim.cumulative_volume(code, NORMAL_DAY) > expected["16:45"]
+    walked = client.walk_today(code, kst(NORMAL_DAY, "15:30"))  # at 18:30: the bars are the session's only
+    assert walked == sim.truth(code, NORMAL_DAY) and sum(bar.volume for bar in walked) == session
+    sim.set_now(kst(date(2026, 11, 26), "10:00"))  # a past day's period row: the whole day volume
+    (row,) = client.period(code, "20261125", "20261125").json()["output2"]
+    assert int(row["acml_vol"]) == expected["18:30"]
+
+
+def test_off_session_trades_lie_in_their_sessions_and_some_code_days_have_none() -> None:
+    market = Market(0)
+    windows = {
+        "pre_market_close_price": ("08:30", "08:40"),
+        "after_market_close_price": ("15:40", "16:00"),
+        "after_hours_single_price": ("16:10", "18:00"),
+    }
+    csat = date(2026, 11, 19)  # everything one hour late
+    without = 0
+    for code in (f"{n:06d}" for n in range(0, 100)):
+        for day in (NORMAL_DAY, csat):
+            trades = market.off_session_trades(code, day)
+            without += not trades
+            late = timedelta(hours=1 if day == csat else 0)
+            for trade in trades:
+                start, end = (kst(day, edge) + late for edge in windows[trade.session])
+                assert trade.volume > 0
+                # Close-price sessions trade before their end; the single-price session matches at 18:00 too.
+                assert start <= trade.at <= end and (trade.at < end or trade.session == "after_hours_single_price")
+    assert 0 < without < 100
+    assert market.off_session_trades("005930", date(2026, 12, 31)) == ()  # no session, no off-session either
+    assert Market(0).off_session_trades("005930", NORMAL_DAY) == market.off_session_trades("005930", NORMAL_DAY)
+
+
 # --- the daily endpoint -------------------------------------------------------------------------
 
 
@@ -237,7 +356,7 @@ def test_daily_pages_120_rows_without_zero_volume_and_leaks_the_previous_session
     sim: SimulatorHandle, client: Client
 ) -> None:
     code = "035720"
-    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    sim.set_now(kst(NORMAL_DAY, "15:35"))  # between the close and the after-market session: a still day volume
     page = client.rows(client.daily(code, "20261124", "153000"))
     assert len(page) == 120
     assert [bar.minute for bar in page] == sorted((bar.minute for bar in page), reverse=True)
@@ -252,7 +371,7 @@ def test_daily_pages_120_rows_without_zero_volume_and_leaks_the_previous_session
     assert leaking[len(today_rows) :] == traded[::-1][: 120 - len(today_rows)]
 
     body = client.daily(code, "20261125", "090500").json()
-    assert int(body["output1"]["acml_vol"]) == sim.cumulative_volume(code, NORMAL_DAY)  # today's quote
+    assert int(body["output1"]["acml_vol"]) == sim.cumulative_volume(code, NORMAL_DAY, kst(NORMAL_DAY, "15:35"))
     assert client.daily(code, "20241124", "153000").json()["rt_cd"] == "7"  # beyond a year of history
 
 
@@ -272,19 +391,21 @@ def test_daily_is_refused_in_mock_mode() -> None:
 
 
 def day_of(bars: list[Bar]) -> dict[str, str]:
-    """What a period row must hold for a day whose bars are ``bars``: OHLC and volume of the truth."""
+    """What a period row must hold for a day whose bars are ``bars``: the OHLC of the truth.
+
+    Not its volume: ``acml_vol`` is the day volume, off-session trades included.
+    """
     return {
         "stck_bsop_date": bars[0].minute.strftime("%Y%m%d"),
         "stck_oprc": str(bars[0].open),
         "stck_hgpr": str(max(bar.high for bar in bars)),
         "stck_lwpr": str(min(bar.low for bar in bars)),
         "stck_clpr": str(bars[-1].close),
-        "acml_vol": str(sum(bar.volume for bar in bars)),
     }
 
 
 def test_period_rows_are_the_sessions_of_the_truth_newest_first(sim: SimulatorHandle, client: Client) -> None:
-    sim.set_now(kst(NORMAL_DAY, "15:45"))
+    sim.set_now(kst(NORMAL_DAY, "15:35"))  # between the close and the after-market session: a still day volume
     market = Market(0)
     # Codes with a VI and with no-trade minutes on some of these days, whose daily row must still add up.
     vi_code = next(f"{n:06d}" for n in range(100, 400) if market.absences(f"{n:06d}", date(2026, 11, 24)))
@@ -296,10 +417,13 @@ def test_period_rows_are_the_sessions_of_the_truth_newest_first(sim: SimulatorHa
         for row, day in zip(body["output2"], days, strict=True):
             truth = sim.truth(code, day)
             assert {k: row[k] for k in day_of(truth)} == day_of(truth), (code, day)
-            assert int(row["acml_vol"]) == sim.cumulative_volume(code, day)
+            at = kst(NORMAL_DAY, "15:35") if day == NORMAL_DAY else None  # past days: the whole day
+            assert int(row["acml_vol"]) == sim.cumulative_volume(code, day, at), (code, day)
+            assert int(row["acml_vol"]) >= sim.session_volume(code, day)
             assert int(row["prdy_vrss"]) == int(row["stck_clpr"]) - market.previous_close(code, day)
     assert any(bar.volume == 0 for bar in sim.truth("035720", date(2026, 11, 24)))
     assert len(sim.truth(vi_code, date(2026, 11, 24))) == 379
+    assert sim.cumulative_volume("005930", date(2026, 11, 24)) > sim.session_volume("005930", date(2026, 11, 24))
 
 
 def test_period_gives_at_most_the_newest_100_sessions_and_no_holidays(
@@ -321,10 +445,13 @@ def test_period_today_is_the_day_so_far(sim: SimulatorHandle, client: Client) ->
     body = client.period("005930", "20261125", "20261125").json()
     (row,) = body["output2"]
     assert (row["stck_clpr"], row["acml_vol"]) == (body["output1"]["stck_prpr"], body["output1"]["acml_vol"])
-    closed = [bar for bar in sim.truth("005930", NORMAL_DAY) if bar.minute < kst(NORMAL_DAY, "10:31")]
+    truth = sim.truth("005930", NORMAL_DAY)
+    closed = [bar for bar in truth if bar.minute < kst(NORMAL_DAY, "10:31")]
     assert row["stck_oprc"] == str(closed[0].open)
-    day_volume = sim.cumulative_volume("005930", NORMAL_DAY)
-    assert sum(bar.volume for bar in closed) <= int(row["acml_vol"]) < day_volume
+    pre_market = off_session_volume(sim, "005930", NORMAL_DAY, kst(NORMAL_DAY, "10:31"))
+    assert pre_market > 0
+    session_so_far = int(row["acml_vol"]) - pre_market
+    assert sum(bar.volume for bar in closed) <= session_so_far <= sum(bar.volume for bar in truth[: len(closed) + 1])
 
 
 def test_period_checks_its_query_and_headers_like_the_other_endpoints(
@@ -340,6 +467,62 @@ def test_period_checks_its_query_and_headers_like_the_other_endpoints(
     sim.set_faults({"missing_fields": 1.0})
     rows = client.period("005930", "20261124", "20261125").json()["output2"]
     assert sorted(len(row) for row in rows) == [12, 13]
+
+
+def half_up(won: float) -> int:
+    """Whole won, halves rounded up (an adjusted price of 20.5 is 21)."""
+    return int(won + 0.5)
+
+
+def test_period_adjusted_and_original_prices_differ_across_a_split(sim: SimulatorHandle, client: Client) -> None:
+    """FID_ORG_ADJ_PRC "0" adjusted: days before a split on today's share basis; "1" original: what was traded."""
+    code, split_day = "005930", date(2026, 11, 20)
+    sim.set_now(kst(NORMAL_DAY, "15:35"))
+
+    def rows(adjusted: str) -> dict[str, dict[str, str]]:
+        body = client.period(code, "20261116", "20261125", adjusted=adjusted).json()
+        assert body["rt_cd"] == "0", body
+        return {row["stck_bsop_date"]: row for row in body["output2"]}
+
+    assert rows("0") == rows("1")  # no split: the same answer
+    sim.set_faults({"splits": [{"code": code, "date": "2026-12-01", "ratio": 50}]})
+    assert rows("0") == rows("1")  # a split still to come changes nothing yet
+    sim.set_faults({"splits": [{"code": code, "date": split_day.isoformat(), "ratio": 50}]})
+    original, adjusted = rows("1"), rows("0")
+    assert len(original) == 8
+    for day, row in original.items():
+        truth = sim.truth(code, date.fromisoformat(f"{day[:4]}-{day[4:6]}-{day[6:]}"))
+        assert {k: row[k] for k in day_of(truth)} == day_of(truth), day  # original: what was traded
+        prices = ("stck_oprc", "stck_hgpr", "stck_lwpr", "stck_clpr")
+        if day < "20261120":
+            assert all(int(adjusted[day][k]) == half_up(int(row[k]) / 50) for k in prices), day
+            assert int(adjusted[day]["acml_vol"]) == int(row["acml_vol"]) * 50, day
+            assert adjusted[day]["acml_tr_pbmn"] == row["acml_tr_pbmn"]  # the won traded do not change
+        else:
+            assert adjusted[day] == row, day
+    # On the split day KRX re-bases the reference price: the change is against the previous close / 50.
+    previous_close = int(original["20261119"]["stck_clpr"])
+    assert int(original["20261120"]["prdy_vrss"]) == int(original["20261120"]["stck_clpr"]) - half_up(previous_close / 50)
+    assert int(adjusted["20261119"]["prdy_vrss"]) == half_up(previous_close / 50) - half_up(
+        int(original["20261118"]["stck_clpr"]) / 50
+    )
+
+
+def test_period_rejects_a_missing_or_bad_adjusted_price_flag(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now(kst(NORMAL_DAY, "15:35"))
+    for flag in (None, "", "2", "00"):
+        body = client.period("005930", "20261124", "20261125", adjusted=flag).json()
+        assert (body["rt_cd"], body["msg_cd"]) == ("1", "OPSQ2002"), flag
+    with pytest.raises(httpx.HTTPStatusError):
+        sim.set_faults({"splits": [{"code": "005930", "date": "2026-11-20", "ratio": 0}]})
+
+
+def test_splits_can_be_given_at_start() -> None:
+    split = {"code": "005930", "date": "2026-11-20", "ratio": 50}
+    with run_simulator(now="2026-11-25T15:35:00+09:00", splits=[split]) as sim:
+        client = Client(sim)
+        original, adjusted = (client.period("005930", "20261119", "20261119", adjusted=f).json() for f in "10")
+        assert int(adjusted["output2"][0]["acml_vol"]) == 50 * int(original["output2"][0]["acml_vol"])
 
 
 def test_period_is_served_in_mock_mode_within_its_rate_limit() -> None:
@@ -543,7 +726,7 @@ def test_fault_dropped_minutes_are_lost_not_absent(sim: SimulatorHandle, client:
         kst(NORMAL_DAY, "10:21"),
     }
     assert sim.absences("005930", NORMAL_DAY) == []
-    assert sum(bar.volume for bar in walked) < sim.cumulative_volume("005930", NORMAL_DAY)
+    assert sum(bar.volume for bar in walked) < sim.session_volume("005930", NORMAL_DAY)
 
 
 def test_bad_fault_config_is_rejected(sim: SimulatorHandle) -> None:
@@ -556,6 +739,33 @@ def test_unknown_path_and_wrong_method(client: Client) -> None:
     assert missing.status_code == 404 and missing.json()["rt_cd"] == "1"
     wrong = client.http.get("/oauth2/tokenP")
     assert wrong.status_code == 405 and wrong.json()["msg_cd"] == "HTTP405"
+
+
+def date_header(response: httpx.Response) -> datetime:
+    (value,) = response.headers.get_list("date")  # one Date: the server adds none of its own
+    assert value.endswith(" GMT") and len(value) == 29, value  # IMF-fixdate
+    return parsedate_to_datetime(value)
+
+
+def test_the_date_header_is_the_market_clock_on_every_answer(sim: SimulatorHandle, client: Client) -> None:
+    sim.set_now("2026-11-25T10:31:00+09:00")
+    answers = [
+        client.today("005930", "103000"),  # data
+        client.today("005930", "103000", authorization=None),  # an envelope error (HTTP 500)
+        client.period("005930", "20261124", "20261125", adjusted=None),  # a bad field (HTTP 200, rt_cd 1)
+        client.issue(),  # OAuth
+        client.http.get("/uapi/nothing"),  # 404
+        client.http.get("/_sim/clock"),  # control
+    ]
+    sim.set_faults({"http_5xx": 1.0})
+    answers.append(client.today("005930", "103000"))  # a gateway error
+    assert answers[-1].status_code in (500, 502, 503)
+    for response in answers:
+        seen = date_header(response)
+        assert seen.tzinfo == UTC
+        assert timedelta(0) <= seen - datetime(2026, 11, 25, 1, 31, tzinfo=UTC) < timedelta(seconds=3), response
+    sim.set_now("2026-11-26T00:00:30+09:00")  # the KST day turns while UTC is still on the 25th
+    assert date_header(client.http.get("/_sim/clock")).astimezone(KST).date() == date(2026, 11, 26)
 
 
 def test_clock_runs_on_and_moves(sim: SimulatorHandle) -> None:
@@ -620,6 +830,8 @@ def test_cli_serves_on_loopback() -> None:
                 assert process.poll() is None and time.monotonic() < deadline, "the simulator did not start"
                 time.sleep(0.1)
         assert answer["now"].startswith("2026-11-25T10:31")
+        clock = httpx.get(f"http://127.0.0.1:{port}/_sim/clock", timeout=1)
+        assert date_header(clock).astimezone(KST).date() == NORMAL_DAY  # the market clock, not uvicorn's
         token = httpx.post(
             f"http://127.0.0.1:{port}/oauth2/tokenP",
             json={"grant_type": "client_credentials", "appkey": "K", "appsecret": "S"},
