@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import functools
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
@@ -34,6 +35,7 @@ __all__ = [
     "CLOSING_PRINT_GRACE",
     "DEFAULT_SPECIAL_SESSIONS",
     "KST",
+    "ONE_MINUTE",
     "KrxCalendar",
     "Session",
     "default_calendar",
@@ -84,10 +86,15 @@ class KrxCalendar:
     """Answers which dates are sessions, their hours, and which bars should exist at a moment.
 
     :param special_sessions: the special-sessions CSV; defaults to ``include/krx_special_sessions.csv``.
+        Rows (mappings with the CSV's columns, as :meth:`special_session_rows` returns them) are taken
+        as they are: a timetable carries them in its serialized form and rebuilds the calendar from them.
     """
 
-    def __init__(self, special_sessions: Path | None = None) -> None:
-        self._overrides = _read_special_sessions(special_sessions or DEFAULT_SPECIAL_SESSIONS)
+    def __init__(self, special_sessions: Path | Iterable[Mapping[str, str]] | None = None) -> None:
+        if special_sessions is None or isinstance(special_sessions, Path):
+            self._overrides = _read_special_sessions(special_sessions or DEFAULT_SPECIAL_SESSIONS)
+        else:
+            self._overrides = _parse_special_sessions(special_sessions, "special sessions")
         self._closed_by_year: dict[int, frozenset[date]] = {}
         self._first_day_by_year: dict[int, date | None] = {}
         # The simulator and Airflow workers may ask from several threads; the per-year caches are
@@ -132,6 +139,18 @@ class KrxCalendar:
         if session is None:
             return False
         return session.open + ONE_MINUTE <= at <= session.close + CLOSING_PRINT_GRACE
+
+    def special_session_rows(self) -> list[dict[str, str]]:
+        """The special-sessions table as rows of its CSV columns, in date order (blank hours: closed)."""
+        return [
+            {
+                "date": day.isoformat(),
+                "open": override.hours[0].strftime("%H:%M") if override.hours else "",
+                "close": override.hours[1].strftime("%H:%M") if override.hours else "",
+                "note": override.note,
+            }
+            for day, override in sorted(self._overrides.items())
+        ]
 
     def sessions_between(self, start: date, end: date) -> list[Session]:
         """Every session from ``start`` to ``end``, both included, in date order."""
@@ -186,8 +205,13 @@ def _read_special_sessions(path: Path) -> dict[date, _Override]:
     """Parse the special-sessions CSV; ``#`` lines are comments. Errors name the file and line."""
     with path.open(encoding="utf-8", newline="") as handle:
         lines = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    return _parse_special_sessions(csv.DictReader(lines), str(path))
+
+
+def _parse_special_sessions(rows: Iterable[Mapping[str, str]], source: str) -> dict[date, _Override]:
+    """Parse rows of the special-sessions table; errors name ``source`` and the data row."""
     overrides: dict[date, _Override] = {}
-    for number, row in enumerate(csv.DictReader(lines), start=1):
+    for number, row in enumerate(rows, start=1):
         try:
             day = date.fromisoformat(row["date"].strip())
             opens, closes = (row.get(k, "").strip() for k in ("open", "close"))
@@ -198,6 +222,6 @@ def _read_special_sessions(path: Path) -> dict[date, _Override]:
                 if datetime.combine(day, hours[1]) - CLOSING_AUCTION <= datetime.combine(day, hours[0]):
                     raise ValueError(f"close {closes} leaves no continuous session after open {opens}")
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: data row {number}: {err}") from err
+            raise ValueError(f"{source}: data row {number}: {err}") from err
         overrides[day] = _Override(hours=hours, note=(row.get("note") or "").strip())
     return overrides

@@ -1,0 +1,205 @@
+"""The minute DAG's schedule: the user's cron plus every collection minute of the KRX calendar it misses.
+
+Registered with Airflow by ``plugins/kis_timetable_plugin.py``: the scheduler and the API server only
+rebuild a custom timetable from its serialized form when a plugin names its class.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from croniter import croniter
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, Session, default_calendar
+
+if TYPE_CHECKING:
+    from pendulum import DateTime
+    from pendulum.tz.timezone import FixedTimezone, Timezone
+
+__all__ = ["DEFAULT_CRON", "KrxSessionTimetable"]
+
+DEFAULT_CRON = "* 9-15 * * 1-5"
+ONE_MINUTE = timedelta(minutes=1)
+# KRX never closes for more than about ten days in a row (New Year, Chuseok); a month of days
+# without a session means the calendar has none to add, and the cron's own ticks go on.
+_SEARCH_DAYS = 31
+
+
+class KrxSessionTimetable(CronTriggerTimetable):
+    """``CronTriggerTimetable`` of the user's cron, plus every collection minute of every KRX session.
+
+    The ticks are the union of:
+
+    * every tick of the cron (``* 9-15 * * 1-5`` in Asia/Seoul by default), kept as they are, holidays
+      and weekday closures included: the minute DAG's session gate skips those runs without a
+      request, and the schedule then reads as the user wrote it;
+    * every minute from a session's first collection tick (open + 1 minute, when its first bar has
+      closed) to its close + ``CLOSING_PRINT_GRACE``, the window of
+      ``KrxCalendar.in_collection_window``, for every session of the calendar. On a regular day the
+      cron already holds all of them; a special session (CSAT day's 16:00-16:35, any row a user adds
+      to ``include/krx_special_sessions.csv``) adds the minutes the cron misses.
+
+    Everything else is ``CronTriggerTimetable``'s: the logical date and ``run_after`` are the tick,
+    catchup and ``run_immediately`` behave the same, because only the tick arithmetic
+    (``_get_next``/``_get_prev``, on which its alignment and ``next_dagrun_info`` are built) is
+    extended here.
+
+    The special-sessions table travels in the serialized timetable, so the scheduler follows the
+    table the DAG was parsed with and never reads the file itself.
+
+    :param cron: the base schedule.
+    :param timezone: the cron's time zone.
+    :param calendar: the KRX calendar; defaults to the one of ``include/krx_special_sessions.csv``.
+    """
+
+    def __init__(
+        self,
+        cron: str = DEFAULT_CRON,
+        *,
+        timezone: str | Timezone | FixedTimezone = "Asia/Seoul",
+        calendar: KrxCalendar | None = None,
+        **cron_options: Any,
+    ) -> None:
+        self._calendar = calendar or default_calendar()
+        self._description: str | None = None
+        super().__init__(cron, timezone=timezone, **cron_options)
+
+    # --- the ticks ------------------------------------------------------------------------------
+
+    def _get_next(self, current: DateTime) -> DateTime:
+        """The first tick after ``current``: the cron's or a collection minute, whichever is first."""
+        cron_next = super()._get_next(current)
+        minute = self._next_collection_minute(current)
+        return cron_next if minute is None else min(cron_next, _utc(minute))
+
+    def _get_prev(self, current: DateTime) -> DateTime:
+        """The last tick before ``current``: the cron's or a collection minute, whichever is last."""
+        cron_prev = super()._get_prev(current)
+        minute = self._prev_collection_minute(current)
+        return cron_prev if minute is None else max(cron_prev, _utc(minute))
+
+    def _next_collection_minute(self, after: datetime) -> datetime | None:
+        """The first minute strictly after ``after`` inside a session's collection window."""
+        at = after.astimezone(KST)
+        for offset in range(_SEARCH_DAYS):
+            session = self._calendar.session(at.date() + timedelta(days=offset))
+            if session is None:
+                continue
+            first, last = _collection_window(session)
+            if at < first:
+                return first
+            if at < last:
+                return at.replace(second=0, microsecond=0) + ONE_MINUTE
+        return None
+
+    def _prev_collection_minute(self, before: datetime) -> datetime | None:
+        """The last minute strictly before ``before`` inside a session's collection window."""
+        at = before.astimezone(KST)
+        for offset in range(_SEARCH_DAYS):
+            session = self._calendar.session(at.date() - timedelta(days=offset))
+            if session is None:
+                continue
+            first, last = _collection_window(session)
+            if at > last:
+                return last
+            if at > first:
+                floor = at.replace(second=0, microsecond=0)
+                return floor - ONE_MINUTE if floor == at else floor
+        return None
+
+    def extra_minutes(self, session: Session) -> list[datetime]:
+        """The collection minutes of ``session`` that the base cron does not tick at."""
+        first, last = _collection_window(session)
+        # One croniter walked over the window's cron ticks (the mixin builds one per call, ~20x slower);
+        # the description lists these for every special session at each parse of the DAG file.
+        local = self._timezone
+        start = pendulum.instance(first - ONE_MINUTE).in_timezone(local).naive()
+        cron = croniter(self._expression, start_time=start)
+        covered: set[datetime] = set()
+        while (tick := pendulum.instance(cron.get_next(datetime), tz=local)) <= last:
+            covered.add(tick)
+        every = (first + i * ONE_MINUTE for i in itertools.count())
+        minutes = itertools.takewhile(lambda m: m <= last, every)
+        return [m for m in minutes if m not in covered]
+
+    # --- what the UI shows ----------------------------------------------------------------------
+
+    @property
+    def summary(self) -> str:
+        return f"{self._expression} + KRX special sessions"
+
+    @property
+    def description(self) -> str:
+        """The cron's own description, then the extra hours of each special session that has some."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    @description.setter
+    def description(self, cron_description: str) -> None:
+        # CronMixin.__init__ assigns the cron's description; it becomes the first half of ours, and
+        # the extra hours are only worked out when something reads the description.
+        self._cron_description = cron_description
+        self._description = None
+
+    def _describe(self) -> str:
+        extra_by_hours: dict[str, list[str]] = {}
+        for row in self._calendar.special_session_rows():
+            session = self._calendar.session(date.fromisoformat(row["date"]))
+            if session is not None and (extra := self.extra_minutes(session)):
+                extra_by_hours.setdefault(_ranges(extra), []).append(row["date"])
+        extras = "; ".join(f"{hours} on {', '.join(days)}" for hours, days in extra_by_hours.items())
+        return f"{self._cron_description} ({self._timezone.name}), plus KRX special sessions: " + (
+            extras or "none outside the cron"
+        )
+
+    # --- serialization --------------------------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        return {**super().serialize(), "special_sessions": self._calendar.special_session_rows()}
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> KrxSessionTimetable:
+        # The cron half is decoded by Airflow's own CronTriggerTimetable (time zone, interval, ...).
+        base = CronTriggerTimetable.deserialize(data)
+        return cls(
+            base._expression,
+            timezone=base._timezone,
+            interval=base._interval,
+            run_immediately=base._run_immediately,
+            calendar=KrxCalendar(data["special_sessions"]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KrxSessionTimetable):
+            return NotImplemented
+        return super().__eq__(other) and (
+            self._calendar.special_session_rows() == other._calendar.special_session_rows()
+        )
+
+    def __hash__(self) -> int:
+        return super().__hash__()
+
+
+def _collection_window(session: Session) -> tuple[datetime, datetime]:
+    """First and last collection tick of ``session``, as ``KrxCalendar.in_collection_window`` has them."""
+    return session.open + ONE_MINUTE, session.close + CLOSING_PRINT_GRACE
+
+
+def _utc(moment: datetime) -> DateTime:
+    return pendulum.instance(moment).in_timezone("UTC")
+
+
+def _ranges(minutes: list[datetime]) -> str:
+    """``16:00-16:35``-style runs of consecutive minutes (KST wall clock)."""
+    runs: list[list[datetime]] = []
+    for minute in minutes:
+        if runs and minute - runs[-1][-1] == ONE_MINUTE:
+            runs[-1].append(minute)
+        else:
+            runs.append([minute])
+    return ", ".join(f"{run[0]:%H:%M}-{run[-1]:%H:%M}" if len(run) > 1 else f"{run[0]:%H:%M}" for run in runs)

@@ -1,0 +1,186 @@
+"""The minute DAG's timetable: the ticks the scheduler creates on a regular day, on CSAT day and on any
+special session a user adds, and the timetable's way through serialization to the scheduler.
+
+Ticks are asked for as the scheduler asks: ``next_dagrun_info`` again and again, each time with the
+previous run's data interval, never by calling the task code at a time the scheduler never creates.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+import pendulum
+import pytest
+from airflow.timetables.base import DataInterval, TimeRestriction
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, default_calendar
+from kis.timetable import DEFAULT_CRON, KrxSessionTimetable
+
+ONE_MINUTE = timedelta(minutes=1)
+CSAT = date(2026, 11, 19)  # session 10:00-16:30, closing bar 16:30 (docs KRX_SESSIONS.md)
+REGULAR = date(2026, 11, 25)
+
+
+def kst(day: date, hhmm: str) -> datetime:
+    return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=KST)
+
+
+def minutes(first: datetime, last: datetime) -> list[datetime]:
+    return [first + i * ONE_MINUTE for i in range(int((last - first) / ONE_MINUTE) + 1)]
+
+
+def ticks(timetable, day: date, start: str = "00:00", end: str = "23:59") -> list[datetime]:
+    """Every tick of ``day`` (KST) from ``start`` to ``end``, both included (as a DAG's start and end
+    dates are), stepping from one run to the next as the scheduler does."""
+    restriction = TimeRestriction(
+        earliest=pendulum.instance(kst(day, start)),
+        latest=pendulum.instance(kst(day, end)),
+        catchup=True,  # with catchup the answer depends on the runs only, not on the wall clock
+    )
+    found: list[datetime] = []
+    last: DataInterval | None = None
+    while (info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)):
+        # As CronTriggerTimetable: the run's logical date is its tick, and it runs right then.
+        assert info.logical_date == info.run_after == info.data_interval.end
+        found.append(info.logical_date.astimezone(KST))
+        last = info.data_interval
+        assert len(found) <= 24 * 60, "the timetable does not advance"
+    return found
+
+
+def rows_with(*extra: dict[str, str]) -> list[dict[str, str]]:
+    return default_calendar().special_session_rows() + list(extra)
+
+
+# --- the ticks ----------------------------------------------------------------------------------
+
+
+def test_regular_day_ticks_are_exactly_the_cron() -> None:
+    found = ticks(KrxSessionTimetable(), REGULAR)
+    assert found == minutes(kst(REGULAR, "09:00"), kst(REGULAR, "15:59"))
+    assert len(found) == 420
+    assert found == ticks(CronTriggerTimetable(DEFAULT_CRON, timezone="Asia/Seoul"), REGULAR)
+
+
+def test_csat_day_collects_its_late_hour_live() -> None:
+    found = ticks(KrxSessionTimetable(), CSAT)
+    session = default_calendar().session(CSAT)
+    window = minutes(session.open + ONE_MINUTE, session.close + CLOSING_PRINT_GRACE)
+    assert window[0] == kst(CSAT, "10:01") and window[-1] == kst(CSAT, "16:35")
+    assert set(window) <= set(found)  # every collection minute is a tick, 16:00-16:35 included
+    assert kst(CSAT, "16:31") in found  # the 16:30 closing bar is fetched once it has closed
+    # Nothing else was added: the cron's ticks (09:00-15:59, the gate skips those before 10:01),
+    # then 16:00-16:35 and not one minute more.
+    assert found == minutes(kst(CSAT, "09:00"), kst(CSAT, "16:35"))
+    assert found[-1] == kst(CSAT, "16:35")
+    # A start date on an added minute is a tick of its own, as on a cron tick.
+    late_start = ticks(KrxSessionTimetable(), CSAT, "16:10", "16:20")
+    assert late_start == minutes(kst(CSAT, "16:10"), kst(CSAT, "16:20"))
+
+
+def test_a_row_a_user_adds_is_collected_live_and_a_closure_keeps_the_cron() -> None:
+    late = date(2027, 3, 3)  # a Wednesday, made up: 08:00-18:00 (both ends outside the cron), and a closure
+    calendar = KrxCalendar(
+        rows_with(
+            {"date": "2027-03-03", "open": "08:00", "close": "18:00", "note": "test"},
+            {"date": "2026-11-25", "open": "", "close": "", "note": "test closure"},
+        )
+    )
+    timetable = KrxSessionTimetable(calendar=calendar)
+    assert ticks(timetable, late) == minutes(kst(late, "08:01"), kst(late, "18:05"))
+    # 08:00 is no tick: the first bar is still forming.
+    assert ticks(timetable, late, "08:00", "08:02") == [kst(late, "08:01"), kst(late, "08:02")]
+    # A closure takes no tick away: the session gate skips those runs without a request.
+    assert len(ticks(timetable, REGULAR)) == 420
+    assert "08:01-08:59, 16:00-18:05 on 2027-03-03" in timetable.description
+
+
+def test_without_catchup_the_newest_tick_runs_as_with_cron_trigger(monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow.timetables.trigger as trigger
+
+    timetable = KrxSessionTimetable()
+    restriction = TimeRestriction(earliest=pendulum.instance(kst(CSAT, "00:00")), latest=None, catchup=False)
+    last_run = DataInterval.exact(pendulum.instance(kst(CSAT, "15:59")))
+
+    def next_at(now: str, last: DataInterval | None = last_run) -> datetime:
+        monkeypatch.setattr(trigger, "utcnow", lambda: pendulum.instance(kst(CSAT, now)).in_timezone("UTC"))
+        info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        return info.logical_date.astimezone(KST)
+
+    assert next_at("16:03:30") == kst(CSAT, "16:03")  # a missed minute is skipped, not caught up
+    assert next_at("15:59:30") == kst(CSAT, "16:00")
+    assert next_at("16:50:00") == kst(CSAT, "16:35")  # a late scheduler still fetches the closing bar
+    last_tick = DataInterval.exact(pendulum.instance(kst(CSAT, "16:35")))
+    assert next_at("16:40:00", last_tick) == kst(CSAT + timedelta(days=1), "09:00")
+
+
+# --- what the UI shows --------------------------------------------------------------------------
+
+
+def test_summary_and_description_read_as_the_cron_plus_the_special_sessions() -> None:
+    timetable = KrxSessionTimetable()
+    assert timetable.summary == "* 9-15 * * 1-5 + KRX special sessions"
+    assert timetable.description == (
+        "Every minute, between 09:00 and 15:59, Monday through Friday (Asia/Seoul), plus KRX special"
+        " sessions: 16:00-16:35 on 2024-11-14, 2025-11-13, 2026-11-19"
+    )
+
+
+# --- serialization: the DAG processor writes it, the scheduler reads it -------------------------
+
+
+def test_serialize_round_trip_keeps_cron_and_sessions() -> None:
+    added = {"date": "2027-03-03", "open": "11:00", "close": "18:00", "note": "test"}
+    calendar = KrxCalendar(rows_with(added))
+    timetable = KrxSessionTimetable(calendar=calendar)
+    data = timetable.serialize()
+    restored = KrxSessionTimetable.deserialize(data)
+    assert restored == timetable and restored.serialize() == data
+    assert restored != KrxSessionTimetable()  # the added row is part of it
+    # The scheduler never reads the CSV: the rows travel in the serialized form.
+    assert ticks(restored, date(2027, 3, 3))[-1] == kst(date(2027, 3, 3), "18:05")
+    assert ticks(restored, CSAT) == ticks(timetable, CSAT)
+
+
+def test_the_plugin_registers_the_timetable_for_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow import plugins_manager
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.serialization.helpers import TimetableNotRegistered
+
+    # The plugins folder is this checkout's plugins/ (tests/conftest.py sets AIRFLOW__CORE__PLUGINS_FOLDER).
+    registered = plugins_manager.get_timetables_plugins()
+    assert registered["kis.timetable.KrxSessionTimetable"] is KrxSessionTimetable
+    encoded = encode_timetable(KrxSessionTimetable())
+    assert encoded["__type"] == "kis.timetable.KrxSessionTimetable"
+    decoded = decode_timetable(encoded)
+    assert isinstance(decoded, KrxSessionTimetable) and decoded == KrxSessionTimetable()
+    assert ticks(decoded, CSAT)[-1] == kst(CSAT, "16:35")
+
+    # Without the plugin neither side accepts it: the registration is what makes it work.
+    monkeypatch.setattr(plugins_manager, "get_timetables_plugins", lambda: {})
+    with pytest.raises(TimetableNotRegistered):
+        encode_timetable(KrxSessionTimetable())
+    with pytest.raises(TimetableNotRegistered):
+        decode_timetable(encoded)
+
+
+# --- the DAG ------------------------------------------------------------------------------------
+# FAILS until dags/kis_minute_bars.py is wired with
+#     schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul"),
+# (import: from kis.timetable import KrxSessionTimetable).
+
+
+def test_minute_dag_is_scheduled_by_the_session_timetable(dagbag) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dagbag.get_dag("kis_minute_bars")
+    assert isinstance(dag.timetable, KrxSessionTimetable), "wire schedule=KrxSessionTimetable(...) in the DAG"
+    assert dag.timetable.summary == "* 9-15 * * 1-5 + KRX special sessions"
+    assert str(dag.timetable._timezone.name) == "Asia/Seoul"
+    # The DAG as the scheduler gets it: serialized by the DAG processor, deserialized elsewhere.
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert isinstance(scheduled.timetable, KrxSessionTimetable)
+    assert ticks(scheduled.timetable, CSAT) == minutes(kst(CSAT, "09:00"), kst(CSAT, "16:35"))
+    assert len(ticks(scheduled.timetable, REGULAR)) == 420
