@@ -13,13 +13,19 @@
 --   run_id   text         the run that verifies
 --
 -- The closing bar counts as present anywhere from the close to five minutes after (the closing
--- print has come as late as 15:32). The status of a code:
+-- print has come as late as 15:32). KIS's day volume counts off-session trades too
+-- (docs/krx-sessions.md), so it can only prove that missing minutes had no trades when it equals
+-- the stored bars' sum. The status of a code:
 --   no_data                          bars were expected and none is stored
---   complete                         every expected minute present, volumes match or unknown
---   complete_with_explained_absences minutes missing, but the closing bar is there and the minute
+--   gap                              some bars are stored but not the closing bar: data was lost
+--   complete                         every expected minute present, whatever the volumes say
+--   complete_with_explained_absences minutes missing, the closing bar there, and the minute
 --                                    volumes add up to the reported day volume: the absences are
 --                                    minutes without trades (VI, illiquid code, halt), not lost data
---   gap                              anything else: data was lost and must be backfilled
+--   unverifiable                     minutes missing, the closing bar there, and the volumes cannot
+--                                    tell (the day volume exceeds the bars' sum, as off-session trades
+--                                    make it, or is below it, or unknown): neither gap nor complete
+-- volume_status: match, exceeds (day volume > bars' sum), below (< the sum), unknown.
 WITH grid AS (
     SELECT minute FROM unnest(%(grid)s::timestamp[]) AS g (minute)
 ),
@@ -69,7 +75,8 @@ checked AS (
            CASE
                WHEN v.reported_volume IS NULL THEN 'unknown'
                WHEN v.reported_volume = coalesce(t.volume_sum, 0) THEN 'match'
-               ELSE 'mismatch'
+               WHEN v.reported_volume > coalesce(t.volume_sum, 0) THEN 'exceeds'
+               ELSE 'below'
            END AS volume_status
     FROM codes c
     LEFT JOIN totals t USING (stock_code)
@@ -90,9 +97,10 @@ report AS (
            c.volume_status,
            CASE
                WHEN c.expected > 0 AND c.stored = 0 THEN 'no_data'
-               WHEN cardinality(c.missing_minutes) = 0 AND c.volume_status <> 'mismatch' THEN 'complete'
-               WHEN c.closing_bar_at IS NOT NULL AND c.volume_status = 'match' THEN 'complete_with_explained_absences'
-               ELSE 'gap'
+               WHEN cardinality(c.missing_minutes) = 0 THEN 'complete'
+               WHEN c.closing_bar_at IS NULL THEN 'gap'
+               WHEN c.volume_status = 'match' THEN 'complete_with_explained_absences'
+               ELSE 'unverifiable'
            END AS status,
            %(run_id)s::text AS run_id,
            now() AS checked_at

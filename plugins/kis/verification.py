@@ -15,13 +15,18 @@ from typing import Any
 from kis.alerts import Alert
 from kis.storage import DayVerification
 
-#: The statuses of a code whose day is short of data.
+#: The statuses of a code whose day is short of data: alerted by name.
 SHORT = ("gap", "no_data")
 
 
 @dataclass(frozen=True)
 class DayOutcome:
-    """The verification of one day over every code: the figures and whether the day passes."""
+    """The verification of one day over every code: the figures and whether the day passes.
+
+    The day passes when its completeness reaches the threshold and every code has bars: a code
+    with nothing stored is never "mostly collected". Gaps above the threshold still get an alert;
+    unverifiable codes (their volumes cannot tell missing minutes from lost ones) are reported.
+    """
 
     day: date
     codes: int
@@ -30,6 +35,8 @@ class DayOutcome:
     expected: int
     threshold: float
     codes_with_gaps: tuple[str, ...]
+    codes_without_data: tuple[str, ...]
+    unverifiable: tuple[str, ...]
     missing: dict[str, list[str]]  # code -> ISO minutes, of the codes with gaps
 
     @property
@@ -39,7 +46,11 @@ class DayOutcome:
 
     @property
     def passed(self) -> bool:
-        return self.completeness >= self.threshold and not self.codes_with_gaps
+        return self.completeness >= self.threshold and not self.codes_without_data
+
+    @property
+    def alerted(self) -> bool:
+        return not self.passed or bool(self.codes_with_gaps)
 
     def summary(self) -> dict[str, Any]:
         """What the verification task returns (its XCom)."""
@@ -51,7 +62,9 @@ class DayOutcome:
             "expected": self.expected,
             "completeness": round(self.completeness, 5),
             "threshold": self.threshold,
+            "passed": self.passed,
             "codes_with_gaps": list(self.codes_with_gaps),
+            "unverifiable": list(self.unverifiable),
         }
 
 
@@ -68,6 +81,8 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float) -> D
         expected=sum(r.expected for r in report),
         threshold=threshold,
         codes_with_gaps=tuple(r.stock_code for r in short),
+        codes_without_data=tuple(r.stock_code for r in report if r.status == "no_data"),
+        unverifiable=tuple(r.stock_code for r in report if r.status == "unverifiable"),
         missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in short},
     )
 
@@ -86,20 +101,27 @@ def format_report(report: Sequence[DayVerification]) -> str:
 
 
 def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id: str) -> Alert:
-    """The alert of a day that did not pass, with the report and every missing minute."""
-    gaps = ", ".join(result.codes_with_gaps) or "none"
+    """The alert of a day that failed or has gaps, with the report and every missing minute."""
+    verdict = "below the threshold" if not result.passed else "above the threshold, with gaps"
     return Alert(
         kind="incomplete_day",
         message=(
             f"{result.day}: {result.present}/{result.expected} bars and {result.explained_absences} explained "
-            f"absences ({result.completeness:.2%}, threshold {result.threshold:.0%}); "
-            f"codes with unexplained gaps: {gaps}\n{report_text}"
+            f"absences: {percent(result.completeness)}, {verdict} {percent(result.threshold)}; "
+            f"codes with gaps: {', '.join(result.codes_with_gaps) or 'none'}; "
+            f"unverifiable: {', '.join(result.unverifiable) or 'none'}\n{report_text}"
         ),
         trading_date=result.day,
         dag_id=dag_id,
         run_id=run_id,
         details=result.summary() | {"missing": result.missing},
     )
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with the digits a comparison needs: 97.998 % is not shown as 98 %."""
+    text = f"{fraction * 100:.3f}".rstrip("0").rstrip(".")
+    return f"{text} %"
 
 
 def minutes_text(minutes: Sequence[datetime], shown: int = 12) -> str:

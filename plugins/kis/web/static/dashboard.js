@@ -71,7 +71,7 @@ function renderStatus(status) {
     const key = code.verification ? code.verification.status : "not verified";
     byStatus[key] = (byStatus[key] || 0) + 1;
   }
-  const short = { complete: "complete", complete_with_explained_absences: "explained", gap: "gap", no_data: "no data", "not verified": "not verified" };
+  const short = { complete: "complete", complete_with_explained_absences: "explained", unverifiable: "unverifiable", gap: "gap", no_data: "no data", "not verified": "not verified" };
   text("verification", Object.keys(short).filter((k) => byStatus[k]).map((k) => byStatus[k] + " " + short[k]).join(", ") || "–");
   const checked = status.codes.map((c) => c.verification && c.verification.checked_at).filter(Boolean).sort();
   text("verification-detail", checked.length ? "checked " + checked[checked.length - 1].replace("T", " ").slice(0, 16) : "the backfill verifies after the close");
