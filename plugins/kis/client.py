@@ -9,9 +9,12 @@ both kept in PostgreSQL so that every process using the key agrees on them).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -37,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RATE_LIMIT = {"real": 20.0, "mock": 2.0}
+# Per app key, across every process: KIS portal notice of 2026-04-20 (docs/kis-api.md, "Rate limit").
+DEFAULT_RATE_LIMIT = {"real": 18.0, "mock": 1.0}
 DEFAULT_TIMEOUT = (3.05, 10.0)  # (connect, read) seconds
 # requests.Session attributes a connection extra may set, as the http provider's connections do.
 SESSION_EXTRAS = ("verify", "proxies", "cert", "trust_env")
@@ -130,12 +134,26 @@ class KisClient:
         )
         for name, value in settings.session_options.items():
             setattr(self.session, name, value)
+        # KIS's clock as its last answer's Date header told it, and when (monotonic) that was.
+        self._server_clock: tuple[datetime, float] | None = None
 
     def __repr__(self) -> str:
         return f"KisClient({self.settings!r})"
 
     def close(self) -> None:
         self.session.close()
+
+    def server_now(self) -> datetime | None:
+        """KIS's clock now, from the ``Date`` header of its latest answer; None before any answer.
+
+        KIS decides what "today" is (its today endpoint serves its own current day, whatever the
+        caller means), so the hook asks this, not the worker's clock or a run's logical date. On a
+        real account both clocks agree to the second; the simulator sends its market clock here.
+        """
+        if self._server_clock is None:
+            return None
+        at, seen = self._server_clock
+        return at + timedelta(seconds=time.monotonic() - seen)
 
     def post(self, endpoint: str, payload: Mapping[str, Any]) -> tuple[int, dict]:
         """An unauthorized POST (the token endpoint), retried; returns the status and body."""
@@ -167,7 +185,16 @@ class KisClient:
         except (requests.Timeout, requests.ConnectionError) as exc:
             # from None: the requests exception holds the prepared request and its secret headers.
             raise KisTransientError(type(exc).__name__, "no answer from KIS", None) from None
+        self._read_clock(response)
         return response.status_code, check_envelope(response)
+
+    def _read_clock(self, response: Response) -> None:
+        try:
+            at = parsedate_to_datetime(response.headers["Date"])
+        except (KeyError, TypeError, ValueError):
+            return  # RFC 9110 lets a 5xx answer leave Date out: keep the last reading
+        if at.tzinfo is not None:
+            self._server_clock = (at, time.monotonic())
 
     def _with_retries(self, send: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
         retrying = tenacity.Retrying(

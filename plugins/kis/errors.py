@@ -13,7 +13,7 @@ RATE_LIMITED = "EGW00201"
 TOKEN_THROTTLED = "EGW00133"
 #: EGW00121 invalid, EGW00122 not found, EGW00123 expired: the token must be dropped and re-issued.
 TOKEN_REJECTED = frozenset({"EGW00121", "EGW00122", "EGW00123"})
-#: How KIS says a stock code does not exist. Unconfirmed for the real API (see KIS_API.md): OPSQ1001
+#: How KIS says a stock code does not exist. Unconfirmed for the real API (see docs/kis-api.md, K9): OPSQ1001
 #: is what the simulator answers; the hook also treats a price-0 quote without bars as unknown.
 UNKNOWN_CODE = frozenset({"OPSQ1001"})
 
@@ -71,3 +71,7 @@ class KisResponseError(KisTransientError):
 
 class KisUnsupported(KisError):
     """The request cannot be served by this account or endpoint (e.g. a past day on a mock account)."""
+
+
+class KisNotYet(KisError):
+    """The asked day is after KIS's today: there are no bars of it yet."""

@@ -19,6 +19,7 @@ Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), an ``http`` con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -30,8 +31,9 @@ from airflow.sdk.bases.hook import BaseHook
 from kis import endpoints
 from kis.bars import KST, Bar
 from kis.client import KisClient, KisSettings
-from kis.endpoints import Market, MinutePage
-from kis.errors import KisUnsupported
+from kis.calendar import CLOSING_PRINT_GRACE
+from kis.endpoints import MinutePage
+from kis.errors import KisNotYet, KisUnsupported
 from kis.parsing import RejectedRow, validate_code
 from kis.resources import KIS_CONN_ID
 from kis.schema import migrate
@@ -143,7 +145,11 @@ class KisHook(BaseHook):
     # --- the minute-bar calls --------------------------------------------------------------------
 
     def recent_bars(self, code: str, *, until: datetime) -> BarsResult:
-        """The closed bars of today up to ``until`` (included): one request, at most 30 bars.
+        """The closed bars of ``until``'s day up to ``until`` (included): one request, normally.
+
+        While that day is KIS's today: the today endpoint, at most 30 bars. A past day (a run cleared
+        or retried after its day): one page of the past-day endpoint, up to 120 bars, on a real
+        account; :class:`KisUnsupported` on a mock one.
 
         :param code: the stock code.
         :param until: the last closed minute (from the run's logical time and the calendar); the
@@ -151,56 +157,101 @@ class KisHook(BaseHook):
         """
         until = until.astimezone(KST).replace(second=0, microsecond=0)
         result = BarsResult(code=validate_code(code), day=until.date())
-        page = self._call(result, lambda client: endpoints.today_minute_bars(client, code, day=result.day, until=until.time()))
-        _collect(result, page, keep=lambda minute: minute <= until)
-        result.cumulative_volume = page.day_volume
+        keep = lambda minute: minute <= until  # noqa: E731
+        if self._may_be_today(result.day):
+            page = self._call(result, lambda c: endpoints.today_minute_bars(c, code, day=result.day, until=until.time()))
+            if self._served_day(page, result.day) == result.day:
+                _collect(result, page, keep=keep)
+                result.cumulative_volume = page.day_volume
+                return result
+        self._require_past_days(result.day)
+        page = self._call(result, lambda c: endpoints.past_minute_bars(c, code, day=result.day, until=until.time()))
+        _collect(result, page, keep=keep)
         return result
 
-    def session_bars(self, code: str, session: SessionWindow, *, today: date) -> BarsResult:
-        """Every bar of ``code`` in ``session``, walked backwards from the close, and the day's volume.
+    def session_bars(self, code: str, session: SessionWindow) -> BarsResult:
+        """Every bar of ``code`` in ``session`` (its closing print included), walked backwards from the
+        close, and the day's volume.
+
+        KIS's clock decides the endpoint: its today is walked on the today endpoint (call it after
+        the close), a past day on the past-day endpoint, which only real accounts have, plus one
+        request to the period-price endpoint (FHKST03010100) for the day's volume, which the
+        past-day endpoint does not report.
 
         :param session: the trading day (``kis.calendar.Session``): its day, open and close.
-        :param today: the run's session date; today is served by the today endpoint, a past day by
-            the daily endpoint, which only real accounts have. For a past day the daily endpoint
-            gives no day volume, so one more request, to the period-price endpoint
-            (FHKST03010100), fetches it: without it, minutes without trades could not be told from
-            lost ones.
         """
         validate_code(code)
-        if session.day > today:
-            raise ValueError(f"{session.day} is after today ({today}): there are no bars yet")
-        if session.day == today:
-            return self._walk(code, session, endpoints.today_minute_bars, endpoints.TODAY_MINUTES_PAGE_ROWS)
-        if self.settings.environment != "real":
-            raise KisUnsupported(
-                f"Cannot fetch {session.day} on a mock account: past days come only from the daily endpoint "
-                f"({endpoints.PAST_MINUTES_TR_ID}), which KIS serves to real accounts only, and the today "
-                "endpoint has no past days."
-            )
-        result = self._walk(code, session, endpoints.past_minute_bars, endpoints.PAST_MINUTES_PAGE_ROWS)
-        result.cumulative_volume = self._call(result, lambda client: endpoints.day_volume_of(client, code, day=session.day))
+        result = BarsResult(code=code, day=session.day)
+        if self._may_be_today(session.day):
+            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day)
+            first = self._call(result, lambda c: today(c, until=session.close.astimezone(KST).time()))
+            if self._served_day(first, session.day) == session.day:
+                self._walk(result, session, today, endpoints.TODAY_MINUTES_PAGE_ROWS, first)
+                result.cumulative_volume = first.day_volume
+                return result
+            result = BarsResult(code=code, day=session.day, pages=result.pages, rate_limited=result.rate_limited)
+        self._require_past_days(session.day)
+        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day)
+        self._walk(result, session, past, endpoints.PAST_MINUTES_PAGE_ROWS)
+        result.cumulative_volume = self._call(result, lambda c: endpoints.day_volume_of(c, code, day=session.day))
         return result
 
-    def _walk(self, code: str, session: SessionWindow, endpoint: MinuteEndpoint, page_rows: int) -> BarsResult:
+    def kis_today(self) -> date | None:
+        """KIS's current date (KST) as its latest answer told it; None before the first answer."""
+        now = self.get_conn().server_now()
+        return now.astimezone(KST).date() if now else None
+
+    def _may_be_today(self, day: date) -> bool:
+        """Whether to try the today endpoint for ``day``: KIS's clock says so, or is not read yet
+        (its first answer tells, see :meth:`_served_day`). Raises for a day after KIS's today."""
+        today = self.kis_today()
+        if today is not None and day > today:
+            raise KisNotYet(f"{day} is after KIS's today ({today}): there are no bars of it yet")
+        return today is None or today == day
+
+    def _served_day(self, page: MinutePage, asked: date) -> date:
+        """The day the today endpoint served: KIS's date after the answer; without a ``Date``
+        header, the rows' own date. Raises when the asked day is after it: no bars exist yet."""
+        served = self.kis_today()
+        if served is None:
+            served = asked if page.bars or page.oldest is None else page.oldest.date()
+        if asked > served:
+            raise KisNotYet(f"{asked} is after KIS's today ({served}): there are no bars of it yet")
+        return served
+
+    def _require_past_days(self, day: date) -> None:
+        if self.settings.environment != "real":
+            raise KisUnsupported(
+                f"Cannot fetch {day} on a mock account: KIS's today is {self.kis_today()}, past days come only "
+                f"from the past-day endpoint ({endpoints.PAST_MINUTES_TR_ID}), which KIS serves to real "
+                "accounts only, and the today endpoint has no past days."
+            )
+
+    def _walk(
+        self,
+        result: BarsResult,
+        session: SessionWindow,
+        fetch: Callable[..., MinutePage],
+        page_rows: int,
+        first: MinutePage | None = None,
+    ) -> None:
         """Page backwards from the close: cursor = oldest row - 1 minute, until the open or a short page."""
-        result = BarsResult(code=code, day=session.day)
         opens, closes = session.open.astimezone(KST), session.close.astimezone(KST)
+        last = closes + CLOSING_PRINT_GRACE  # the closing print can be labelled a few minutes late
         cursor = closes
+        page = first or self._call(result, lambda c: fetch(c, until=cursor.time()))
         while True:
-            page = self._call(result, lambda client: endpoint(client, code, day=session.day, until=cursor.time()))
-            if result.pages == 1:
-                result.cumulative_volume = page.day_volume
-            _collect(result, page, keep=lambda minute: opens <= minute <= closes)
+            _collect(result, page, keep=lambda minute: opens <= minute <= last)
             oldest = page.oldest
             # Stop at the open, on a short page, and if the server ignored the cursor (no progress).
             if page.rows < page_rows or oldest is None or oldest <= opens or oldest > cursor:
                 break
             cursor = oldest - ONE_MINUTE
+            page = self._call(result, lambda c: fetch(c, until=cursor.time()))
         self.log.info(
             "%s %s: %s bars, %s rejected rows, %s pages, %s EGW00201 retried",
-            code, session.day, len(result.bars), len(result.rejected), result.pages, result.rate_limited,
+            result.code, session.day, len(result.bars), len(result.rejected), result.pages, result.rate_limited,
         )
-        return result
 
     def _call(self, result: BarsResult, request: Callable[[KisClient], Any]) -> Any:
         """One endpoint call for ``result``, counted as a page with the EGW00201 answers it retried."""
@@ -210,12 +261,6 @@ class KisHook(BaseHook):
         result.rate_limited += client.counters["rate_limited"] - rate_limited
         result.pages += 1
         return answer
-
-
-class MinuteEndpoint(Protocol):
-    """``endpoints.today_minute_bars`` or ``endpoints.past_minute_bars``."""
-
-    def __call__(self, client: KisClient, code: str, *, day: date, until: Any, market: Market = ...) -> MinutePage: ...
 
 
 def _collect(result: BarsResult, page: MinutePage, *, keep: Callable[[datetime], bool]) -> None:
