@@ -9,11 +9,17 @@ parameter:
 2. **wait_for_close**: waits, deferred (no worker slot held), until the real session is over:
    16:35 on a CSAT day, when the 16:00 run starts before the close.
 3. **fetch_session_bars**: one mapped task per batch of codes in the `kis_api` pool: the whole
-   session (today's endpoint walked backwards, or the daily endpoint for a past date).
+   session (today's endpoint walked backwards, or the daily endpoint for a past date). A code that
+   fails is alerted with its reason on the task's last try and the task ends failed, but the
+   other codes of its batch are still upserted; an unknown code is alerted once and left out of
+   the verification.
 4. **upsert_bars**: the same set-based upsert as the minute DAG, over the whole day.
 5. **verify_day**: the stored bars against the calendar's grid, written to the report table; the
    run fails and alerts when the day is below the completeness threshold or a code has a gap that
    its volumes do not explain.
+6. **apply_retention**: drops the partitions older than `KIS_MINUTE_RETENTION_MONTHS`, off the
+   path to the verification; it detaches them concurrently and waits for no lock longer than a
+   few seconds: when a reader blocks it, it fails and is retried 10 minutes later.
 
 Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_completeness_threshold`
 (0.98 by default); connections `kis_default` and `kis_market_db`.
@@ -73,7 +79,12 @@ def kis_minute_backfill():
     )
     def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, dag_run=None, ti=None) -> dict:
         return minute_backfill.fetch_session_bars(
-            codes, minute_backfill.BackfillDay.of(dag_run, params), batch=ti.map_index, batches=len(batches)
+            codes,
+            minute_backfill.BackfillDay.of(dag_run, params),
+            collection.Run.of(dag_run),
+            batch=ti.map_index,
+            batches=len(batches),
+            ti=ti,
         )
 
     fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
@@ -87,7 +98,14 @@ def kis_minute_backfill():
         fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
         return minute_backfill.verify_day(minute_backfill.BackfillDay.of(dag_run, params), batches, fetched, collection.Run.of(dag_run))
 
+    # Blocked by a lock, it fails after its lock timeout and is retried later; off the path to
+    # verify_day, it never fails the day's verification.
+    @task(retries=3, retry_delay=timedelta(minutes=10))
+    def apply_retention(params=None, dag_run=None) -> list[str]:
+        return minute_backfill.apply_retention(minute_backfill.BackfillDay.of(dag_run, params))
+
     batches >> wait_for_close >> fetched >> upsert >> verify_day()
+    batches >> apply_retention()
 
 
 kis_minute_backfill()

@@ -12,6 +12,7 @@ fetch task still imports itself.
 """
 
 import _strptime  # noqa: F401  (datetime.strptime imports it on first use: the bars' timestamps)
+import netrc  # noqa: F401  (requests reads ~/.netrc for a session that trusts the environment)
 from contextlib import suppress
 from datetime import datetime
 
@@ -30,6 +31,7 @@ from airflow.sdk.crypto import get_fernet
 import kis.hook  # noqa: F401
 import kis.minute_backfill  # noqa: F401
 import kis.minute_bars  # noqa: F401
+import kis.timetable  # noqa: F401  (the minute DAG's schedule, parsed with the DAG file)
 from kis.bars import KST
 from kis.calendar import default_calendar
 

@@ -9,20 +9,25 @@ fetches and checks the same minutes, and tests drive a simulated day by choosing
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from kis import alerts, schema
 from kis.alerts import Alert, send_alert
-from kis.errors import KisUnknownCode
+from kis.errors import KisError, KisUnknownCode, KisUnsupported
 from kis.resources import KIS_CONN_ID, MARKET_DB_CONN_ID
 from kis.watchlist import load_watchlist
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The alert of a code that still failed on its fetch task's last try.
+FETCH_FAILED = "fetch_failed"
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,10 @@ def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
     """The upsert task of both DAGs: one set-based statement over every bar the mapped fetches
     returned (their XComs, or each XCom's ``bars_key``), concatenated into one JSON parameter.
 
-    It runs as soon as the fetches are done and one of them succeeded, so one failed code never
-    holds back the others. The partitions the batch needs are ensured in the same transaction.
+    It runs as soon as the fetches are done, failed ones included: a fetch task with a failed code
+    pushed the other codes' bars before failing (``fetch_batch``), and xcom_pull returns the XComs
+    of failed task instances too, so one failed code never holds back the others, even when it
+    shares the run's only batch. The partitions the batch needs are ensured in the same transaction.
     """
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
@@ -64,7 +71,7 @@ def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
         conn_id=MARKET_DB_CONN_ID,
         sql=["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"],
         parameters={"bars": "{{ " + pulled + " | sum(start=[]) | tojson }}"},
-        trigger_rule="all_done_min_one_success",
+        trigger_rule="all_done",
         show_return_value_in_logs=True,
     )
 
@@ -113,11 +120,115 @@ def prepared_market_db(day: date):
     return conn
 
 
+class CodesFailed(RuntimeError):
+    """Codes of a batch failed for a reason a retry may mend; the others' result is already pushed."""
+
+
+def fetch_batch(
+    codes: Sequence[str],
+    fetch_code: Callable[[Any, str], T],
+    assemble: Callable[[dict[str, T]], dict[str, Any]],
+    *,
+    day: date,
+    run: Run,
+    ti: Any | None = None,
+) -> dict[str, Any]:
+    """The return value of a mapped fetch task: each code of its batch fetched on its own, so that
+    one code never takes the others down.
+
+    ``fetch_code(hook, code)`` fetches one code; ``assemble`` builds the task's value (its bars
+    under ``"bars"``) from the codes fetched, and ``"failed"`` (code: reason) is added. An unknown
+    code is alerted at once (a retry of the task neither asks nor alerts it again); any other
+    ``KisError`` is recorded with its reason. When a code failed, the value is pushed as the task's
+    ``return_value`` XCom and the task raises: Airflow keeps the XCom of a failed try (it clears it
+    when the next try starts), and the upsert, which pulls the XComs of every mapped fetch, stores
+    the other codes. ``CollectionFailed`` (no retry) when every failed code is unknown, else
+    ``CodesFailed``, retried by Airflow; on the last try each code that still failed is alerted
+    (``fetch_failed``), so a code is alerted once whatever the number of tries.
+    """
+    unknown_before: set[str] = set()
+    if ti is not None and ti.try_number > 1:
+        with market_db() as conn:
+            unknown_before = alerts.codes_alerted(conn, "unknown_code", day) & set(codes)
+    fetched: dict[str, T] = {}
+    failed = {code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before}
+    unknown = set(unknown_before)
+    with kis_hook() as hook:
+        for code in codes:
+            if code in unknown_before:
+                continue
+            try:
+                fetched[code] = fetch_code(hook, code)
+            except KisUnsupported as err:
+                # The account cannot serve the request (a past day on a mock account): no code of
+                # the batch would succeed, and no retry can change that.
+                raise CollectionFailed(str(err)) from None
+            except KisUnknownCode as err:
+                alert_unknown_code(code, err, day, run)
+                unknown.add(code)
+                failed[code] = f"unknown to KIS ({err.msg_cd}: {err.msg1})"
+            except KisError as err:
+                log.error("%s: %s", code, err)
+                failed[code] = str(err)
+    value = assemble(fetched) | {"failed": failed}
+    if not failed:
+        return value
+    if ti is not None:
+        ti.xcom_push("return_value", value)
+    reasons = "; ".join(f"{code}: {reason}" for code, reason in sorted(failed.items()))
+    stored = f"the other {len(fetched)} codes of the batch are stored" if fetched else "no code of the batch was fetched"
+    if set(failed) <= unknown:
+        raise CollectionFailed(f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}")
+    last_try = ti is None or ti.try_number > ti.max_tries
+    if last_try:
+        for code in sorted(set(failed) - unknown):
+            alert_fetch_failed(code, failed[code], day, run, tries=ti.try_number if ti is not None else 1)
+    raise CodesFailed(
+        f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}"
+        + ("" if last_try else "; retried")
+    )
+
+
+def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: int) -> None:
+    send_alert(
+        Alert(
+            kind=FETCH_FAILED,
+            message=f"{code}: not fetched after {tries} tries: {reason}. The other codes of its batch go on to "
+            "the upsert; clear its fetch task to fetch it again",
+            trading_date=day,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            stock_code=code,
+            details={"reason": reason, "tries": tries},
+        )
+    )
+
+
+def known_codes(batches: Sequence[Sequence[str]], day: date, conn: Any = None) -> list[str]:
+    """The codes of ``batches`` without those KIS called unknown on ``day`` (maybe in this very
+    run): those are alerted as unknown, never as gaps."""
+    if conn is None:
+        with market_db() as own:
+            return known_codes(batches, day, own)
+    unknown = alerts.codes_alerted(conn, "unknown_code", day)
+    return [code for batch in batches for code in batch if code not in unknown]
+
+
 def fail_when_fetches_failed(batches: Sequence[Sequence[str]], fetched: Sequence[Any]) -> None:
-    """Failed mapped fetches left no XCom: fail this task so that the run shows it."""
-    if len(fetched) < len(batches):
+    """Fails this task when a mapped fetch failed, so that the run shows it: a fetch that failed
+    outright left no XCom, one with failed codes left its partial value with ``"failed"``."""
+    failed = {
+        code: reason
+        for result in fetched
+        if isinstance(result, dict)
+        for code, reason in (result.get("failed") or {}).items()
+    }
+    missing = len(batches) - len(fetched)
+    if failed or missing > 0:
+        lost = [f"{missing} of {len(batches)} fetch tasks failed outright"] if missing > 0 else []
+        lost += [f"{code} ({reason})" for code, reason in sorted(failed.items())]
         raise CollectionFailed(
-            f"{len(batches) - len(fetched)} of {len(batches)} fetch tasks failed: their bars are not stored. "
+            f"Not fetched: {'; '.join(lost)}. The codes fetched with them are stored. "
             "Clear the failed fetch tasks (with downstream) to fetch them again."
         )
 

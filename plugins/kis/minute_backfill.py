@@ -47,19 +47,25 @@ def plan_backfill(target: BackfillDay) -> list[list[str]]:
     if target.session is None:
         log.info("%s is not a KRX session: nothing to backfill", target.day)
         return []
-    if target.day < target.today:
-        with collection.kis_hook() as hook:
-            if hook.settings.environment != "real":
-                raise CollectionFailed(
-                    f"{target.day} is a past date: KIS serves past minute bars (FHKST03010230) to real "
-                    "accounts only, and the kis_default connection is a mock account"
-                )
     with collection.prepared_market_db(target.day) as conn:
-        keep_months = storage.retention_months()
-        if keep_months is not None:
-            removed = storage.apply_retention(conn, keep_months, today=target.today)
-            log.info("Retention (%d months): removed partitions %s", keep_months, ", ".join(removed) or "none")
         return collection.watchlist_batches(conn, target.day)
+
+
+def apply_retention(target: BackfillDay) -> list[str]:
+    """Drops the partitions older than ``KIS_MINUTE_RETENTION_MONTHS`` (unset: keeps everything).
+
+    A task of its own, off the path to the verification: blocked by another session's lock, it
+    fails after the lock timeout (``storage.apply_retention``) and Airflow retries it later.
+    """
+    keep_months = storage.retention_months()
+    if keep_months is None:
+        log.info("%s is unset: every month is kept", storage.RETENTION_MONTHS_ENV)
+        return []
+    with collection.market_db() as conn:
+        conn.autocommit = True  # DETACH PARTITION ... CONCURRENTLY cannot run in a transaction block
+        removed = storage.apply_retention(conn, keep_months, today=target.today)
+    log.info("Retention (%d months): removed partitions %s", keep_months, ", ".join(removed) or "none")
+    return removed
 
 
 def backfill_wait_until(dag_run: Any, params: dict[str, Any]) -> str:
@@ -68,24 +74,32 @@ def backfill_wait_until(dag_run: Any, params: dict[str, Any]) -> str:
     return (target.session.close + CLOSING_PRINT_GRACE).isoformat() if target.session else target.day.isoformat()
 
 
-def fetch_session_bars(codes: Sequence[str], target: BackfillDay, *, batch: int, batches: int) -> dict[str, Any]:
-    """Every bar of the day for each code, with the day volumes KIS reported."""
-    records: list[dict[str, Any]] = []
-    volumes: dict[str, int] = {}
-    rejected: dict[str, int] = {}
-    with collection.kis_hook() as hook:
-        for code in codes:
-            result = hook.session_bars(code, target.session, today=target.today)
-            collection.log_rejects(code, result.rejected)
-            records.extend(bar.as_record() for bar in result.bars)
-            rejected[code] = len(result.rejected)
-            if result.cumulative_volume is not None:
-                volumes[code] = result.cumulative_volume
-            log.info(
-                "Batch %d/%d, %s: %d pages, %d bars, %d rejected rows",
-                batch + 1, batches, code, result.pages, len(result.bars), len(result.rejected),
-            )
-    return {"bars": records, "volumes": volumes, "rejected": rejected}
+def fetch_session_bars(
+    codes: Sequence[str], target: BackfillDay, run: Run, *, batch: int, batches: int, ti: Any | None = None
+) -> dict[str, Any]:
+    """Every bar of the day for each code, with the day volumes KIS reported, and the codes that
+    failed (``"failed"``): a code that fails is reported on its own and the others' bars still
+    reach the upsert (see :func:`kis.collection.fetch_batch`)."""
+
+    def fetch(hook: Any, code: str) -> Any:
+        result = hook.session_bars(code, target.session)
+        collection.log_rejects(code, result.rejected)
+        log.info(
+            "Batch %d/%d, %s: %d pages, %d bars, %d rejected rows",
+            batch + 1, batches, code, result.pages, len(result.bars), len(result.rejected),
+        )
+        return result
+
+    def assemble(fetched: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "bars": [bar.as_record() for result in fetched.values() for bar in result.bars],
+            "volumes": {
+                code: result.cumulative_volume for code, result in fetched.items() if result.cumulative_volume is not None
+            },
+            "rejected": {code: len(result.rejected) for code, result in fetched.items()},
+        }
+
+    return collection.fetch_batch(codes, fetch, assemble, day=target.day, run=run, ti=ti)
 
 
 def verify_day(
@@ -93,15 +107,15 @@ def verify_day(
 ) -> dict[str, Any]:
     """Verifies the day into the report table; raises, after alerting, when the day falls short.
 
-    The day falls short when a code has a gap its volumes do not explain, or when its completeness
-    is under the Variable ``kis_completeness_threshold`` (0.98): the expected bars that are stored
-    or explained (a VI, a halt, a minute without trades, when the day's volumes add up), over the
-    expected bars.
+    The day falls short when its completeness is under the Variable ``kis_completeness_threshold``
+    (0.98): the expected bars that are stored or explained (a VI, a halt, a minute without trades,
+    when the day's volumes add up), over the expected bars; or when a code has no bar at all. Gaps
+    are alerted by name even when the day passes.
     """
     if batches is None:
         raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
     session = target.session
-    codes = [code for batch in batches for code in batch]
+    codes = collection.known_codes(batches, session.day)  # an unknown code is alerted as that, not as a gap
     volumes: dict[str, int] = {}
     for result in fetched:
         volumes |= result["volumes"]
@@ -110,11 +124,13 @@ def verify_day(
     day = verification.outcome(session.day, report, float(collection.variable("kis_completeness_threshold", "0.98")))
     text = verification.format_report(report)
     log.info("Verification of %s:\n%s", session.day, text)
-    if not day.passed:
+    if day.alerted:
         send_alert(verification.shortfall_alert(day, text, dag_id=run.dag_id, run_id=run.run_id))
+    if not day.passed:
         raise CollectionFailed(
-            f"{session.day} is incomplete: {day.completeness:.2%} of the expected bars, "
-            f"gaps in {', '.join(day.codes_with_gaps) or 'no code'} (see the report above)"
+            f"{session.day} is incomplete: {verification.percent(day.completeness)} of the expected bars "
+            f"(threshold {verification.percent(day.threshold)}); codes with gaps: "
+            f"{', '.join(day.codes_with_gaps) or 'none'} (see the report above)"
         )
     collection.fail_when_fetches_failed(batches, fetched)
     return day.summary()

@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from kis import alerts, collection, storage
+from kis import collection, storage
 from kis.alerts import Alert, send_alert
 from kis.bars import KST
-from kis.calendar import default_calendar
-from kis.collection import CollectionFailed, Run
-from kis.errors import KisError, KisUnknownCode
+from kis.calendar import ONE_MINUTE, default_calendar
+from kis.collection import Run
 from kis.verification import minutes_text
 
 log = logging.getLogger(__name__)
@@ -29,47 +28,53 @@ def minute_run_deadline() -> timedelta:
 
 
 def plan_minute_run(run: Run) -> list[list[str]]:
-    """The batches of codes to fetch for the run's minute; empty (the run skips) outside the session."""
-    if not default_calendar().in_collection_window(run.at):
+    """The batches of codes to fetch for the run's minute; empty (the run skips, no request) outside
+    the session and when no bar has closed since the previous tick.
+
+    During the closing auction (15:20-15:30) no bar closes, so those ticks ask nothing; after the
+    closing bar, the grace ticks ask only for the codes whose closing print is not stored yet.
+    """
+    calendar = default_calendar()
+    if not calendar.in_collection_window(run.at):
         log.info("No session to collect at %s KST: skipping without calling KIS", run.at.astimezone(KST))
         return []
-    day = run.at.astimezone(KST).date()
-    with collection.prepared_market_db(day) as conn:
-        return collection.watchlist_batches(conn, day)
+    session = calendar.session(run.at.astimezone(KST).date())
+    newest = calendar.last_closed_minute(run.at)
+    nothing_closed = newest == calendar.last_closed_minute(run.at - ONE_MINUTE)
+    if nothing_closed and newest != session.closing_bar:
+        log.info("No bar closed since the previous tick (the newest is %s): nothing to fetch", newest.strftime("%H:%M"))
+        return []
+    with collection.prepared_market_db(session.day) as conn:
+        batches = collection.watchlist_batches(conn, session.day)
+        if nothing_closed:  # the closing print's grace minutes
+            done = storage.codes_with_closing_bar(conn, [code for batch in batches for code in batch], newest)
+            log.info("Closing print grace: %d codes have their closing bar stored, not asked again", len(done))
+            batches = [left for left in ([c for c in batch if c not in done] for batch in batches) if left]
+        return batches
 
 
-def fetch_recent_bars(codes: Sequence[str], run: Run) -> list[dict[str, Any]]:
-    """The closed bars of the last 30 minutes before the run's minute for each code, as records.
+def fetch_recent_bars(codes: Sequence[str], run: Run, *, ti: Any | None = None) -> dict[str, Any]:
+    """The closed bars of the last 30 minutes before the run's minute for each code: ``{"bars":
+    records, "failed": {code: reason}}``.
 
-    An unknown code is alerted (once: later runs of the day leave it out) and skipped; any other
-    failure raises after the other codes were asked, so Airflow retries the task.
+    A code that fails is reported on its own and the others' bars still reach the upsert (see
+    :func:`kis.collection.fetch_batch`); an unknown code is alerted once, later runs of the day
+    leave it out.
     """
     until = default_calendar().last_closed_minute(run.at)
     if until is None:
-        return []
-    records: list[dict[str, Any]] = []
-    failed: list[str] = []
-    unknown: list[str] = []
-    with collection.kis_hook() as hook:
-        for code in codes:
-            try:
-                result = hook.recent_bars(code, until=until)
-            except KisUnknownCode as err:
-                collection.alert_unknown_code(code, err, until.date(), run)
-                unknown.append(code)
-                continue
-            except KisError as err:
-                log.error("%s: %s", code, err)
-                failed.append(code)
-                continue
-            collection.log_rejects(code, result.rejected)
-            records.extend(bar.as_record() for bar in result.bars)
-            log.info("%s: %d closed bars up to %s", code, len(result.bars), until.strftime("%H:%M"))
-    if failed:
-        raise RuntimeError(f"KIS failed for {', '.join(failed)} after the hook's own retries")
-    if unknown and not records:
-        raise CollectionFailed(f"KIS does not know {', '.join(unknown)}: alerted, not asked again today")
-    return records
+        return {"bars": [], "failed": {}}
+
+    def fetch(hook: Any, code: str) -> list[dict[str, Any]]:
+        result = hook.recent_bars(code, until=until)
+        collection.log_rejects(code, result.rejected)
+        log.info("%s: %d closed bars up to %s", code, len(result.bars), until.strftime("%H:%M"))
+        return [bar.as_record() for bar in result.bars]
+
+    def assemble(fetched: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        return {"bars": [record for records in fetched.values() for record in records]}
+
+    return collection.fetch_batch(codes, fetch, assemble, day=until.date(), run=run, ti=ti)
 
 
 def check_live_gaps(batches: Sequence[Sequence[str]], fetched: Sequence[Any], run: Run) -> int:
@@ -83,9 +88,7 @@ def check_live_gaps(batches: Sequence[Sequence[str]], fetched: Sequence[Any], ru
         # The closing bar may print up to five minutes late; the day's verification checks it.
         minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
         with collection.market_db() as conn:
-            # A code KIS called unknown (maybe in this very run) is alerted as that, not as gaps.
-            unknown = alerts.codes_alerted(conn, "unknown_code", session.day)
-            codes = [code for batch in batches for code in batch if code not in unknown]
+            codes = collection.known_codes(batches, session.day, conn)
             gaps = storage.live_gaps(conn, codes, minutes, run_id=run.run_id)
     by_code: dict[str, list[datetime]] = {}
     for code, minute in gaps:

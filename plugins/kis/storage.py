@@ -3,7 +3,8 @@
 Every statement is a file there, so that the DAGs can run the same file with
 ``SQLExecuteQueryOperator`` (``template_searchpath`` = ``include/``) and Python callers (tests, the
 web plugin, scripts) run it here. Values are always bound parameters; the only identifiers built at
-run time are partition names, inside the plpgsql functions of the migrations (``format('%I')``).
+run time are partition names, inside the plpgsql functions of the migrations (``format('%I')``) and,
+for retention's statements that cannot run in a function, with ``psycopg.sql.Identifier``.
 
 Minutes cross this boundary as naive KST wall-clock timestamps (the column type, see
 ``docs/storage.md``); aware datetimes are converted to KST here, never by the session TimeZone.
@@ -19,6 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql as pg_sql
 from psycopg.rows import class_row
 
 from kis.bars import KST, Bar
@@ -28,13 +30,16 @@ if TYPE_CHECKING:
     import pandas
 
 __all__ = [
+    "RETENTION_LOCK_TIMEOUT",
     "RETENTION_MONTHS_ENV",
+    "RetentionBlocked",
     "DayVerification",
     "MinuteStatus",
     "UpsertCounts",
     "apply_retention",
     "bars_frame",
     "bars_json",
+    "codes_with_closing_bar",
     "ensure_partitions",
     "live_gaps",
     "minute_status",
@@ -45,6 +50,12 @@ __all__ = [
 
 # The retention setting: keep this many whole months before the current one (unset: keep all).
 RETENTION_MONTHS_ENV = "KIS_MINUTE_RETENTION_MONTHS"
+# The longest retention waits for a lock: readers queued behind its request wait at most this.
+RETENTION_LOCK_TIMEOUT = timedelta(seconds=5)
+
+
+class RetentionBlocked(Exception):
+    """Retention waited ``lock_timeout`` for a lock another session holds: retry it later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +82,8 @@ class DayVerification:
     closing_bar_at: datetime | None  # naive KST
     volume_sum: int
     reported_volume: int | None
-    volume_status: str  # match | mismatch | unknown
-    status: str  # complete | complete_with_explained_absences | gap | no_data
+    volume_status: str  # match | exceeds | below | unknown (mismatch in rows before migration 007)
+    status: str  # complete | complete_with_explained_absences | unverifiable | gap | no_data
     run_id: str
     checked_at: datetime
 
@@ -133,23 +144,61 @@ def retention_months(environ: dict[str, str] | None = None) -> int | None:
 
 
 def apply_retention(
-    conn: psycopg.Connection, keep_months: int, *, today: date, detach_only: bool = False
+    conn: psycopg.Connection,
+    keep_months: int,
+    *,
+    today: date,
+    detach_only: bool = False,
+    lock_timeout: timedelta = RETENTION_LOCK_TIMEOUT,
 ) -> list[str]:
     """Drops (or detaches) the monthly partitions older than ``keep_months`` whole months.
 
     With ``keep_months=24`` on 2026-03-15 the current month and the 24 before it are kept
     (2024-03 onwards); 2024-02 and older go. Returns the names of the partitions handled.
 
+    Readers never queue behind an ACCESS EXCLUSIVE lock on the table: each partition is detached
+    with ``DETACH PARTITION ... CONCURRENTLY`` (a SHARE UPDATE EXCLUSIVE lock on the table, which
+    readers and writers pass; then it waits for the queries that may still read the partition,
+    and locks only the partition), and only then dropped, as a table no query of the parent reads.
+    Every lock is waited for at most ``lock_timeout``: a session that holds the old month (a long
+    read) makes this raise :class:`RetentionBlocked` instead of stalling what queues behind it. An
+    interrupted detach stays pending in the catalog; the next call finishes it (``FINALIZE``).
+
+    :param conn: an autocommit connection (``DETACH ... CONCURRENTLY`` cannot run in a transaction).
     :param today: the KST date the retention is computed from (the run's logical date).
     :param detach_only: detach them, to archive with pg_dump, instead of dropping them.
+    :param lock_timeout: the longest wait for any lock (PostgreSQL's ``lock_timeout``).
     """
     if keep_months < 1:
         raise ValueError(f"keep_months must be >= 1, got {keep_months}")
+    if not conn.autocommit:
+        raise ValueError("apply_retention needs an autocommit connection: DETACH CONCURRENTLY cannot run in a transaction")
     month_index = today.year * 12 + today.month - 1 - keep_months
     cutoff = date(month_index // 12, month_index % 12 + 1, 1)
-    with conn.transaction():
-        rows = conn.execute("SELECT drop_minute_partitions(%s, %s)", (cutoff, detach_only)).fetchall()
-    return [name for (name,) in rows]
+    handled: list[str] = []
+    previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(lock_timeout.total_seconds() * 1000)}ms",))
+    try:
+        for schema_name, name, pending in conn.execute(load_sql("retention_partitions"), {"older_than": cutoff}).fetchall():
+            partition = pg_sql.Identifier(schema_name, name)
+            # At most one detach can be pending on the table: finish it before starting another.
+            mode = pg_sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
+            try:
+                conn.execute(
+                    pg_sql.SQL("ALTER TABLE stock_prices_minute DETACH PARTITION {} {}").format(partition, mode)
+                )
+                if not detach_only:
+                    conn.execute(pg_sql.SQL("DROP TABLE {}").format(partition))
+            except psycopg.errors.LockNotAvailable as err:
+                raise RetentionBlocked(
+                    f"Retention blocked on {name}: a lock was not granted within {lock_timeout}"
+                    f" (a session still reads it); done so far: {', '.join(handled) or 'none'}"
+                ) from err
+            handled.append(name)
+        conn.execute("DELETE FROM alerted_gaps WHERE datetime < %s", (cutoff,))
+    finally:
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous,))
+    return handled
 
 
 def verify_day(
@@ -184,6 +233,12 @@ def live_gaps(
     params = {"codes": list(codes), "minutes": [_naive_kst(m) for m in minutes], "run_id": run_id}
     with conn.transaction():
         return [(code, minute) for code, minute in conn.execute(load_sql("live_gap_check"), params)]
+
+
+def codes_with_closing_bar(conn: psycopg.Connection, codes: Sequence[str], close: datetime) -> set[str]:
+    """The ``codes`` whose closing bar (labelled ``close`` to five minutes later) is stored."""
+    params = {"codes": list(codes), "close": _naive_kst(close)}
+    return {code for (code,) in conn.execute(load_sql("codes_with_closing_bar"), params)}
 
 
 def minute_status(
