@@ -1,7 +1,7 @@
 """The simulator's HTTP API: the KIS endpoints the collector uses, and the ``/_sim/`` control API.
 
 The behaviour, error codes and HTTP statuses are documented in ``simulator/README.md``; the
-specification is docs KIS_API.md. One ``Simulator`` is one server's whole state. It runs on one
+specification is docs/kis-api.md. One ``Simulator`` is one server's whole state. It runs on one
 asyncio event loop, so handlers change the state between ``await`` points without locks.
 """
 
@@ -35,7 +35,8 @@ __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig"
 
 DEFAULT_APPKEY = "SIMULATOR-APPKEY"
 DEFAULT_APPSECRET = "SIMULATOR-APPSECRET"
-RATE_LIMITS = {"real": 20, "mock": 2}
+# KIS portal notice of 2026-04-20 (docs/kis-api.md, "Rate limit"): 18/s real, 1/s mock, per app key.
+RATE_LIMITS = {"real": 18, "mock": 1}
 SAME_TOKEN_WINDOW_SECONDS = 6 * 3600
 HISTORY_DAYS = 365
 ONE_MINUTE = timedelta(minutes=1)
@@ -82,7 +83,7 @@ class SimulatorConfig:
     appsecret: str = DEFAULT_APPSECRET
     now: datetime | None = None  # the market clock at start; None: the wall clock
     seed: int = 0
-    rate_limit: int | None = None  # None: 20/s real, 2/s mock
+    rate_limit: int | None = None  # None: 18/s real, 1/s mock
     token_lifetime_seconds: float = 86400
     token_throttle_seconds: float = 60
     faults: dict[str, Any] | None = None

@@ -46,7 +46,7 @@ VI_BLANK_MINUTES = 2
 ILLIQUID_SHARE = 0.2
 ILLIQUID_NO_TRADE_PROBABILITY = 0.03
 
-# Off-session trading (docs KRX_SESSIONS.md, "Off-session trading"), placed relative to the regular
+# Off-session trading (docs/krx-sessions.md, "Off-session trading"), placed relative to the regular
 # session so that a late day (CSAT, the first day of a year) moves it too: pre-market close-price
 # 08:30-08:40, after-market close-price 15:40-16:00, single-price after-hours 16:00-18:00 matched
 # every 10 minutes (16:10, 16:20, ..., 18:00).

@@ -51,9 +51,10 @@ def test_the_mapping_covers_every_bar_field() -> None:
         ({"stck_oprc": "71500.5"}, "open is not an integer"),
         ({"stck_prpr": "1e3"}, "close is not an integer"),
         ({"cntg_vol": " 12"}, "volume is not an integer"),
-        ({"stck_hgpr": "71300"}, "OHLC out of order"),  # high below open
+        ({"stck_hgpr": "71450"}, "OHLC out of order"),  # high below open, above low
         ({"stck_lwpr": "71550"}, "OHLC out of order"),  # low above open
         ({"stck_prpr": "71800"}, "OHLC out of order"),  # close above high
+        ({"stck_hgpr": "71400", "stck_lwpr": "71700"}, "high below low: high 71400 low 71700"),  # open, close between
         ({"stck_oprc": "0", "stck_lwpr": "0"}, "non-positive price"),
         ({"stck_oprc": "-1", "stck_lwpr": "-1"}, "non-positive price"),
         ({"cntg_vol": "-5"}, "negative volume"),
@@ -77,6 +78,26 @@ def test_a_missing_field_is_a_rejected_row_and_good_rows_are_kept() -> None:
     parsed = parse_rows([row(), missing, row(stck_cntg_hour="102800"), "not a row"], code="005930", day=DAY)  # type: ignore[list-item]
     assert [bar.minute.strftime("%H%M") for bar in parsed.bars] == ["1030", "1028"]
     assert [r.reason for r in parsed.rejected] == ["missing field cntg_vol", "row is not an object: str"]
+
+
+def test_high_and_low_are_taken_from_their_own_fields() -> None:
+    """An asymmetric row (every price different): a parser that swaps high and low, or sorts them, fails."""
+    asymmetric = row(stck_oprc="71500", stck_hgpr="71900", stck_lwpr="71300", stck_prpr="71600")
+    bar = parse_bar(asymmetric, code="005930", day=DAY)
+    assert (bar.open, bar.high, bar.low, bar.close) == (71500, 71900, 71300, 71600)
+    assert bar.high == int(asymmetric["stck_hgpr"]) and bar.low == int(asymmetric["stck_lwpr"])
+
+
+def test_a_row_with_high_below_low_is_rejected_alone() -> None:
+    """High 100 < low 110 with open and close (105) between them: the row would pass a check of open
+    and close against a swapped pair, and the table's CHECK would then refuse the whole minute's
+    batch, every code's. It is rejected with its reason; the other rows of the page are kept."""
+    inverted = row(stck_cntg_hour="102900", stck_oprc="105", stck_hgpr="100", stck_lwpr="110", stck_prpr="105")
+    parsed = parse_rows([row(), inverted, row(stck_cntg_hour="102800")], code="005930", day=DAY)
+    assert [bar.minute.strftime("%H%M") for bar in parsed.bars] == ["1030", "1028"]
+    assert [r.reason for r in parsed.rejected] == ["high below low: high 100 low 110"]
+    assert parsed.rejected[0].row is inverted
+    assert all(bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high for bar in parsed.bars)
 
 
 def test_a_flat_zero_volume_minute_is_a_valid_bar() -> None:

@@ -1,4 +1,4 @@
-"""The KRX calendar against every fact of docs KRX_SESSIONS.md for 2024-2026."""
+"""The KRX calendar against every fact of docs/krx-sessions.md for 2024-2026."""
 
 from __future__ import annotations
 

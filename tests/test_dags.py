@@ -18,6 +18,32 @@ from devtools import airflow_env
 from kis import storage
 from kis.bars import Bar
 
+def fail_one_code(monkeypatch, method: str, code: str) -> str:
+    """Makes ``KisHook.<method>`` fail for ``code`` on every call, after the hook's own retries
+    (a 503 that outlasts them), and the fetch tasks retry at once; returns the reason KIS gave."""
+    from kis.errors import KisTransientError
+    from kis.hook import KisHook
+
+    original = getattr(KisHook, method)
+
+    def failing(self, asked, *args, **kwargs):
+        if asked == code:
+            raise KisTransientError("HTTP503", "Service Unavailable", 503)
+        return original(self, asked, *args, **kwargs)
+
+    monkeypatch.setattr(KisHook, method, failing)
+    return "Service Unavailable"
+
+
+def fetch_tries(dag_run, task_id: str) -> list[tuple[str, str, int]]:
+    """(label, state, tries) of each mapped fetch task of a run."""
+    return sorted(
+        (ti.rendered_map_index, getattr(ti.state, "value", ti.state), ti.try_number)
+        for ti in dag_run.get_task_instances()
+        if ti.task_id == task_id
+    )
+
+
 # --- integrity ----------------------------------------------------------------------------------
 
 
@@ -25,7 +51,7 @@ def test_both_dags_are_wired_as_operators_expect(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
-    for dag, cron in ((minute, "* 9-15 * * 1-5"), (backfill, "0 16 * * 1-5")):
+    for dag, cron in ((minute, "* 9-15 * * 1-5 + KRX special sessions"), (backfill, "0 16 * * 1-5")):
         assert dag.timetable.summary == cron
         assert str(dag.timetable._timezone.name) == "Asia/Seoul"
         assert dag.catchup is False and dag.max_active_runs == 1
@@ -138,6 +164,29 @@ def test_an_unknown_code_fails_alone_and_is_alerted_once(simulated_market):
         assert alerts == [("unknown_code", "999990")]
 
 
+def test_a_code_failing_in_a_batch_is_alerted_alone_and_its_batch_mates_are_stored(market, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "2")  # batches 005930+000660, 0126Z0+035720
+    reason = fail_one_code(monkeypatch, "recent_bars", "000660")
+    monkeypatch.setattr(market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars"), "retry_delay", timedelta(0))
+    dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
+    # The batch with the failing code ends failed after its two retries; the other succeeds.
+    assert fetch_tries(dag_run, "fetch_recent_bars") == [
+        ("005930…000660 (2 codes)", "failed", 3), ("0126Z0…035720 (2 codes)", "success", 1)
+    ]
+    assert task_states(dag_run)["upsert_bars"] == ["success"]
+    assert dag_run.state == "failed"
+    day = date(2026, 11, 25)
+    stored = market.stored(day)
+    assert stored["000660"] == []
+    for code in ("005930", "0126Z0", "035720"):  # 005930 shares the failed task
+        assert stored[code] == [b for b in market.sim.truth(code, day) if b.minute < kst("2026-11-25T10:31")][-30:], code
+    # One alert, on the last try, naming the code and KIS's reason.
+    (code, message, details), = market.query(
+        "SELECT stock_code, message, details FROM collection_alerts WHERE kind = 'fetch_failed'"
+    )
+    assert code == "000660" and "000660" in message and reason in message and details["tries"] == 3
+
+
 def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
     faults = {"drop_minutes": [{"code": "000660", "minutes": ["10:05"], "date": "2026-11-25"}]}
     with simulated_market(faults=faults) as market:
@@ -164,6 +213,7 @@ def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(ma
     monkeypatch.setenv("KIS_MINUTE_RETENTION_MONTHS", "12")
     dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
     assert dag_run.state == "success"
+    assert task_states(dag_run)["apply_retention"] == ["success"]  # a task of its own, after the gate
     stored = market.stored(day)
     for code in CODES:
         assert stored[code] == market.sim.truth(code, day), code
@@ -214,6 +264,107 @@ def test_a_faulty_day_still_ends_complete_after_the_backfill(simulated_market):
             assert stored[code] == market.sim.truth(code, day), code
         assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'unknown_code'") == [(1,)]
         assert market.sim.counters()["faults_injected"]
+
+
+def test_backfill_stores_the_batch_mates_of_a_failing_code_and_alerts_it_once(market, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "2")
+    reason = fail_one_code(monkeypatch, "session_bars", "000660")
+    monkeypatch.setattr(market.dagbag.get_dag("kis_minute_backfill").get_task("fetch_session_bars"), "retry_delay", timedelta(0))
+    dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+    assert fetch_tries(dag_run, "fetch_session_bars") == [
+        ("005930…000660 (2 codes)", "failed", 3), ("0126Z0…035720 (2 codes)", "success", 1)
+    ]
+    assert task_states(dag_run)["upsert_bars"] == ["success"]
+    assert dag_run.state == "failed"
+    day = date(2026, 11, 25)
+    stored = market.stored(day)
+    assert stored["000660"] == []
+    for code in ("005930", "0126Z0", "035720"):
+        assert stored[code] == market.sim.truth(code, day), code
+    (code, message), = market.query("SELECT stock_code, message FROM collection_alerts WHERE kind = 'fetch_failed'")
+    assert code == "000660" and reason in message
+
+
+def test_backfill_alerts_an_unknown_code_once_and_verifies_the_others(simulated_market, monkeypatch):
+    codes = ["005930", "999990", "000660"]
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "2")  # the unknown code shares 005930's task
+    with simulated_market(codes=codes, faults={"unknown_codes": ["999990"]}) as market:
+        dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        # Not retried (KIS will not know it on a retry either), and its batch mate is stored.
+        assert fetch_tries(dag_run, "fetch_session_bars") == [("000660", "success", 1), ("005930…999990 (2 codes)", "failed", 1)]
+        day = date(2026, 11, 25)
+        stored = market.stored(day, codes)
+        for code in ("005930", "000660"):
+            assert stored[code] == market.sim.truth(code, day), code
+        assert market.query("SELECT kind, stock_code FROM collection_alerts WHERE stock_code = '999990'") == [
+            ("unknown_code", "999990")
+        ]
+        # Verified without the unknown code: no gap, no row for it. The run still shows the failed
+        # fetch, as the minute DAG does the day a code turns out unknown.
+        verified = dict(market.query("SELECT stock_code, expected FROM minute_verification"))
+        assert set(verified) == {"005930", "000660"}
+        assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'incomplete_day'") == [(0,)]
+        assert dag_run.state == "failed"
+
+
+def test_retention_blocked_by_a_reader_is_retried_and_never_fails_the_verification(market, monkeypatch):
+    import threading
+    import time
+
+    backfill = market.dagbag.get_dag("kis_minute_backfill")
+    retention = backfill.get_task("apply_retention")
+    assert retention.retries >= 2 and retention.retry_delay >= timedelta(minutes=5)
+    assert "apply_retention" not in backfill.get_task("verify_day").get_flat_relative_ids(upstream=True)
+    monkeypatch.setattr(retention, "retries", 1)
+    monkeypatch.setattr(retention, "retry_delay", timedelta(0))
+    monkeypatch.setenv("KIS_MINUTE_RETENTION_MONTHS", "12")
+    market.run("kis_minute_bars", kst("2026-11-25T11:00"))  # migrates the schema
+    with psycopg.connect(market.dsn) as conn:
+        storage.upsert_bars(conn, [Bar("005930", kst("2025-06-02T09:00"), 100, 110, 90, 105, 7)])
+    old_month = "SELECT count(*) FROM stock_prices_minute WHERE datetime < '2025-07-01'"
+    blocked: list[str] = []
+    reads = 0
+    done = threading.Event()
+    with psycopg.connect(market.dsn) as reader, psycopg.connect(market.dsn, autocommit=True) as other:
+        assert reader.execute(old_month).fetchone() == (1,)  # a long read holds the old month
+
+        def keep_reading() -> None:
+            nonlocal reads
+            for connection in (reader, other):
+                connection.execute("SET statement_timeout = '1s'")
+            while not done.is_set():
+                try:
+                    reader.execute(old_month).fetchone()
+                    other.execute("SELECT count(*) FROM stock_prices_minute WHERE datetime >= '2026-11-25'").fetchone()
+                    reads += 1
+                except psycopg.errors.QueryCanceled as err:
+                    blocked.append(str(err))
+                    reader.rollback()
+                time.sleep(0.05)
+
+        readers = threading.Thread(target=keep_reading)
+        readers.start()
+        try:
+            dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        finally:
+            done.set()
+            readers.join()
+        reader.rollback()
+    states = task_states(dag_run)
+    assert states["verify_day"] == ["success"] and states["upsert_bars"] == ["success"]
+    (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == "apply_retention"]
+    assert (ti.state, ti.try_number) == ("failed", 2)  # blocked on both tries
+    # Each try waited for the lock at most the lock timeout, never holding the readers up.
+    waited = (ti.end_date - ti.start_date).total_seconds()
+    assert storage.RETENTION_LOCK_TIMEOUT.total_seconds() <= waited < storage.RETENTION_LOCK_TIMEOUT.total_seconds() + 5
+    assert blocked == [] and reads > 20
+    day = date(2026, 11, 25)
+    for code, bars in market.stored(day).items():
+        assert bars == market.sim.truth(code, day), code
+    # The old month is out of the table already (its detach is pending); the next try drops it.
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime < '2025-07-01'") == [(0,)]
+    with psycopg.connect(market.dsn, autocommit=True) as conn:
+        assert storage.apply_retention(conn, 12, today=day) == ["stock_prices_minute_p2025_06", "stock_prices_minute_p2025_07"]
 
 
 def test_backfill_of_a_past_date_needs_a_real_account(simulated_market):

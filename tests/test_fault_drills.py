@@ -36,7 +36,7 @@ from simulated_day import Market, kst, task_states
 
 from devtools import airflow_env
 from devtools.net import free_port
-from kis import collection, schema, storage
+from kis import collection, endpoints, schema, storage
 from kis.bars import Bar
 from kis.hook import KisHook
 from kis.resources import KIS_CONN_ID
@@ -206,16 +206,17 @@ class Outcome:
 def drill(request, capfd, caplog, monkeypatch, simulated_market) -> Drill:
     """A drill: its market (``drill.simulate``), its notes, and its report (``drill.finish``)."""
     tokens: list[str] = []
-    issue = KisHook._issue_token
+    issue = endpoints.issue_token
 
     # The token store keeps tokens encrypted and the simulator does not list them: the plaintext
-    # of every token the hook obtains is taken on its way in.
-    def recording_issue(hook: KisHook):
-        issued = issue(hook)
+    # of every token the hook obtains is taken on its way in (the client looks the endpoint
+    # function up at each call, so patching the module attribute reaches every hook).
+    def recording_issue(client):
+        issued = issue(client)
         tokens.append(issued.access_token)
         return issued
 
-    monkeypatch.setattr(KisHook, "_issue_token", recording_issue)
+    monkeypatch.setattr(endpoints, "issue_token", recording_issue)
     caplog.set_level(logging.DEBUG)  # every record, whatever level the loggers would show
     show = request.config.getoption("capture") == "no"
     return Drill(request.node.name, capfd, caplog, simulated_market, show, tokens)
@@ -300,19 +301,28 @@ def test_api_outage_storms_and_damaged_bodies(drill, monkeypatch):
     assert outcome.leaked == []
 
 
-def test_token_throttled_at_the_open_and_expired_mid_session(drill):
+def test_token_throttled_at_the_open_and_expired_mid_session(drill, monkeypatch):
     """EGW00133 on the first issuance of the day, then every token expiring at 10:16."""
     with drill.simulate(TWO_CODES, token_throttle_seconds=2.5) as market:
-        # Another client of the same app key took a token a moment ago and revoked it (as KIS's
-        # sample scripts do on exit): the next issuance within the throttle window is EGW00133.
+        # Another client of the same app key takes a token and revokes it (as KIS's sample scripts
+        # do on exit) right before the hook's first issuance, so that this issuance falls inside the
+        # throttle window whatever Airflow's start-up took: it is EGW00133, by construction.
         credentials = {"appkey": market.sim.appkey, "appsecret": market.sim.appsecret}
         oauth = f"{market.sim.base_url}/oauth2"
-        other = httpx.post(f"{oauth}/tokenP", json={"grant_type": "client_credentials", **credentials}).json()
-        drill.tokens.append(other["access_token"])
-        revoked = {**credentials, "token": other["access_token"]}
-        httpx.post(f"{oauth}/revokeP", json=revoked).raise_for_status()
+        recording_issue, other_client = endpoints.issue_token, []
+
+        def other_client_first(client):
+            if not other_client:
+                grant = {"grant_type": "client_credentials", **credentials}
+                token = httpx.post(f"{oauth}/tokenP", json=grant).json()["access_token"]
+                other_client.append(token)
+                drill.tokens.append(token)
+                httpx.post(f"{oauth}/revokeP", json={**credentials, "token": token}).raise_for_status()
+            return recording_issue(client)
+
+        monkeypatch.setattr(endpoints, "issue_token", other_client_first)
         drill.note(
-            "  injected: another client issued and revoked a token just before the 09:01 run"
+            "  injected: another client issued and revoked a token just before the hook's first issuance"
             " (issuance throttled for 2.5 s; the hook waits 1 s between issues)"
         )
         morning = states(drill.runs("09:01", "09:30", "10:00"))

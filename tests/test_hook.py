@@ -9,14 +9,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
 import requests
 
+from kis import endpoints
 from kis.bars import KST
 from kis.calendar import default_calendar
-from kis.errors import KisApiError, KisUnknownCode, KisUnsupported
+from kis.errors import KisApiError, KisNotYet, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook
 from kis.parsing import day_volume
 from kis.token_store import app_key_hash
@@ -69,15 +71,31 @@ def test_recent_bars_drop_rows_after_until(connect: Callable[..., KisHook]) -> N
         assert max(bar.minute for bar in result.bars) == at("10:20")
 
 
+def test_the_forming_bar_is_not_kept_when_kis_answers_past_the_cursor(connect: Callable[..., KisHook]) -> None:
+    """KIS, asked at a minute before its clock, answers up to its own minute, the forming bar included
+    (the simulator's ``rows_after_cursor``): the hook keeps only the bars up to ``until``."""
+    with run_simulator(now="2026-11-25T10:31:40+09:00", faults={"rows_after_cursor": True}) as sim:
+        hook = connect(sim)
+        # The precondition: the answer to a 10:30 cursor does hold the forming 10:31 row.
+        served = endpoints.today_minute_bars(hook.get_conn(), CODE, day=DAY, until=at("10:30").time())
+        assert max(bar.minute for bar in served.bars) == at("10:31")
+        result = hook.recent_bars(CODE, until=at("10:30"))
+        truth = [bar for bar in sim.truth(CODE, DAY) if bar.minute <= at("10:30")]
+        assert result.bars[-1].minute == at("10:30") and all(bar.minute <= at("10:30") for bar in result.bars)
+        assert result.bars == truth[-29:]  # the page's 30 rows less the forming one
+        assert result.rejected == [] and result.pages == 1
+
+
 def test_a_whole_day_walked_backwards_equals_the_truth(connect: Callable[..., KisHook]) -> None:
     with run_simulator(now="2026-11-25T16:00:00+09:00") as sim:
         hook = connect(sim)
         for code in ("005930", "000660"):
             truth = sim.truth(code, DAY)
-            result = hook.session_bars(code, SESSION, today=DAY)
+            result = hook.session_bars(code, SESSION)
             assert result.bars == truth, code
             assert result.rejected == []
-            assert result.cumulative_volume == sim.cumulative_volume(code, DAY)
+            # KIS's day volume at 16:00: the session and the off-session trades so far.
+            assert result.cumulative_volume == sim.cumulative_volume(code, DAY, at=at("16:00"))
         assert len(sim.truth("005930", DAY)) == len(SESSION.bar_minutes) == 381
         assert result.pages == 13
 
@@ -87,7 +105,7 @@ def test_a_past_day_on_a_mock_account_is_a_clear_error(connect: Callable[..., Ki
         hook = connect(sim)
         past = default_calendar().session(date(2026, 11, 24))
         with pytest.raises(KisUnsupported, match="real accounts only"):
-            hook.session_bars(CODE, past, today=DAY)
+            hook.session_bars(CODE, past)
         assert sim.counters()["requests_by_endpoint"].get("inquire-time-dailychartprice", 0) == 0
 
 
@@ -95,12 +113,14 @@ def test_a_past_day_on_a_real_account_comes_from_the_daily_endpoint(connect: Cal
     past_day = date(2026, 11, 24)
     with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
         hook = connect(sim)
-        result = hook.session_bars(CODE, default_calendar().session(past_day), today=DAY)
+        result = hook.session_bars(CODE, default_calendar().session(past_day))
         assert result.bars == [bar for bar in sim.truth(CODE, past_day) if bar.volume > 0]
         requests = sim.counters()["requests_by_endpoint"]
         minute_pages = requests["inquire-time-dailychartprice"]
         volume_pages = requests["inquire-daily-itemchartprice"]
-        assert minute_pages <= 4 and result.pages == minute_pages + volume_pages
+        # KIS's clock is read from the first answer, to the today endpoint: one request per hook.
+        assert requests["inquire-time-itemchartprice"] == 1
+        assert minute_pages <= 4 and result.pages == 1 + minute_pages + volume_pages
         assert volume_pages == 1  # the day volume: one request per code
 
 
@@ -111,11 +131,27 @@ def test_a_past_day_has_its_volume_from_the_period_endpoint(connect: Callable[..
         hook = connect(sim)
         # 035720 has no-trade minutes that day; the third code a VI (two minutes without a bar).
         for code in ("005930", "035720", "000121"):
-            result = hook.session_bars(code, default_calendar().session(past_day), today=DAY)
+            result = hook.session_bars(code, default_calendar().session(past_day))
             assert result.cumulative_volume == sim.cumulative_volume(code, past_day), code
-            assert sum(bar.volume for bar in result.bars) == result.cumulative_volume, code
+            assert sum(bar.volume for bar in result.bars) == sim.session_volume(code, past_day), code
         assert any(bar.volume == 0 for bar in sim.truth("035720", past_day))
         assert [a["reason"] for a in sim.absences("000121", past_day)] == ["volatility_interruption"] * 2
+
+
+def test_a_past_day_before_a_split_has_its_original_volume(connect: Callable[..., KisHook]) -> None:
+    """The period request asks for original prices (``FID_ORG_ADJ_PRC=1``): after a 1:50 split, the
+    adjusted row of the day before would show 50 times the volume the minute bars add up to."""
+    past_day = date(2026, 11, 24)
+    split = {"code": CODE, "date": "2026-11-25", "ratio": 50}
+    with run_simulator(now="2026-11-25T10:31:00+09:00", splits=[split]) as sim:
+        hook = connect(sim)
+        sent: list[str] = []
+        hook.get_conn().session.hooks["response"].append(lambda response, **_: sent.append(response.request.url))
+        result = hook.session_bars(CODE, default_calendar().session(past_day))
+        assert result.cumulative_volume == sim.cumulative_volume(CODE, past_day)  # not 50 times it
+        assert sum(bar.volume for bar in result.bars) == sim.session_volume(CODE, past_day) <= result.cumulative_volume
+    period = [parse_qs(urlsplit(url).query) for url in sent if "inquire-daily-itemchartprice" in url]
+    assert len(period) == 1 and period[0]["FID_ORG_ADJ_PRC"] == ["1"]
 
 
 def test_a_day_without_a_period_row_has_no_volume(connect: Callable[..., KisHook]) -> None:
@@ -123,7 +159,7 @@ def test_a_day_without_a_period_row_has_no_volume(connect: Callable[..., KisHook
     saturday = date(2026, 11, 28)
     window = _Window(saturday, at("09:00", saturday), at("15:30", saturday))
     with run_simulator(now="2026-11-30T10:31:00+09:00") as sim:
-        result = connect(sim).session_bars(CODE, window, today=date(2026, 11, 30))
+        result = connect(sim).session_bars(CODE, window)
         assert result.bars == [] and result.rejected
         assert result.cumulative_volume is None
 
@@ -143,7 +179,7 @@ def test_rows_of_another_day_are_rejected(connect: Callable[..., KisHook]) -> No
     past_day = date(2026, 11, 24)
     early = _Window(past_day, at("09:00", past_day), at("09:10", past_day))
     with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
-        result = connect(sim).session_bars(CODE, early, today=DAY)
+        result = connect(sim).session_bars(CODE, early)
         assert result.bars == [b for b in sim.truth(CODE, past_day) if b.volume > 0 and b.minute <= early.close]
         assert result.rejected and all("is not the asked 2026-11-24" in r.reason for r in result.rejected)
 
@@ -196,7 +232,7 @@ def test_token_issuance_is_paced_and_egw00133_waited_out(connect: Callable[..., 
 def test_faults_are_retried_to_success(connect: Callable[..., KisHook], faults: dict[str, float]) -> None:
     with run_simulator(now="2026-11-25T16:00:00+09:00", faults={"seed": 3, **faults}) as sim:
         hook = connect(sim)
-        result = hook.session_bars(CODE, SESSION, today=DAY)
+        result = hook.session_bars(CODE, SESSION)
         assert result.bars == sim.truth(CODE, DAY)
         assert sum(sim.counters()["faults_injected"].values()) > 0
         assert hook.get_conn().counters["rate_limited"] + hook.get_conn().counters["transient"] > 0
@@ -206,7 +242,7 @@ def test_faults_are_retried_to_success(connect: Callable[..., KisHook], faults: 
 
 def test_missing_fields_are_rejected_rows_and_the_rest_is_kept(connect: Callable[..., KisHook]) -> None:
     with run_simulator(now="2026-11-25T16:00:00+09:00", faults={"missing_fields": 1.0}) as sim:
-        result = connect(sim).session_bars(CODE, SESSION, today=DAY)
+        result = connect(sim).session_bars(CODE, SESSION)
         truth = sim.truth(CODE, DAY)
         assert result.rejected and all(r.reason.startswith("missing field") for r in result.rejected)
         assert set(result.bars) <= set(truth)
@@ -254,7 +290,7 @@ def test_no_secret_reaches_logs_exceptions_or_the_database(
         sim.expire_tokens()
         hook.recent_bars(CODE, until=at("10:30"))
         for call in (lambda: hook.recent_bars("999990", until=at("10:30")),
-                     lambda: hook.session_bars(CODE, default_calendar().session(date(2026, 11, 24)), today=DAY)):
+                     lambda: hook.session_bars(CODE, default_calendar().session(date(2026, 11, 24)))):
             try:
                 call()
             except KisApiError as exc:
@@ -284,6 +320,10 @@ class _Window:
 
 
 def test_a_future_day_is_refused(connect: Callable[..., KisHook]) -> None:
-    with run_simulator() as sim:
-        with pytest.raises(ValueError, match="after today"):
-            connect(sim).session_bars(CODE, default_calendar().session(DAY + timedelta(days=1)), today=DAY)
+    with run_simulator(now="2026-11-25T16:00:00+09:00") as sim:
+        hook = connect(sim)
+        with pytest.raises(KisNotYet, match="after KIS's today"):
+            hook.session_bars(CODE, default_calendar().session(DAY + timedelta(days=1)))
+        with pytest.raises(KisNotYet, match="after KIS's today"):  # KIS's clock is known now: no request
+            hook.recent_bars(CODE, until=at("10:30", DAY + timedelta(days=1)))
+        assert sim.counters()["requests_by_endpoint"]["inquire-time-itemchartprice"] == 1

@@ -7,10 +7,12 @@ import; each builds its own hook (an HTTP session and a state connection must no
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pytest
 
 # Imported here, before the fork, as in a real task process: mask_secret() imports it on first use.
@@ -96,3 +98,76 @@ def test_processes_hammering_stay_under_the_limit(
     assert counters["peak_per_second"] <= limit
     assert data_calls == processes * calls + counters["egw00201"]  # any EGW00201 was retried, none lost
     assert counters["tokens_issued"] == 1
+
+
+# --- the pacing itself ----------------------------------------------------------------------------
+# A peak count of arrivals only bites when a run is fast enough to fill a second; the slots the
+# shared limiter hands out say it outright. A trigger on the limiter's row logs every slot as the
+# database computed it (the new theoretical arrival time less one interval), free of any scheduling
+# noise of the processes; each process logs when its acquire() returned, to show it slept until its slot.
+
+SLOT_LOG_SQL = """
+CREATE TABLE rate_slots (tat timestamptz NOT NULL);
+CREATE FUNCTION log_rate_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rate_slots VALUES (NEW.tat);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER log_rate_slot AFTER INSERT OR UPDATE ON kis_api_rate FOR EACH ROW EXECUTE FUNCTION log_rate_slot();
+"""
+
+
+def _acquirer(barrier: Any, results: Any, release: Any, calls: int) -> None:
+    """Runs in a forked process: ``calls`` slots of the hook's limiter; reports when each came."""
+    try:
+        with KisHook() as hook:
+            limiter = hook.get_conn().limiter
+            barrier.wait(timeout=30)
+            woke = []
+            for _ in range(calls):
+                limiter.acquire()
+                woke.append(time.time())
+            outcome: tuple[bool, list[float], str] = (True, woke, "")
+    except Exception as exc:
+        outcome = (False, [], f"{type(exc).__name__}: {exc}")
+    results.put(outcome)
+    release.wait(timeout=120)
+
+
+@pytest.mark.parametrize(("mode", "rate"), [("real", 20), ("mock", 2)], ids=["20-per-second", "2-per-second"])
+def test_the_shared_limiter_spaces_slots_by_rate_times_safety(
+    point_kis_at: Callable[..., None], market_dsn: str, mode: str, rate: int
+) -> None:
+    """Slots across processes are at least 1 / (rate x 0.8) apart (the default safety), and no
+    process goes before its slot: at most floor(rate x 0.8) + 1 requests fall in any one second."""
+    processes, calls = (6, 8) if mode == "real" else (3, 2)
+    interval = 1 / (rate * 0.8)  # the rate set below, and the connection's default safety (0.8)
+    with run_simulator(mode=mode) as sim:  # only the connection is needed: no request is sent
+        point_kis_at(sim, rate_limit=rate)
+        with KisHook() as hook:
+            hook.get_conn()  # creates the limiter's table
+        with psycopg.connect(market_dsn, autocommit=True) as conn:
+            conn.execute(SLOT_LOG_SQL)
+        barrier, results, release = FORK.Barrier(processes), FORK.Queue(), FORK.Event()
+        workers = [FORK.Process(target=_acquirer, args=(barrier, results, release, calls)) for _ in range(processes)]
+        for worker in workers:
+            worker.start()
+        try:
+            outcomes = [results.get(timeout=120) for _ in workers]
+        finally:
+            release.set()
+            for worker in workers:
+                worker.join(timeout=30)
+        with psycopg.connect(market_dsn) as conn:
+            tats = [row[0].timestamp() for row in conn.execute("SELECT tat FROM rate_slots ORDER BY tat")]
+
+    assert all(ok for ok, *_ in outcomes), [error for ok, _, error in outcomes if not ok]
+    slots = [tat - interval for tat in tats]
+    assert len(slots) == processes * calls
+    gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
+    print(f"\n{processes} processes x {calls} slots at {rate}/s x 0.8: spacing min {min(gaps) * 1000:.2f} ms, "
+          f"max {max(gaps) * 1000:.2f} ms, wanted {interval * 1000:.2f} ms")
+    assert min(gaps) >= interval - 0.0005  # half a millisecond: the slots are computed, not measured
+    # Every process slept until its slot: the k-th acquire to return came no sooner than the k-th slot.
+    woke = sorted(t for _, times, _ in outcomes for t in times)
+    assert all(w >= s - 0.002 for w, s in zip(woke, slots)), [(w - s) for w, s in zip(woke, slots) if w < s - 0.002]

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import threading
+import time as time_module
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
@@ -270,6 +271,56 @@ def test_retention_drops_or_detaches_whole_old_months(conn: psycopg.Connection) 
     assert conn.execute("SELECT count(*) FROM stock_prices_minute").fetchone() == (0,)
 
 
+def test_retention_waits_for_a_reader_at_most_its_lock_timeout_and_never_blocks_it(
+    conn: psycopg.Connection, market_dsn: str
+) -> None:
+    storage.ensure_partitions(conn, date(2025, 6, 1), date(2025, 10, 31))
+    old = Bar("005930", datetime(2025, 7, 1, 9, 0, tzinfo=KST), 100, 100, 100, 100, 1)
+    kept = Bar("005930", datetime(2025, 10, 1, 9, 0, tzinfo=KST), 100, 100, 100, 100, 1)
+    storage.upsert_bars(conn, [old, kept])
+    old_month = "SELECT count(*) FROM stock_prices_minute WHERE datetime < '2025-08-01'"
+    with psycopg.connect(market_dsn) as reader, psycopg.connect(market_dsn, autocommit=True) as other:
+        # A long read of the old months: its transaction holds locks on the table and the partitions.
+        assert reader.execute(old_month).fetchone() == (1,)
+        result: dict[str, object] = {}
+
+        def retention() -> None:
+            with psycopg.connect(market_dsn, autocommit=True) as own:
+                started = time_module.monotonic()
+                try:
+                    storage.apply_retention(own, 2, today=date(2025, 11, 20), lock_timeout=timedelta(seconds=1))
+                except storage.RetentionBlocked as err:
+                    result["error"] = err
+                result["waited"] = time_module.monotonic() - started
+
+        worker = threading.Thread(target=retention)
+        worker.start()
+        # While retention waits, the reader and any other session keep reading, without waiting.
+        reads = 0
+        for connection in (reader, other):
+            connection.execute("SET statement_timeout = '300ms'")
+        deadline = time_module.monotonic() + 10
+        while worker.is_alive() and time_module.monotonic() < deadline:
+            reader.execute(old_month).fetchone()
+            other.execute("SELECT count(*) FROM stock_prices_minute").fetchone()
+            other.execute("SELECT count(*) FROM stock_prices_minute_p2025_10").fetchone()
+            reads += 1
+        reader.rollback()
+        worker.join()
+        assert isinstance(result.get("error"), storage.RetentionBlocked)
+        assert 1.0 <= result["waited"] < 3.0  # type: ignore[operator]
+        assert reads > 3
+    # The reader gone, the next try finishes the pending detach and drops both old months.
+    assert storage.apply_retention(conn, 2, today=date(2025, 11, 20)) == [
+        "stock_prices_minute_p2025_06",
+        "stock_prices_minute_p2025_07",
+        "stock_prices_minute_p2025_08",
+    ]
+    assert partitions(conn) == {f"stock_prices_minute_p2025_{m:02d}" for m in range(9, 13)}
+    assert conn.execute("SELECT to_regclass('stock_prices_minute_p2025_07')").fetchone() == (None,)
+    assert conn.execute("SELECT count(*) FROM stock_prices_minute").fetchone() == (1,)
+
+
 def test_the_retention_setting_is_read_from_the_environment() -> None:
     assert storage.retention_months({}) is None
     assert storage.retention_months({storage.RETENTION_MONTHS_ENV: "24"}) == 24
@@ -290,6 +341,12 @@ def test_verification_reports_a_complete_day_as_complete(conn: psycopg.Connectio
     ]
     assert all(r.missing_minutes == [] and r.closing_bar_at == datetime(2025, 11, 3, 15, 30) for r in report)
 
+    # Read after the close, KIS's day volume also counts the off-session trades: every expected
+    # minute is stored, so the day is still complete, and the volumes say by which way they differ.
+    later = {code: volume + 12_345 for code, volume in volumes.items()}
+    report = storage.verify_day(conn, DAY, regular_grid(DAY), CODES, later, run_id="r2")
+    assert {(r.status, r.volume_status) for r in report} == {("complete", "exceeds")}
+
 
 def test_verification_finds_every_deleted_minute(conn: psycopg.Connection) -> None:
     bars = simulated_day(DAY, CODES)
@@ -307,7 +364,8 @@ def test_verification_finds_every_deleted_minute(conn: psycopg.Connection) -> No
     report = {r.stock_code: r for r in rows}
 
     assert report["005930"].missing_minutes == deleted
-    assert (report["005930"].present, report["005930"].stored, report["005930"].status) == (356, 356, "gap")
+    # Without a day volume nothing tells the 25 missing minutes from minutes without trades.
+    assert (report["005930"].present, report["005930"].stored, report["005930"].status) == (356, 356, "unverifiable")
     assert report["000660"].missing_minutes == [grid[-1]] and report["000660"].closing_bar_at is None
     assert report["000660"].status == "gap"
     assert (report["0126Z0"].status, report["0126Z0"].volume_status) == ("complete", "unknown")
@@ -323,13 +381,17 @@ def test_verification_finds_every_deleted_minute(conn: psycopg.Connection) -> No
     again = {r.stock_code: r for r in storage.verify_day(conn, DAY, grid, CODES, reported, run_id="r2")}
     assert again["005930"].status == "complete_with_explained_absences"
     assert again["000660"].status == "gap"
+    # A day volume above the bars' sum (off-session trades, or lost minutes) cannot tell either.
+    exceeds = {"005930": remaining["005930"] + 1}
+    third = {r.stock_code: r for r in storage.verify_day(conn, DAY, grid, ["005930"], exceeds, run_id="r3")}
+    assert (third["005930"].status, third["005930"].volume_status) == ("unverifiable", "exceeds")
     # Re-verification replaced the rows and kept the history.
     assert conn.execute(
         "SELECT status, run_id FROM minute_verification WHERE stock_code = '005930'"
-    ).fetchall() == [("complete_with_explained_absences", "r2")]
+    ).fetchall() == [("unverifiable", "r3")]
     assert conn.execute(
         "SELECT status FROM minute_verification_history WHERE stock_code = '005930' ORDER BY run_id"
-    ).fetchall() == [("gap",), ("complete_with_explained_absences",)]
+    ).fetchall() == [("unverifiable",), ("complete_with_explained_absences",), ("unverifiable",)]
 
 
 def test_a_late_closing_print_counts_as_the_closing_bar(conn: psycopg.Connection) -> None:

@@ -18,7 +18,7 @@ from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, default_calendar
 from kis.timetable import DEFAULT_CRON, KrxSessionTimetable
 
 ONE_MINUTE = timedelta(minutes=1)
-CSAT = date(2026, 11, 19)  # session 10:00-16:30, closing bar 16:30 (docs KRX_SESSIONS.md)
+CSAT = date(2026, 11, 19)  # session 10:00-16:30, closing bar 16:30 (docs/krx-sessions.md)
 REGULAR = date(2026, 11, 25)
 
 

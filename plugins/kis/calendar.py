@@ -1,4 +1,4 @@
-"""KRX trading sessions and the expected minute-bar grid of each (see docs KRX_SESSIONS.md).
+"""KRX trading sessions and the expected minute-bar grid of each (see docs/krx-sessions.md).
 
 Three sources decide a date, the later overriding the earlier:
 

@@ -95,6 +95,10 @@ def parse_bar(row: Mapping[str, Any], *, code: str, day: date) -> Bar:
     if numbers["volume"] < 0:
         raise RowError(f"negative volume {numbers['volume']}")
     low, high = numbers["low"], numbers["high"]
+    if high < low:
+        # Checked before the order of open and close, so that the reason names it: such a row must
+        # never reach the upsert, whose CHECK would refuse the whole batch (every code's minute).
+        raise RowError(f"high below low: high {high} low {low}")
     if not (low <= numbers["open"] <= high and low <= numbers["close"] <= high):
         raise RowError(
             f"OHLC out of order: open {numbers['open']} high {high} low {low} close {numbers['close']}"
