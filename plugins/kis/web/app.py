@@ -65,7 +65,7 @@ def _watchlist_codes() -> Sequence[str]:
 
 
 def _run_deadline_seconds() -> int:
-    from kis.collection import minute_run_deadline
+    from kis.minute_bars import minute_run_deadline
 
     return int(minute_run_deadline().total_seconds())
 
