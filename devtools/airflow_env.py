@@ -23,6 +23,10 @@ REPO = localpg.REPO
 VENV_BIN = REPO / ".venv" / "bin"
 SIMULATOR_APPKEY = "SIMULATOR-APPKEY"
 SIMULATOR_APPSECRET = "SIMULATOR-APPSECRET"
+# The Celery configuration of our workers (celery_config/kis_celery.py): on PYTHONPATH here, mounted
+# at $AIRFLOW_HOME/config (on Airflow's sys.path) in compose.
+CELERY_CONFIG_DIR = REPO / "celery_config"
+CELERY_CONFIG_OPTIONS = "kis_celery.CELERY_CONFIG"
 
 
 def _kept_secret(name: str, make) -> str:
