@@ -26,6 +26,9 @@ pool process has everything a fetch task imports.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
 PRELOAD = (
@@ -40,3 +43,13 @@ CELERY_CONFIG = {
     **DEFAULT_CELERY_CONFIG,
     "imports": (*DEFAULT_CELERY_CONFIG.get("imports", ()), *PRELOAD),
 }
+
+
+def hostname() -> str:
+    """``[core] hostname_callable`` of a worker: ``KIS_WORKER_HOSTNAME`` when set, else the FQDN.
+
+    Several workers on one machine (``make airflow --celery-workers 2``) then record distinct names
+    on their task instances; on machines of their own the FQDN (compose sets the container's
+    hostname to ``WORKER_HOSTNAME``) is what the API server fetches logs from.
+    """
+    return os.environ.get("KIS_WORKER_HOSTNAME") or socket.getfqdn()
