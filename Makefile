@@ -13,5 +13,5 @@ install:  ## create .venv with the pinned packages
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
 	@scripts/lock.sh
 
-airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; Ctrl-C stops it
+airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; KIS_CELERY_WORKERS=N for Celery; Ctrl-C stops it
 	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow

@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 import psycopg  # noqa: E402
 import requests  # noqa: E402
 
-from devtools import airflow_env, local_airflow, localpg  # noqa: E402
+from devtools import airflow_env, local_airflow, localpg, localredis  # noqa: E402
 from devtools.net import free_port  # noqa: E402
 
 KST = timezone(timedelta(hours=9))
@@ -268,11 +268,14 @@ class Stack:
     processes: dict[str, subprocess.Popen]
     simulator: subprocess.Popen
     started_cluster: bool
+    redis: subprocess.Popen | None = None
     session: requests.Session = field(default_factory=requests.Session)
 
     def cpu_roots(self) -> dict[str, int]:
         """The root PID of each process tree whose CPU a benchmark accounts, by component."""
-        return {name: p.pid for name, p in self.processes.items()} | {
+        return {name: p.pid for name, p in self.processes.items()} | (
+            {"redis": self.redis.pid} if self.redis else {}
+        ) | {
             "simulator": self.simulator.pid,
             POSTGRES: postmaster_pid(),
         }
@@ -395,10 +398,13 @@ def running_stack(
     overrides: dict[str, str] | None = None,
     keep_databases: bool = False,
     extra_dags: Sequence[Path] = (),
+    celery_workers: int = 0,
 ) -> Iterator[Stack]:
     """Cluster, fresh databases, the simulator (its market clock at ``day``) and the four components.
 
     ``extra_dags``: DAG files served beside the repository's (a folder of copies in AIRFLOW_HOME).
+    ``celery_workers``: a CeleryExecutor with that many workers and a private Redis instead of the
+    LocalExecutor (``devtools.local_airflow``).
 
     Everything started here is stopped on the way out, by process group; the cluster too when this
     started it and nobody else is connected to it.
@@ -417,6 +423,9 @@ def running_stack(
         "KIS_MINUTE_RUN_DEADLINE_SECONDS": str(FAR_FUTURE_SECONDS),
         "KIS_BACKFILL_DEADLINE_MINUTES": str(FAR_FUTURE_SECONDS // 60),
     }
+    redis_port = free_port()
+    if celery_workers:
+        env |= airflow_env.celery(env, localredis.broker_url(redis_port))
     env |= overrides or {}
     if extra_dags:
         dags = Path(env["AIRFLOW_HOME"]) / "dags"
@@ -437,7 +446,14 @@ def running_stack(
         simulator = stack.enter_context(
             local_airflow.running_simulator(sim_port, sim_args, log_path=log_dir / "simulator.log")
         )
-        processes = stack.enter_context(local_airflow.running_airflow(env, log_dir=log_dir))
+        redis = (
+            stack.enter_context(localredis.running_redis(redis_port, log_dir / "redis.log"))
+            if celery_workers
+            else None
+        )
+        processes = stack.enter_context(
+            local_airflow.running_airflow(env, log_dir=log_dir, celery_workers=celery_workers)
+        )
         s = Stack(
             env=env,
             api=f"http://127.0.0.1:{api_port}",
@@ -445,6 +461,7 @@ def running_stack(
             processes=processes,
             simulator=simulator,
             started_cluster=started_cluster,
+            redis=redis,
         )
         s.login()
         try:

@@ -23,9 +23,13 @@ REPO = localpg.REPO
 VENV_BIN = REPO / ".venv" / "bin"
 SIMULATOR_APPKEY = "SIMULATOR-APPKEY"
 SIMULATOR_APPSECRET = "SIMULATOR-APPSECRET"
+# The Celery configuration of our workers (celery_config/kis_celery.py): on PYTHONPATH here, mounted
+# at $AIRFLOW_HOME/config (on Airflow's sys.path) in compose.
+CELERY_CONFIG_DIR = REPO / "celery_config"
+CELERY_CONFIG_OPTIONS = "kis_celery.CELERY_CONFIG"
 
 
-def _kept_secret(name: str, make) -> str:
+def kept_secret(name: str, make) -> str:
     """A secret generated once per checkout and kept (0600) beside the cluster's data."""
     path = localpg.state_dir() / name
     if not path.exists():
@@ -37,7 +41,7 @@ def _kept_secret(name: str, make) -> str:
 
 def admin_password() -> str:
     """The local UI's ``admin`` password, generated once per checkout."""
-    return _kept_secret("admin.password", lambda: secrets.token_urlsafe(12))
+    return kept_secret("admin.password", lambda: secrets.token_urlsafe(12))
 
 
 def kis_connection(host: str, port: int, *, environment: str = "real", appkey: str = SIMULATOR_APPKEY,
@@ -82,8 +86,8 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         # 17.1 vs 22.4 s per code, 5.8 vs 6.3 s batched, on a shared 2-core machine) and 0.36-0.45
         # GB less memory (PSS peak 1.82 vs 2.18 GB, 1.40 vs 1.85 GB after the runs).
         "AIRFLOW__CORE__PARALLELISM": "16",
-        "AIRFLOW__CORE__FERNET_KEY": _kept_secret("fernet.key", lambda: Fernet.generate_key().decode()),
-        "AIRFLOW__API_AUTH__JWT_SECRET": _kept_secret("jwt-secret", lambda: secrets.token_urlsafe(64)),
+        "AIRFLOW__CORE__FERNET_KEY": kept_secret("fernet.key", lambda: Fernet.generate_key().decode()),
+        "AIRFLOW__API_AUTH__JWT_SECRET": kept_secret("jwt-secret", lambda: secrets.token_urlsafe(64)),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
@@ -102,6 +106,33 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
     if kis_conn:
         env["AIRFLOW_CONN_KIS_DEFAULT"] = kis_conn
     return env
+
+
+def celery(env: dict[str, str], broker_url: str, *, concurrency: int = 8) -> dict[str, str]:
+    """The variables that turn local Airflow ``env`` into a CeleryExecutor with broker ``broker_url``.
+
+    The result backend is the metadata database, the Celery config is celery_config/kis_celery.py
+    (on ``PYTHONPATH`` for every component: the scheduler builds the same Celery app to publish).
+    ``concurrency`` task processes per worker: two workers of 8 fill ``parallelism`` 16.
+    """
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CELERY_CONFIG_DIR), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def celery_worker(index: int, log_server_port: int) -> dict[str, str]:
+    """What sets worker ``index`` apart from the others on this machine: the hostname it records on
+    its task instances (``kis_celery.hostname``) and its log server's port (two would clash on 8793)."""
+    return {
+        "KIS_WORKER_HOSTNAME": f"kis-worker-{index}",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "kis_celery.hostname",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
+    }
 
 
 def prepare(env: dict[str, str]) -> None:

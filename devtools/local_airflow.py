@@ -4,7 +4,7 @@
 with ``--skip-serve-logs`` (the task logs stay readable from the shared log folder), each in its
 own process group so that stopping them ends their children too and nothing else.
 
-    python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443]
+    python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443] [--celery-workers N]
     python -m devtools.local_airflow airflow dags test kis_minute_backfill 2026-11-25
 
 The first form (`make airflow`) starts the simulator (the default KIS endpoint until
@@ -12,6 +12,12 @@ The first form (`make airflow`) starts the simulator (the default KIS endpoint u
 and the login, and stops everything on Ctrl-C (or SIGTERM, or the terminal closing). The second
 runs a command in the same environment (metadata database, connections, secrets), for ``airflow
 dags test`` and the other CLI commands, while the first one runs in another terminal.
+
+``--celery-workers N`` (or ``KIS_CELERY_WORKERS=N``) runs a CeleryExecutor instead of the
+LocalExecutor: a private Redis on 127.0.0.1 (``devtools.localredis``, Debian's ``redis-server``,
+installed on demand as root) and N ``airflow celery worker`` processes, each with its own hostname
+(``kis-worker-1``...) and log-server port, and ``--skip-serve-logs`` like the other components
+(Airflow's log server binds every interface; the UI reads the task logs from the shared folder).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from devtools import airflow_env
+from devtools import airflow_env, localredis
+from devtools.net import free_port
 
 PLUGINS = airflow_env.REPO / "plugins"
 COMPONENTS = {
@@ -37,6 +44,10 @@ COMPONENTS = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
     "api-server": ["api-server"],
 }
+
+
+def celery_worker_argv(index: int) -> list[str]:
+    return ["celery", "worker", "--celery-hostname", f"kis-worker-{index}@%h", "--skip-serve-logs"]
 
 
 def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -95,20 +106,28 @@ def wait_for_http(
 
 @contextmanager
 def running_airflow(
-    env: dict[str, str], *, components: Sequence[str] = tuple(COMPONENTS), log_dir: Path | None = None
+    env: dict[str, str], *, components: Sequence[str] = tuple(COMPONENTS), log_dir: Path | None = None,
+    celery_workers: int = 0,
 ) -> Iterator[dict[str, subprocess.Popen]]:
     """Starts the components with ``env`` (from :func:`airflow_env.environment`), yields, stops them.
 
     The metadata database is migrated and the pools imported first. Each component logs to
-    ``<log_dir>/<name>.log`` (default ``$AIRFLOW_HOME/components``).
+    ``<log_dir>/<name>.log`` (default ``$AIRFLOW_HOME/components``). ``celery_workers`` Celery
+    workers (``celery-worker-1``...) are started too; ``env`` must then carry
+    :func:`airflow_env.celery`.
     """
     airflow_env.prepare(env)
     log_dir = log_dir or Path(env["AIRFLOW_HOME"]) / "components"
     processes: dict[str, subprocess.Popen] = {}
+    airflow = str(airflow_env.VENV_BIN / "airflow")
     try:
         for name in components:
-            argv = [str(airflow_env.VENV_BIN / "airflow"), *COMPONENTS[name]]
-            processes[name] = _start(argv, env, log_dir / f"{name}.log")
+            processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
+        for index in range(1, celery_workers + 1):
+            own = airflow_env.celery_worker(index, free_port())
+            worker = _start([airflow, *celery_worker_argv(index)], {**env, **own}, log_dir / f"celery-worker-{index}.log")
+            worker.own_env = own  # what sets it apart (setproctitle hides /proc/PID/environ)
+            processes[f"celery-worker-{index}"] = worker
         if "api-server" in processes:
             wait_for_http(
                 f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
@@ -190,6 +209,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--simulator-port", type=int, default=9443)
     parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=int(os.environ.get("KIS_CELERY_WORKERS", "0")),
+        help="run a CeleryExecutor with this many workers and a private Redis (default 0: LocalExecutor;"
+        " env KIS_CELERY_WORKERS)",
+    )
+    parser.add_argument("--redis-port", type=int, default=6389, help="the private Redis's port (with Celery)")
+    parser.add_argument(
         "command",
         nargs=argparse.REMAINDER,
         help="instead of starting Airflow, run this command in its environment, e.g. airflow dags test ...",
@@ -205,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
     # Airflow's default, paused, for a deployment).
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    if args.celery_workers:
+        env |= airflow_env.celery(env, localredis.broker_url(args.redis_port))
     if args.command:
         # The same metadata database, connections and secrets as the running local Airflow,
         # without printing any of them.
@@ -220,8 +249,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             if kis_conn
             else running_simulator(args.simulator_port, log_path=log_dir / "simulator.log")
         )
+        redis = (
+            localredis.running_redis(args.redis_port, log_dir / "redis.log") if args.celery_workers else nullcontext()
+        )
         print("Starting the simulator, PostgreSQL and Airflow (about 20 s)...", flush=True)
-        with simulator, running_airflow(env, log_dir=log_dir):
+        with simulator, redis, running_airflow(env, log_dir=log_dir, celery_workers=args.celery_workers):
             applied = migrate_market_db(env)
             endpoint = (
                 "AIRFLOW_CONN_KIS_DEFAULT"
@@ -233,7 +265,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"Dashboard:     {base}/kis/dashboard   (also 'Minute bars' in the UI's side bar)\n"
                 f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
                 f"KIS endpoint:  {endpoint}\n"
-                f"Market schema: {'upgraded: ' + ', '.join(applied) if applied else 'current'}\n"
+                + (
+                    f"Executor:      CeleryExecutor, {args.celery_workers} workers (kis-worker-1...),"
+                    f" Redis on 127.0.0.1:{args.redis_port}\n"
+                    if args.celery_workers
+                    else ""
+                )
+                + f"Market schema: {'upgraded: ' + ', '.join(applied) if applied else 'current'}\n"
                 f"Logs:          {log_dir}/\n"
                 "Ctrl-C stops everything.\n",
                 flush=True,

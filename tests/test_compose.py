@@ -1,4 +1,6 @@
-"""docker-compose.yaml is a valid compose file, with the settings .env.example documents.
+"""The compose files are valid, with the settings .env.example documents: docker-compose.yaml (the
+main machine), docker-compose.publish.yaml (its services for other machines) and
+docker-compose.worker.yaml (a Celery worker on a machine of its own).
 
 No Docker engine runs on our machines, but ``config`` needs none: it parses, validates and
 interpolates the file. The test uses ``docker compose`` (v2) when the Docker CLI has the plugin,
@@ -18,6 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
+PUBLISH_FILE = REPO / "docker-compose.publish.yaml"
+WORKER_FILE = REPO / "docker-compose.worker.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 AIRFLOW_SERVICES = {
     "airflow-init",
@@ -49,9 +53,11 @@ def compose() -> list[str]:
     return _compose_command()
 
 
-def _config(compose: list[str], *args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
-    """``config`` of the compose file with ``env_file`` (not an operator's own .env)."""
-    argv = [*compose, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "--project-directory", str(REPO)]
+def _config(compose: list[str], *args: str, env_file: Path = ENV_EXAMPLE,
+            files: tuple[Path, ...] = (COMPOSE_FILE,)) -> subprocess.CompletedProcess:
+    """``config`` of the compose ``files`` with ``env_file`` (not an operator's own .env)."""
+    argv = [*compose, "--env-file", str(env_file), *(a for f in files for a in ("-f", str(f))),
+            "--project-directory", str(REPO)]
     # A clean environment: a developer's own KIS_* or AIRFLOW_* variables must not leak in.
     env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
     return subprocess.run(
@@ -127,4 +133,92 @@ def test_missing_secret_is_named(compose, tmp_path):
 def test_celery_profile_adds_redis_and_a_worker(compose):
     services = _parsed(_config(compose, "--profile", "celery"))["services"]
     assert {"redis", "airflow-worker"} <= set(services)
-    assert services["airflow-worker"]["command"] in (["celery", "worker"], "celery worker")
+    worker = services["airflow-worker"]
+    assert worker["command"] in (["celery", "worker"], "celery worker")
+    # The worker imports what a task needs before its pool forks (celery_config/kis_celery.py).
+    assert worker["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "kis_celery.CELERY_CONFIG"
+    assert any(str(v).startswith(f"{REPO}/celery_config:/opt/airflow/config") or _is_mount(v, "/opt/airflow/config")
+               for v in worker["volumes"])
+    assert "--requirepass" in services["redis"]["command"]
+    assert worker["environment"]["AIRFLOW__CELERY__BROKER_URL"] == "redis://:change-me-redis@redis:6379/0"
+
+
+# A main machine at 10.0.0.10 and a worker machine at 10.0.0.11 (docs/operations.md).
+ELSEWHERE = {
+    "AIRFLOW_EXECUTOR": "CeleryExecutor",
+    "AIRFLOW_DB_HOST": "10.0.0.10",
+    "MARKET_DB_HOST": "10.0.0.10",
+    "REDIS_HOST": "10.0.0.10",
+    "AIRFLOW_API_HOST": "10.0.0.10",
+    "AIRFLOW_API_PORT": "8080",
+    "PUBLISH_ADDRESS": "10.0.0.10",
+    "WORKER_HOSTNAME": "worker-1.internal",
+    "WORKER_LOG_ADDRESS": "10.0.0.11",
+}
+
+
+def _env_file(tmp_path: Path, settings: dict[str, str]) -> Path:
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    return env_file
+
+
+def _ports(service: dict) -> list[tuple[str, str, str]]:
+    """(host address, published port, container port) of each published port."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip")), str(port["published"]), str(port["target"])))
+        else:
+            address, published, target = port.split("/")[0].split(":")
+            out.append((address, published, target))
+    return out
+
+
+def test_the_hosts_of_the_services_come_from_the_environment(compose, tmp_path):
+    env = _parsed(_config(compose, env_file=_env_file(tmp_path, ELSEWHERE)))["services"]["airflow-scheduler"][
+        "environment"
+    ]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@10.0.0.10:5432/airflow")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].endswith("@10.0.0.10:5432/airflow")
+    assert env["AIRFLOW_CONN_KIS_MARKET_DB"].endswith("@10.0.0.10:5432/kis_market")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@10.0.0.10:6379/0")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://10.0.0.10:8080/execution/"
+
+
+def test_the_publish_file_opens_postgres_redis_and_the_api_server_on_the_private_address(compose, tmp_path):
+    services = _parsed(_config(compose, "--profile", "celery", env_file=_env_file(tmp_path, ELSEWHERE),
+                               files=(COMPOSE_FILE, PUBLISH_FILE)))["services"]
+    assert ("10.0.0.10", "5432", "5432") in _ports(services["postgres"])
+    assert ("10.0.0.10", "6379", "6379") in _ports(services["redis"])
+    assert set(_ports(services["airflow-api-server"])) == {("127.0.0.1", "8080", "8080"), ("10.0.0.10", "8080", "8080")}
+    # Without the publish file, nothing but the UI on loopback.
+    services = _parsed(_config(compose, "--profile", "celery"))["services"]
+    assert [p for s in services.values() for p in _ports(s)] == [("127.0.0.1", "8080", "8080")]
+
+
+def test_the_worker_file_starts_a_worker_alone_with_the_main_files_settings(compose, tmp_path):
+    env_file = _env_file(tmp_path, ELSEWHERE)
+    services = _parsed(_config(compose, env_file=env_file, files=(WORKER_FILE,)))["services"]
+    assert set(services) == {"airflow-worker"}
+    worker = services["airflow-worker"]
+    assert not worker.get("depends_on")
+    assert worker["hostname"] == "worker-1.internal"
+    assert "worker-1.internal" in worker["command"]
+    assert _ports(worker) == [("10.0.0.11", "8793", "8793")]
+    # The same Airflow settings as the main file's worker: one .env, every machine alike.
+    main_worker = _parsed(_config(compose, "--profile", "celery", env_file=env_file))["services"]["airflow-worker"]
+    assert worker["environment"] == main_worker["environment"]
+    assert {_target(v) for v in worker["volumes"]} == {_target(v) for v in main_worker["volumes"]} - {
+        "/opt/airflow/auth"
+    }
+
+
+def test_the_worker_file_names_what_it_misses(compose, tmp_path):
+    result = _config(compose, env_file=ENV_EXAMPLE, files=(WORKER_FILE,))
+    assert result.returncode != 0
+    assert "WORKER_HOSTNAME" in result.stderr or "WORKER_LOG_ADDRESS" in result.stderr
+
+
+def _target(volume: dict | str) -> str:
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
