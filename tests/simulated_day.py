@@ -5,6 +5,7 @@ The fixtures that build one (``dagbag``, ``simulated_market``, ``market``) are i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -62,3 +63,14 @@ def task_states(dag_run) -> dict[str, list[str]]:
     for ti in dag_run.get_task_instances():
         states.setdefault(ti.task_id, []).append(getattr(ti.state, "value", ti.state))
     return states
+
+
+def wait_for(what: str, probe, timeout: float = 120.0, interval: float = 1.0):
+    """``probe()``'s first truthy answer, asked every ``interval`` seconds for at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")

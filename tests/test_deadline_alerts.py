@@ -8,7 +8,6 @@ dag-processor, the triggerer (where the async callback runs) and the api-server.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
 from devtools.net import free_port
+from simulated_day import wait_for
 from simulator.testing import run_simulator
 
 pytestmark = pytest.mark.slow
@@ -26,14 +26,6 @@ TICK = "2026-11-25T10:31:00+09:00"
 
 
 
-def _wait_for(what: str, probe, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ def test_a_late_minute_run_fires_its_deadline_alert(scheduler_with_slow_kis):
         f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
     ).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    _wait_for(
+    wait_for(
         "the dag-processor parses kis_minute_bars",
         lambda: httpx.get(f"{base}/api/v2/dags/kis_minute_bars", headers=headers).status_code == 200,
     )
@@ -87,11 +79,11 @@ def test_a_late_minute_run_fires_its_deadline_alert(scheduler_with_slow_kis):
             except psycopg.errors.UndefinedTable:  # the run's gate has not migrated the schema yet
                 return None
 
-    ((kind, dag_id, alert_run_id, trading_date, message),) = _wait_for("the deadline alert", alert)
+    ((kind, dag_id, alert_run_id, trading_date, message),) = wait_for("the deadline alert", alert)
     assert (kind, dag_id, alert_run_id, trading_date) == ("deadline_missed", "kis_minute_bars", run_id, "2026-11-25")
     assert "minute run" in message and run_id in message
     # The run itself still completes: the alert reports lateness, it does not stop the collection.
-    state = _wait_for(
+    state = wait_for(
         "the run ends",
         lambda: (s := httpx.get(f"{base}/api/v2/dags/kis_minute_bars/dagRuns/{run_id}", headers=headers)
                  .json()["state"]) in ("success", "failed") and s,

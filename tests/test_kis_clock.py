@@ -1,0 +1,306 @@
+"""Issue 11's four cases under real Airflow (`dag.test()`) on the simulator: the day KIS serves is
+the KIS clock's day (the simulator's market clock, sent as the HTTP ``Date`` header), never the
+run's logical date; the day volume counts off-session trades; the closing auction and CSAT's late
+hour; and the completeness threshold. The last test runs Airflow's own backfill under the real
+scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from simulated_day import CODES, kst, task_states, wait_for
+
+DAY = date(2026, 11, 25)
+NEXT_MORNING = kst("2026-11-26T09:10")
+
+
+def lag_until(tick: datetime, clock: datetime) -> float:
+    """The ``lag`` of ``Market.run`` that puts the simulator's clock at ``clock``."""
+    return (clock - tick).total_seconds()
+
+
+def traded(bars, first=None, last=None):
+    """The bars the past-day endpoint serves: it leaves out the minutes without trades."""
+    return [b for b in bars if b.volume > 0 and (first is None or b.minute >= first) and (last is None or b.minute <= last)]
+
+
+def requests(market) -> dict[str, int]:
+    return dict(market.sim.counters()["requests_by_endpoint"])
+
+
+def past_day_requests(market) -> int:
+    return sum(n for endpoint, n in requests(market).items() if "dailychartprice" in endpoint and "itemchart" not in endpoint)
+
+
+def every_log(caplog, capfd, since: float) -> str:
+    """Everything the run logged: captured records and output, and the task log files it wrote."""
+    out, err = capfd.readouterr()
+    files = [p for p in (Path(os.environ["AIRFLOW_HOME"]) / "logs").rglob("*") if p.is_file() and p.stat().st_mtime >= since]
+    return "\n".join([out, err, caplog.text, *(p.read_text(errors="replace") for p in files)])
+
+
+def no_retry_delay(market, monkeypatch, dag_id: str, task_id: str) -> None:
+    monkeypatch.setattr(market.dagbag.get_dag(dag_id).get_task(task_id), "retry_delay", timedelta(0))
+
+
+# --- case 1: the 16:00 backfill cleared and re-run the next morning ------------------------------
+
+
+def test_backfill_rerun_next_morning_stores_the_day_from_the_past_day_endpoint(market):
+    tick = kst("2026-11-25T16:00")
+    dag_run = market.run("kis_minute_backfill", tick, lag=lag_until(tick, NEXT_MORNING))
+    assert market.sim.now().date() == date(2026, 11, 26)
+    stored = market.stored(DAY)
+    for code in CODES:
+        assert stored[code] == traded(market.sim.truth(code, DAY)), code
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime >= '2026-11-26'") == [(0,)]
+    assert past_day_requests(market) >= len(CODES) * 4  # 381 bars: 4 pages of 120 per code
+    report = dict(market.query("SELECT stock_code, status FROM minute_verification WHERE trading_date = %s", DAY))
+    assert set(report) == set(CODES)
+    assert set(report.values()) <= {"complete", "complete_with_explained_absences", "unverifiable"}, report
+    assert dag_run.state == "success"
+
+
+def test_backfill_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
+    started = time.time()
+    with simulated_market(mode="mock") as market:
+        no_retry_delay(market, monkeypatch, "kis_minute_backfill", "fetch_session_bars")
+        tick = kst("2026-11-25T16:00")
+        dag_run = market.run("kis_minute_backfill", tick, lag=lag_until(tick, NEXT_MORNING))
+        assert dag_run.state == "failed"
+        states = task_states(dag_run)
+        assert set(states["fetch_session_bars"]) == {"failed"}
+        assert "success" not in states.get("verify_day", [])
+        assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]  # nothing half-stored
+        assert past_day_requests(market) == 0
+        text = every_log(caplog, capfd, started)
+        assert "mock account" in text and "FHKST03010230" in text  # the reason: past days need a real account
+
+
+# --- case 2: the backfill at 16:45, when the day volume counts off-session trades ----------------
+
+
+def test_backfill_at_1645_calls_every_fully_stored_code_complete(market):
+    tick = kst("2026-11-25T16:00")
+    dag_run = market.run("kis_minute_backfill", tick, lag=45 * 60)
+    stored = market.stored(DAY)
+    rows = market.query(
+        "SELECT stock_code, status, volume_status, reported_volume, volume_sum FROM minute_verification"
+        " WHERE trading_date = %s", DAY,
+    )
+    report = {code: (status, vs, reported, summed) for code, status, vs, reported, summed in rows}
+    full = [code for code in CODES if len(market.sim.truth(code, DAY)) == 381]
+    assert full  # codes without a VI that day: every minute is there
+    for code in CODES:
+        assert stored[code] == market.sim.truth(code, DAY), code
+    for code in full:
+        assert report[code][0] == "complete", (code, report[code])
+    # The case this test is about: KIS's day volume at 16:45 exceeds the session's.
+    assert any(report[code][1] == "exceeds" for code in full), report
+    for code in full:
+        assert report[code][2] == market.sim.cumulative_volume(code, DAY, at=kst("2026-11-25T16:45")) or report[code][2] >= report[code][3]
+    assert {s for s, *_ in report.values()} <= {"complete", "unverifiable", "complete_with_explained_absences"}
+    assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'incomplete_day'") == [(0,)]
+    assert dag_run.state == "success"
+
+
+# --- case 3: a minute run of 10:31 re-run the next morning ---------------------------------------
+
+
+def test_minute_run_rerun_next_morning_stores_its_bars_from_the_past_day_endpoint(market):
+    tick = kst("2026-11-25T10:31")
+    dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, NEXT_MORNING))
+    stored = market.stored(DAY)
+    for code in CODES:
+        truth = market.sim.truth(code, DAY)
+        window = traded(truth, kst("2026-11-25T10:01"), kst("2026-11-25T10:30"))
+        assert window and [b for b in stored[code] if b.minute >= window[0].minute] == window, code
+        assert all(b in truth for b in stored[code]), code  # nothing else of the day, nothing invented
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime >= '2026-11-26'") == [(0,)]
+    assert past_day_requests(market) >= len(CODES)
+    assert dag_run.state == "success"
+
+
+def test_minute_run_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
+    started = time.time()
+    with simulated_market(mode="mock") as market:
+        no_retry_delay(market, monkeypatch, "kis_minute_bars", "fetch_recent_bars")
+        tick = kst("2026-11-25T10:31")
+        dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, NEXT_MORNING))
+        assert dag_run.state == "failed"  # never a silent success with nothing stored
+        assert set(task_states(dag_run)["fetch_recent_bars"]) == {"failed"}
+        assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]
+        text = every_log(caplog, capfd, started)
+        assert "mock account" in text and "FHKST03010230" in text
+
+
+# --- case 4: CSAT's late hour, the closing auction, the closing print -----------------------------
+
+
+def test_csat_day_1631_run_stores_the_1630_closing_bar_live(market):
+    csat = date(2026, 11, 19)
+    dag = market.dagbag.get_dag("kis_minute_bars")
+    # The scheduler creates this tick (not only the task code called at an odd time).
+    info = dag.timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=__import__("airflow.timetables.base", fromlist=["TimeRestriction"]).TimeRestriction(
+            earliest=kst("2026-11-19T16:30:30"), latest=None, catchup=True
+        ),
+    )
+    assert info.logical_date == kst("2026-11-19T16:31")
+    dag_run = market.run("kis_minute_bars", kst("2026-11-19T16:31"))
+    assert dag_run.state == "success"
+    stored = {b.minute: b for b in market.stored(csat)["005930"]}
+    closing = [b for b in market.sim.truth("005930", csat) if b.minute == kst("2026-11-19T16:30")]
+    assert closing and stored.get(kst("2026-11-19T16:30")) == closing[0]
+    assert past_day_requests(market) == 0
+
+
+def test_closing_auction_ticks_ask_nothing_and_the_grace_asks_only_what_is_missing(market):
+    assert market.run("kis_minute_bars", kst("2026-11-25T15:20")).state == "success"
+    # Even a code whose last bar before the auction is missing is not asked during it (the 15:31
+    # run re-reads the last 30 minutes anyway).
+    market.query("DELETE FROM stock_prices_minute WHERE stock_code = '005930' AND datetime = %s", datetime(2026, 11, 25, 15, 19))
+    market.sim.reset_counters()
+    for minute in range(21, 31):
+        dag_run = market.run("kis_minute_bars", kst(f"2026-11-25T15:{minute}"))
+        assert dag_run.state == "success"
+        assert requests(market) == {}, f"15:{minute} asked KIS during the closing auction"
+    assert market.run("kis_minute_bars", kst("2026-11-25T15:31")).state == "success"
+    assert market.data_requests() == len(CODES)
+    closing = datetime(2026, 11, 25, 15, 30)
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime = %s", closing) == [(len(CODES),)]
+    # One code's closing print is not stored (say it printed late): the next tick asks only that one.
+    market.query("DELETE FROM stock_prices_minute WHERE stock_code = '000660' AND datetime = %s", closing)
+    market.sim.reset_counters()
+    dag_run = market.run("kis_minute_bars", kst("2026-11-25T15:32"))
+    assert dag_run.state == "success"
+    assert market.data_requests() == 1
+    labels = [ti.rendered_map_index for ti in dag_run.get_task_instances() if ti.task_id == "fetch_recent_bars"]
+    assert labels == ["000660"]
+    assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime = %s", closing) == [(len(CODES),)]
+
+
+# --- the completeness threshold ------------------------------------------------------------------
+
+
+def test_the_completeness_threshold_decides_a_day_with_lost_minutes(simulated_market, monkeypatch):
+    lost = ["10:05", "10:06", "10:07", "11:00", "11:01", "12:30", "13:41", "14:00", "14:01", "14:02", "15:30"]
+    faults = {"drop_minutes": [{"code": "000660", "minutes": lost, "date": "2026-11-25"}]}
+    with simulated_market(faults=faults) as market:
+        monkeypatch.setenv("AIRFLOW_VAR_KIS_COMPLETENESS_THRESHOLD", "0.98")
+        passed = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        rows = market.query("SELECT status, present, expected FROM minute_verification")
+        completeness = sum(p for _, p, _ in rows) / sum(e for *_, e in rows)
+        assert 0.98 <= completeness < 0.999, completeness
+        (status,), = market.query("SELECT status FROM minute_verification WHERE stock_code = '000660'")
+        assert status == "gap"  # its closing bar is lost too: nothing can explain it
+        assert passed.state == "success"
+        assert task_states(passed)["verify_day"] == ["success"]
+        (message,), = market.query("SELECT message FROM collection_alerts WHERE kind = 'incomplete_day'")
+        assert "000660" in message and "above the threshold" in message  # passed, the gap still alerted
+
+        monkeypatch.setenv("AIRFLOW_VAR_KIS_COMPLETENESS_THRESHOLD", "0.999")
+        failed = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+        assert failed.state == "failed"
+        assert task_states(failed)["verify_day"] == ["failed"]
+        messages = [m for (m,) in market.query("SELECT message FROM collection_alerts WHERE kind = 'incomplete_day' ORDER BY id")]
+        assert len(messages) == 2 and "000660" in messages[-1] and "below the threshold" in messages[-1]
+
+
+# --- Airflow's own backfill over a date range, under the real scheduler ---------------------------
+
+
+@pytest.fixture
+def scheduler_on_a_real_account(pg_cluster):
+    """A local Airflow (scheduler, dag-processor, triggerer, api-server) on a real-account simulator
+    whose clock is 2026-11-30 09:10 KST, two codes."""
+    from devtools import airflow_env, localpg
+    from devtools.local_airflow import running_airflow
+    from devtools.net import free_port
+    from simulator.testing import run_simulator
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    port = free_port()
+    with run_simulator(now="2026-11-30T09:10:00+09:00") as sim:
+        env = airflow_env.environment(
+            f"range_{worker}", api_port=port,
+            kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+        )
+        env |= {"KIS_DEADLINE_ALERTS": "off", "AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
+        localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
+        market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+        with running_airflow(env):
+            yield f"http://127.0.0.1:{port}", sim, market_dsn
+
+
+
+
+@pytest.mark.slow
+def test_airflow_backfill_over_a_range_with_a_holiday(scheduler_on_a_real_account):
+    import httpx
+    import psycopg
+
+    from devtools import airflow_env
+    from kis.calendar import default_calendar
+
+    base, sim, market_dsn = scheduler_on_a_real_account
+    sessions = [date(2026, 10, 8), date(2026, 10, 12)]
+    holiday = date(2026, 10, 9)  # Hangul Day
+    assert [s.day for s in default_calendar().sessions_between(date(2026, 10, 8), date(2026, 10, 12))] == sessions
+    token = httpx.post(
+        f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    dag_url = f"{base}/api/v2/dags/kis_minute_backfill"
+    wait_for("the dag-processor parses kis_minute_backfill", lambda: httpx.get(dag_url, headers=headers).status_code == 200, 120)
+    # The scheduler queues no task of a paused DAG, a backfill's included.
+    assert httpx.patch(dag_url, headers=headers, json={"is_paused": False}).status_code == 200
+    created = httpx.post(
+        f"{base}/api/v2/backfills", headers=headers,
+        json={"dag_id": "kis_minute_backfill", "from_date": "2026-10-08T00:00:00+09:00",
+              "to_date": "2026-10-12T16:00:00+09:00", "max_active_runs": 1},
+    )
+    assert created.status_code == 200, created.text
+
+    def finished():
+        runs = httpx.get(f"{dag_url}/dagRuns", headers=headers, params={"run_type": "backfill"}).json()["dag_runs"]
+        if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        return None
+
+    runs = wait_for("the three backfill runs end", finished, 420, interval=2)
+    states = {datetime.fromisoformat(r["logical_date"]).astimezone(kst("2026-01-01T00:00").tzinfo).date(): r for r in runs}
+    assert set(states) == {*sessions, holiday}
+    for day, run in states.items():
+        assert run["state"] == "success", (day, run)
+    holiday_tis = httpx.get(
+        f"{dag_url}/dagRuns/{states[holiday]['dag_run_id']}/taskInstances", headers=headers
+    ).json()["task_instances"]
+    assert {ti["task_id"]: ti["state"] for ti in holiday_tis if ti["task_id"] in ("trading_day_gate", "upsert_bars")} == {
+        "trading_day_gate": "success", "upsert_bars": "skipped"
+    }
+    with psycopg.connect(market_dsn) as conn:
+        # (Unpausing also lets the scheduler start the latest scheduled run, of the wall clock's day:
+        # only the backfilled range is looked at.)
+        verified = conn.execute(
+            "SELECT trading_date, stock_code, status FROM minute_verification WHERE trading_date <= '2026-10-12' ORDER BY 1, 2"
+        ).fetchall()
+        for day in sessions:
+            for code in ("005930", "000660"):
+                stored = conn.execute(
+                    "SELECT count(*) FROM stock_prices_minute WHERE stock_code = %s AND datetime::date = %s", (code, day)
+                ).fetchone()[0]
+                assert stored == len(traded(sim.truth(code, day))), (code, day)
+        assert conn.execute("SELECT count(*) FROM stock_prices_minute WHERE datetime::date = %s", (holiday,)).fetchone() == (0,)
+    assert {(d, c) for d, c, _ in verified} == {(d, c) for d in sessions for c in ("005930", "000660")}
+    assert {s for *_, s in verified} <= {"complete", "complete_with_explained_absences", "unverifiable"}, verified
+    # One day-volume request per code and session, none for the holiday; the past-day endpoint paged.
+    counters = sim.counters()["requests_by_endpoint"]
+    assert sum(n for e, n in counters.items() if "inquire-daily-itemchartprice" in e) == 4, counters
+    assert sum(n for e, n in counters.items() if "inquire-time-dailychartprice" in e) >= 4 * 3, counters
