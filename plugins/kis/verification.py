@@ -37,7 +37,7 @@ class DayOutcome:
     codes_with_gaps: tuple[str, ...]
     codes_without_data: tuple[str, ...]
     unverifiable: tuple[str, ...]
-    missing: dict[str, list[str]]  # code -> ISO minutes, of the codes with gaps
+    missing: dict[str, list[str]]  # code -> ISO minutes, of every code with minutes missing
 
     @property
     def completeness(self) -> float:
@@ -83,7 +83,7 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float) -> D
         codes_with_gaps=tuple(r.stock_code for r in short),
         codes_without_data=tuple(r.stock_code for r in report if r.status == "no_data"),
         unverifiable=tuple(r.stock_code for r in report if r.status == "unverifiable"),
-        missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in short},
+        missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in report if r.missing_minutes},
     )
 
 
