@@ -376,6 +376,10 @@ def test_backfill_of_a_past_date_needs_a_real_account(simulated_market):
         assert dag_run.state == "failed"
         # KIS's clock (its first answer) says 2026-11-25 is a past day, which a mock account cannot fetch.
         assert set(task_states(dag_run)["fetch_session_bars"]) == {"failed"}
+        # The verification says so at once (no fetch left an XCom), never crashes into retries.
+        assert [(ti.state, ti.try_number) for ti in dag_run.get_task_instances() if ti.task_id == "verify_day"] == [
+            ("failed", 1)
+        ]
         assert "inquire-time-dailychartprice" not in market.sim.counters()["requests_by_endpoint"]
         assert market.stored(date(2026, 11, 25)) == {code: [] for code in CODES}
 

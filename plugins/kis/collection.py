@@ -217,13 +217,9 @@ def known_codes(batches: Sequence[Sequence[str]], day: date, conn: Any = None) -
 def fail_when_fetches_failed(batches: Sequence[Sequence[str]], fetched: Sequence[Any]) -> None:
     """Fails this task when a mapped fetch failed, so that the run shows it: a fetch that failed
     outright left no XCom, one with failed codes left its partial value with ``"failed"``."""
-    failed = {
-        code: reason
-        for result in fetched
-        if isinstance(result, dict)
-        for code, reason in (result.get("failed") or {}).items()
-    }
-    missing = len(batches) - len(fetched)
+    pushed = [result for result in fetched if isinstance(result, dict)]  # a failed map index pulls None
+    failed = {code: reason for result in pushed for code, reason in (result.get("failed") or {}).items()}
+    missing = len(batches) - len(pushed)
     if failed or missing > 0:
         lost = [f"{missing} of {len(batches)} fetch tasks failed outright"] if missing > 0 else []
         lost += [f"{code} ({reason})" for code, reason in sorted(failed.items())]

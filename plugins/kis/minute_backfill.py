@@ -117,7 +117,7 @@ def verify_day(
     session = target.session
     codes = collection.known_codes(batches, session.day)  # an unknown code is alerted as that, not as a gap
     volumes: dict[str, int] = {}
-    for result in fetched:
+    for result in filter(None, fetched):  # a fetch task that failed outright pulls None
         volumes |= result["volumes"]
     with collection.market_db() as conn:
         report = storage.verify_day(conn, session.day, session.bar_minutes, codes, volumes or None, run_id=run.run_id)
