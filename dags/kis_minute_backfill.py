@@ -1,111 +1,135 @@
 """
 ### KIS minute backfill and verification: after the close
 
-At 16:00 on weekdays (Asia/Seoul), or for any date triggered from the UI with the `date`
-parameter:
+`kis_minute_backfill` covers KRX at 16:00 on weekdays (Asia/Seoul);
+`kis_minute_backfill_nextrade` covers Nextrade and the unified view (KRX + Nextrade) at 20:10,
+after their 20:00 close. Each backfills the venues of the Variable `kis_venues` it covers, and
+skips when there is none; a run's mapped tasks are labelled with their venue (unless KRX). Any
+date can be triggered from the UI with the `date` parameter:
 
 1. **trading_day_gate**: skips days without a session; a past date on a mock account fails here,
    with the reason (KIS serves past minute bars to real accounts only).
-2. **wait_for_close**: waits, deferred (no worker slot held), until the real session is over:
+2. **wait_for_close**: waits, deferred (no worker slot held), until the venue's day is over:
    16:35 on a CSAT day, when the 16:00 run starts before the close.
-3. **fetch_session_bars**: one mapped task per batch of codes in the `kis_api` pool: the whole
-   session (today's endpoint walked backwards, or the daily endpoint for a past date). A code that
+3. **fetch_session_bars**: one mapped task per venue and batch of codes in the `kis_api` pool: the
+   whole day (today's endpoint walked backwards, or the daily endpoint for a past date). A code that
    fails is alerted with its reason on the task's last try and the task ends failed, but the
    other codes of its batch are still upserted; an unknown code is alerted once and left out of
-   the verification.
+   the verification, and so is a code Nextrade does not trade (as information).
 4. **upsert_bars**: the same set-based upsert as the minute DAG, over the whole day.
-5. **verify_day**: the stored bars against the calendar's grid, written to the report table; the
-   run fails and alerts when the day is below the completeness threshold or a code has a gap that
-   its volumes do not explain.
+5. **verify_day**: the stored bars against each venue's grid, written to the report table; the
+   run fails and alerts when a venue's day is below the completeness threshold or a code has a
+   gap that its volumes do not explain. Bars served outside the grid are stored and reported.
 6. **apply_retention**: drops the partitions older than `KIS_MINUTE_RETENTION_MONTHS`, off the
    path to the verification; it detaches them concurrently and waits for no lock longer than a
    few seconds: when a reader blocks it, it fails and is retried 10 minutes later.
 
-Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_completeness_threshold`
-(0.98 by default); connections `kis_default` and `kis_market_db`.
+Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_venues`,
+`kis_completeness_threshold` (0.98 by default); connections `kis_default` and `kis_market_db`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
-
 from kis import collection, minute_backfill
-from kis.resources import INCLUDE_DIR
 from kis.alerts import deadline_alerts
+from kis.resources import INCLUDE_DIR
+from kis.venues import Venue
 
 
-@dag(
-    schedule=CronTriggerTimetable("0 16 * * 1-5", timezone="Asia/Seoul"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
-    tags=["kis", "minute-bars", "backfill", "verification"],
-    template_searchpath=[str(INCLUDE_DIR)],
-    user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until},
-    params={
-        "date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Trading date",
-            description="The date to backfill and verify (KST). Empty: the run's own date.",
-        ),
-    },
-    deadline=deadline_alerts("backfill", after_logical_date=minute_backfill.backfill_deadline()),
-    doc_md=__doc__,
-)
-def kis_minute_backfill():
-    @task.short_circuit
-    def trading_day_gate(params=None, dag_run=None) -> list[list[str]]:
-        return minute_backfill.plan_backfill(minute_backfill.BackfillDay.of(dag_run, params))
+def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue], tags: Sequence[str]):
+    """The backfill-and-verification DAG of the venues ``covers`` (named ``title`` in the UI), run
+    at ``cron`` (KST)."""
+    covers = tuple(covers)
 
-    batches = trading_day_gate()
-
-    wait_for_close = DateTimeSensorAsync(
-        task_id="wait_for_close",
-        target_time="{{ backfill_wait_until(dag_run, params) }}",
+    @dag(
+        dag_id=dag_id,
+        dag_display_name=f"KIS minute backfill: {title}",
+        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul"),
+        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
+        tags=["kis", "minute-bars", "backfill", "verification", *tags],
+        template_searchpath=[str(INCLUDE_DIR)],
+        user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until, "covers": covers},
+        params={
+            "date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Trading date",
+                description=f"The date to backfill and verify on {title} (KST). Empty: the run's own date.",
+            ),
+        },
+        deadline=deadline_alerts("backfill", after_logical_date=minute_backfill.backfill_deadline()),
+        doc_md=__doc__,
     )
+    def backfill():
+        def backfill_day(params, dag_run) -> minute_backfill.BackfillDay:
+            return minute_backfill.BackfillDay.of(dag_run, params, covers)
 
-    @task(
-        pool="kis_api",
-        map_index_template=collection.BATCH_LABEL,
-        show_return_value_in_logs=False,
-    )
-    def fetch_session_bars(codes: list[str], batches: list[list[str]], params=None, dag_run=None, ti=None) -> dict:
-        return minute_backfill.fetch_session_bars(
-            codes,
-            minute_backfill.BackfillDay.of(dag_run, params),
-            collection.Run.of(dag_run),
-            batch=ti.map_index,
-            batches=len(batches),
-            ti=ti,
+        @task.short_circuit
+        def trading_day_gate(params=None, dag_run=None) -> list[dict]:
+            return minute_backfill.plan_backfill(backfill_day(params, dag_run))
+
+        batches = trading_day_gate()
+
+        wait_for_close = DateTimeSensorAsync(
+            task_id="wait_for_close",
+            target_time="{{ backfill_wait_until(dag_run, params, covers) }}",
         )
 
-    fetched = fetch_session_bars.partial(batches=batches).expand(codes=batches)
+        @task(
+            pool="kis_api",
+            map_index_template=collection.BATCH_LABEL,
+            show_return_value_in_logs=False,
+        )
+        def fetch_session_bars(codes: list[str], venue: str, batches: list[dict], params=None, dag_run=None, ti=None) -> dict:
+            return minute_backfill.fetch_session_bars(
+                codes,
+                Venue(venue),
+                backfill_day(params, dag_run),
+                collection.Run.of(dag_run),
+                batch=ti.map_index,
+                batches=len(batches),
+                ti=ti,
+            )
 
-    upsert = collection.upsert_bars_step("fetch_session_bars", bars_key="bars")
+        fetched = fetch_session_bars.partial(batches=batches).expand_kwargs(batches)
 
-    @task(trigger_rule="all_done")
-    def verify_day(params=None, dag_run=None, ti=None) -> dict:
-        # Pulled, not passed: a failed gate leaves None here instead of skipping the verification.
-        batches = ti.xcom_pull(task_ids="trading_day_gate")
-        fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
-        return minute_backfill.verify_day(minute_backfill.BackfillDay.of(dag_run, params), batches, fetched, collection.Run.of(dag_run))
+        upsert = collection.upsert_bars_step("fetch_session_bars", bars_key="bars")
 
-    # Blocked by a lock, it fails after its lock timeout and is retried later; off the path to
-    # verify_day, it never fails the day's verification.
-    @task(retries=3, retry_delay=timedelta(minutes=10))
-    def apply_retention(params=None, dag_run=None) -> list[str]:
-        return minute_backfill.apply_retention(minute_backfill.BackfillDay.of(dag_run, params))
+        @task(trigger_rule="all_done")
+        def verify_day(params=None, dag_run=None, ti=None) -> dict:
+            # Pulled, not passed: a failed gate leaves None here instead of skipping the verification.
+            batches = ti.xcom_pull(task_ids="trading_day_gate")
+            fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
+            return minute_backfill.verify_day(backfill_day(params, dag_run), batches, fetched, collection.Run.of(dag_run))
 
-    batches >> wait_for_close >> fetched >> upsert >> verify_day()
-    batches >> apply_retention()
+        # Blocked by a lock, it fails after its lock timeout and is retried later; off the path to
+        # verify_day, it never fails the day's verification.
+        @task(retries=3, retry_delay=timedelta(minutes=10))
+        def apply_retention(params=None, dag_run=None) -> list[str]:
+            return minute_backfill.apply_retention(backfill_day(params, dag_run))
+
+        batches >> wait_for_close >> fetched >> upsert >> verify_day()
+        batches >> apply_retention()
+
+    return backfill()
 
 
-kis_minute_backfill()
+backfill_dag("kis_minute_backfill", title="KRX", cron="0 16 * * 1-5", covers=[Venue.KRX], tags=["krx"])
+backfill_dag(
+    "kis_minute_backfill_nextrade",
+    title="Nextrade and unified",
+    cron="10 20 * * 1-5",
+    covers=[Venue.NEXTRADE, Venue.UNIFIED],
+    tags=["nextrade"],
+)

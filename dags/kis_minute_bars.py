@@ -1,17 +1,22 @@
 """
-### KIS minute bars: every minute of the KRX session
+### KIS minute bars: every minute of the session
 
-Each tick stores the closed 1-minute bars of the watch-list. The ticks are the cron
+Each tick stores the closed 1-minute bars of the watch-list on each venue of the Variable
+`kis_venues` (`["krx"]` by default; `nxt` and `unified` add Nextrade). The ticks are the cron
 `* 9-15 * * 1-5` (Asia/Seoul) plus every minute of a special session the cron misses
-(`include/krx_special_sessions.csv`: CSAT day runs to 16:30, so it ticks until 16:35).
+(`include/krx_special_sessions.csv`: CSAT day runs to 16:30, so it ticks until 16:35) and, with
+Nextrade, its day from 08:01 to 20:05 (`include/venue_sessions.csv`). The venues are read when
+the DAG file is parsed: a change of `kis_venues` reaches the schedule at the next parse.
 
 1. **session_gate**: skips the run, without a request to KIS, outside the session (weekends,
    holidays, before a late open, after the close and its closing print) and when no bar has
    closed since the previous tick (the closing auction); after the closing bar it asks only for
    the codes whose closing print is not stored yet. Otherwise it brings the market schema up to
    date and hands out the watch-list in batches.
-2. **fetch_recent_bars**: one mapped task per batch (one code by default) in the `kis_api` pool:
-   one request per code for the last 30 closed bars, so a late or retried run heals itself.
+2. **fetch_recent_bars**: one mapped task per venue and batch (one code by default) in the
+   `kis_api` pool, labelled with the code (and the venue, unless KRX): one request per code for
+   the last 30 closed bars, so a late or retried run heals itself. A code Nextrade does not trade
+   is reported once a day (`not_on_venue`, information) and not asked there again that day.
 3. **upsert_bars**: one set-based `INSERT ... ON CONFLICT DO UPDATE` over all fetched bars; it
    runs even when some codes failed (a fetch task with a failed code still hands over the others'
    bars, alerts the code with its reason on its last try, then ends failed), so one code never
@@ -19,7 +24,7 @@ Each tick stores the closed 1-minute bars of the watch-list. The ticks are the c
 4. **check_live_gaps**: a closed minute still missing two minutes later raises one alert.
 
 Clear one failed `fetch_recent_bars` task in the grid to fetch and store that code again.
-Configuration: Variables `kis_watchlist` and `kis_codes_per_task`; connections `kis_default` and
+Configuration: Variables `kis_watchlist`, `kis_codes_per_task` and `kis_venues`; connections `kis_default` and
 `kis_market_db`. The run's minute is its logical date, never the wall clock; which endpoint serves
 it is decided by KIS's clock: a run cleared or retried after its day fetches from the past-day
 endpoint (real accounts; a mock account fails with that reason).
@@ -31,15 +36,15 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag, task
-
 from kis import collection, minute_bars
+from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
 from kis.timetable import KrxSessionTimetable
-from kis.alerts import deadline_alerts
+from kis.venues import Venue
 
 
 @dag(
-    schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul"),
+    schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul", venues=collection.configured_venues()),
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
     catchup=False,
     max_active_runs=1,
@@ -57,7 +62,7 @@ from kis.alerts import deadline_alerts
 )
 def kis_minute_bars():
     @task.short_circuit
-    def session_gate(dag_run=None) -> list[list[str]]:
+    def session_gate(dag_run=None) -> list[dict]:
         return minute_bars.plan_minute_run(collection.Run.of(dag_run))
 
     @task(
@@ -65,16 +70,16 @@ def kis_minute_bars():
         map_index_template=collection.BATCH_LABEL,
         show_return_value_in_logs=False,
     )
-    def fetch_recent_bars(codes: list[str], dag_run=None, ti=None) -> dict:
-        return minute_bars.fetch_recent_bars(codes, collection.Run.of(dag_run), ti=ti)
+    def fetch_recent_bars(codes: list[str], venue: str, dag_run=None, ti=None) -> dict:
+        return minute_bars.fetch_recent_bars(codes, collection.Run.of(dag_run), Venue(venue), ti=ti)
 
     batches = session_gate()
-    fetched = fetch_recent_bars.expand(codes=batches)
+    fetched = fetch_recent_bars.expand_kwargs(batches)
 
     upsert = collection.upsert_bars_step("fetch_recent_bars", bars_key="bars")
 
     @task(trigger_rule="all_done")
-    def check_live_gaps(batches: list[list[str]], dag_run=None, ti=None) -> int:
+    def check_live_gaps(batches: list[dict], dag_run=None, ti=None) -> int:
         fetched = ti.xcom_pull(task_ids=["fetch_recent_bars"])
         return minute_bars.check_live_gaps(batches, fetched, collection.Run.of(dag_run))
 

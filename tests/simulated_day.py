@@ -37,12 +37,12 @@ class Market:
         self.sim.set_now(tick + timedelta(seconds=lag))
         return self.dagbag.get_dag(dag_id).test(logical_date=tick, run_conf=conf)
 
-    def stored(self, day: date, codes=CODES) -> dict[str, list[Bar]]:
+    def stored(self, day: date, codes=CODES, venue: str = "krx") -> dict[str, list[Bar]]:
         with psycopg.connect(self.dsn) as conn:
             rows = conn.execute(
                 "SELECT stock_code, datetime, open, high, low, close, volume FROM stock_prices_minute"
-                " WHERE datetime::date = %s ORDER BY stock_code, datetime",
-                (day,),
+                " WHERE datetime::date = %s AND venue = %s ORDER BY stock_code, datetime",
+                (day, venue),
             ).fetchall()
         stored: dict[str, list[Bar]] = {code: [] for code in codes}
         for code, minute, *values in rows:

@@ -47,11 +47,14 @@ def fetch_tries(dag_run, task_id: str) -> list[tuple[str, str, int]]:
 # --- integrity ----------------------------------------------------------------------------------
 
 
-def test_both_dags_are_wired_as_operators_expect(dagbag):
+def test_every_dag_is_wired_as_operators_expect(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
-    for dag, cron in ((minute, "* 9-15 * * 1-5 + KRX special sessions"), (backfill, "0 16 * * 1-5")):
+    evening = dagbag.get_dag("kis_minute_backfill_nextrade")
+    assert set(dagbag.dag_ids) == {"kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade"}
+    crons = {minute: "* 9-15 * * 1-5 + KRX special sessions", backfill: "0 16 * * 1-5", evening: "10 20 * * 1-5"}
+    for dag, cron in crons.items():
         assert dag.timetable.summary == cron
         assert str(dag.timetable._timezone.name) == "Asia/Seoul"
         assert dag.catchup is False and dag.max_active_runs == 1
@@ -61,8 +64,12 @@ def test_both_dags_are_wired_as_operators_expect(dagbag):
             assert task.retries >= 2
         assert isinstance(dag.get_task("upsert_bars"), SQLExecuteQueryOperator)
     assert minute.get_task("fetch_recent_bars").pool == "kis_api"
-    assert backfill.get_task("fetch_session_bars").pool == "kis_api"
-    assert "date" in backfill.params
+    for dag in (backfill, evening):
+        assert dag.get_task("fetch_session_bars").pool == "kis_api"
+        assert "date" in dag.params
+    # The UI names the venues each backfill covers.
+    assert backfill.dag_display_name == "KIS minute backfill: KRX"
+    assert evening.dag_display_name == "KIS minute backfill: Nextrade and unified"
 
 
 def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
@@ -70,7 +77,12 @@ def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
 
     monkeypatch.setenv("KIS_DEADLINE_ALERTS", "auto")
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
-    for dag_id, interval in (("kis_minute_bars", timedelta(seconds=50)), ("kis_minute_backfill", timedelta(minutes=90))):
+    intervals = {
+        "kis_minute_bars": timedelta(seconds=50),
+        "kis_minute_backfill": timedelta(minutes=90),
+        "kis_minute_backfill_nextrade": timedelta(minutes=90),
+    }
+    for dag_id, interval in intervals.items():
         (alert,) = bag.get_dag(dag_id).deadline
         assert alert.interval == interval
         assert alert.callback.path == "kis.alerts.deadline_missed"

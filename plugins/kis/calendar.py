@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -39,18 +40,21 @@ __all__ = [
     "CLOSING_PRINT_GRACE",
     "DEFAULT_SPECIAL_SESSIONS",
     "KST",
+    "NEXTRADE_LAUNCH",
     "ONE_MINUTE",
     "KrxCalendar",
-    "NEXTRADE_LAUNCH",
     "Segment",
     "Session",
     "default_calendar",
+    "trading_day",
 ]
 
 DEFAULT_SPECIAL_SESSIONS = Path(__file__).parents[2] / "include" / "krx_special_sessions.csv"
 DEFAULT_VENUE_SESSIONS = Path(__file__).parents[2] / "include" / "venue_sessions.csv"
 NEXTRADE_LAUNCH = date(2025, 3, 4)
 NEXTRADE_SEGMENTS = ("pre_market", "main", "after_market")
+# Nextrade's day starts at 08:00 even when a segment is not held (CSAT day has no pre-market).
+VENUE_DAY_START = time(8, 0)
 
 ONE_MINUTE = timedelta(minutes=1)
 # The closing call auction takes the last 10 minutes before the close and has no bars of its own.
@@ -269,6 +273,19 @@ class KrxCalendar:
         return self._first_day_by_year[year]
 
 
+def trading_day(session: Session) -> tuple[datetime, datetime]:
+    """The first and last minute a served bar of ``session``'s venue is stored at, whatever the grid.
+
+    KRX: the open to the closing print's grace. Nextrade and the unified view: 08:00 (or the first
+    segment, if earlier) to the end of the day plus the same grace, so that a bar in a pause or a
+    segment that moved is stored and reported, never dropped.
+    """
+    first, last = session.open, session.close + CLOSING_PRINT_GRACE
+    if session.venue is not Venue.KRX:
+        first = min(first, datetime.combine(session.day, VENUE_DAY_START, tzinfo=KST))
+    return first, last
+
+
 @functools.cache
 def default_calendar() -> KrxCalendar:
     """The calendar of the default special-sessions table, built once per process."""
@@ -330,7 +347,7 @@ def _parse_venue_sessions(rows: Iterable[Mapping[str, str]], source: str) -> _Ve
             raise ValueError(f"{source}: data row {number}: {err}") from err
     for day, segments in hours.items():
         held = sorted(h for h in segments.values() if h is not None)
-        if any(later[0] < earlier[1] for earlier, later in zip(held, held[1:])):
+        if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(held)):
             raise ValueError(f"{source}: the segments of {day or 'the regular days'} overlap")
     return hours
 

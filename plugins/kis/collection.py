@@ -9,7 +9,7 @@ fetches and checks the same minutes, and tests drive a simulated day by choosing
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from kis import alerts, schema
 from kis.alerts import Alert, send_alert
 from kis.errors import KisError, KisUnknownCode, KisUnsupported
 from kis.resources import KIS_CONN_ID, MARKET_DB_CONN_ID
+from kis.venues import Venue, parse_venues
 from kis.watchlist import load_watchlist
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ T = TypeVar("T")
 
 # The alert of a code that still failed on its fetch task's last try.
 FETCH_FAILED = "fetch_failed"
+# The information that Nextrade does not trade a watch-list code: once a day, then never asked again.
+NOT_ON_VENUE = "not_on_venue"
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,11 @@ class Run:
         return cls(dag_run.dag_id, dag_run.run_id, dag_run.logical_date or dag_run.run_after)
 
 
-# The label of a mapped fetch task in the grid: its code, or its first and last codes for a batch
-# (Airflow keeps at most 250 characters of it: a list of every code would not fit).
+# The label of a mapped fetch task in the grid: its venue unless KRX, then its code, or its first and
+# last codes for a batch (Airflow keeps at most 250 characters of it: a list of every code would not fit).
 BATCH_LABEL = (
-    "{% set codes = task.op_kwargs['codes'] %}{{ codes[0] }}"
+    "{% set codes = task.op_kwargs['codes'] %}{% set venue = task.op_kwargs.get('venue', 'krx') %}"
+    "{% if venue != 'krx' %}{{ venue }} {% endif %}{{ codes[0] }}"
     "{% if codes | length > 1 %}…{{ codes[-1] }} ({{ codes | length }} codes){% endif %}"
 )
 
@@ -98,15 +102,29 @@ def kis_hook():
     return KisHook(kis_conn_id=KIS_CONN_ID)
 
 
-def watchlist_batches(conn, day: date) -> list[list[str]]:
-    """The day's watch-list in batches, without the codes KIS already called unknown today."""
+def configured_venues() -> tuple[Venue, ...]:
+    """The venues of the Variable ``kis_venues`` (default ``["krx"]``)."""
+    return parse_venues(variable("kis_venues"))
+
+
+def watchlist_batches(conn, day: date, venues: Sequence[Venue] = (Venue.KRX,)) -> list[dict[str, Any]]:
+    """The day's watch-list in batches for each venue, ``{"venue": ..., "codes": [...]}``: without
+    the codes KIS already called unknown today, nor on a venue the codes it does not trade."""
     watchlist = load_watchlist(variable("kis_watchlist"))
     if watchlist.invalid:
         log.warning("Invalid watch-list entries, never sent to KIS: %s", ", ".join(watchlist.invalid))
     unknown = alerts.codes_alerted(conn, "unknown_code", day)
     if unknown:
         log.warning("Codes KIS reported unknown today, not asked again: %s", ", ".join(sorted(unknown)))
-    return watchlist.batches(int(variable("kis_codes_per_task", "1")), leaving_out=unknown)
+    per_task = int(variable("kis_codes_per_task", "1"))
+    batches = []
+    for venue in venues:
+        not_traded = alerts.codes_alerted(conn, NOT_ON_VENUE, day, venue=venue.value)
+        if not_traded:
+            log.info("Not traded on %s today, not asked again: %s", venue.label, ", ".join(sorted(not_traded)))
+        for codes in watchlist.batches(per_task, leaving_out=unknown | not_traded):
+            batches.append({"venue": venue.value, "codes": codes})
+    return batches
 
 
 def prepared_market_db(day: date):
@@ -131,6 +149,7 @@ def fetch_batch(
     *,
     day: date,
     run: Run,
+    venue: Venue = Venue.KRX,
     ti: Any | None = None,
 ) -> dict[str, Any]:
     """The return value of a mapped fetch task: each code of its batch fetched on its own, so that
@@ -138,24 +157,27 @@ def fetch_batch(
 
     ``fetch_code(hook, code)`` fetches one code; ``assemble`` builds the task's value (its bars
     under ``"bars"``) from the codes fetched, and ``"failed"`` (code: reason) is added. An unknown
-    code is alerted at once (a retry of the task neither asks nor alerts it again); any other
-    ``KisError`` is recorded with its reason. When a code failed, the value is pushed as the task's
-    ``return_value`` XCom and the task raises: Airflow keeps the XCom of a failed try (it clears it
-    when the next try starts), and the upsert, which pulls the XComs of every mapped fetch, stores
-    the other codes. ``CollectionFailed`` (no retry) when every failed code is unknown, else
-    ``CodesFailed``, retried by Airflow; on the last try each code that still failed is alerted
-    (``fetch_failed``), so a code is alerted once whatever the number of tries.
+    code is alerted at once (a retry of the task neither asks nor alerts it again); on Nextrade the
+    same answer means Nextrade does not trade the code: it is reported once, as information, and
+    left out. Any other ``KisError`` is recorded with its reason. When a code failed, the value is
+    pushed as the task's ``return_value`` XCom and the task raises: Airflow keeps the XCom of a
+    failed try (it clears it when the next try starts), and the upsert, which pulls the XComs of
+    every mapped fetch, stores the other codes. ``CollectionFailed`` (no retry) when every failed
+    code is unknown, else ``CodesFailed``, retried by Airflow; on the last try each code that still
+    failed is alerted (``fetch_failed``), so a code is alerted once whatever the number of tries.
     """
     unknown_before: set[str] = set()
+    not_traded: set[str] = set()
     if ti is not None and ti.try_number > 1:
         with market_db() as conn:
             unknown_before = alerts.codes_alerted(conn, "unknown_code", day) & set(codes)
+            not_traded = alerts.codes_alerted(conn, NOT_ON_VENUE, day, venue=venue.value) & set(codes)
     fetched: dict[str, T] = {}
     failed = {code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before}
     unknown = set(unknown_before)
     with kis_hook() as hook:
         for code in codes:
-            if code in unknown_before:
+            if code in unknown_before or code in not_traded:
                 continue
             try:
                 fetched[code] = fetch_code(hook, code)
@@ -164,13 +186,16 @@ def fetch_batch(
                 # the batch would succeed, and no retry can change that.
                 raise CollectionFailed(str(err)) from None
             except KisUnknownCode as err:
+                if venue is Venue.NEXTRADE:
+                    report_not_on_venue(code, err, day, run, venue)
+                    continue
                 alert_unknown_code(code, err, day, run)
                 unknown.add(code)
                 failed[code] = f"unknown to KIS ({err.msg_cd}: {err.msg1})"
             except KisError as err:
                 log.error("%s: %s", code, err)
                 failed[code] = str(err)
-    value = assemble(fetched) | {"failed": failed}
+    value = assemble(fetched) | {"venue": venue.value, "failed": failed}
     if not failed:
         return value
     if ti is not None:
@@ -204,21 +229,27 @@ def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: in
     )
 
 
-def known_codes(batches: Sequence[Sequence[str]], day: date, conn: Any = None) -> list[str]:
-    """The codes of ``batches`` without those KIS called unknown on ``day`` (maybe in this very
-    run): those are alerted as unknown, never as gaps."""
+def known_codes(batches: Sequence[Mapping[str, Any]], day: date, venue: Venue, conn: Any = None) -> list[str]:
+    """The codes of ``venue``'s batches without those KIS called unknown on ``day`` (maybe in this
+    very run; alerted as unknown, never as gaps) and those the venue does not trade."""
     if conn is None:
         with market_db() as own:
-            return known_codes(batches, day, own)
-    unknown = alerts.codes_alerted(conn, "unknown_code", day)
-    return [code for batch in batches for code in batch if code not in unknown]
+            return known_codes(batches, day, venue, own)
+    left_out = alerts.codes_alerted(conn, "unknown_code", day) | alerts.codes_alerted(
+        conn, NOT_ON_VENUE, day, venue=venue.value
+    )
+    return [code for batch in batches if batch["venue"] == venue.value for code in batch["codes"] if code not in left_out]
 
 
-def fail_when_fetches_failed(batches: Sequence[Sequence[str]], fetched: Sequence[Any]) -> None:
+def fail_when_fetches_failed(batches: Sequence[Any], fetched: Sequence[Any]) -> None:
     """Fails this task when a mapped fetch failed, so that the run shows it: a fetch that failed
     outright left no XCom, one with failed codes left its partial value with ``"failed"``."""
     pushed = [result for result in fetched if isinstance(result, dict)]  # a failed map index pulls None
-    failed = {code: reason for result in pushed for code, reason in (result.get("failed") or {}).items()}
+    failed = {
+        code if result.get("venue", Venue.KRX.value) == Venue.KRX.value else f"{code} on {result['venue']}": reason
+        for result in pushed
+        for code, reason in (result.get("failed") or {}).items()
+    }
     missing = len(batches) - len(pushed)
     if failed or missing > 0:
         lost = [f"{missing} of {len(batches)} fetch tasks failed outright"] if missing > 0 else []
@@ -227,6 +258,23 @@ def fail_when_fetches_failed(batches: Sequence[Sequence[str]], fetched: Sequence
             f"Not fetched: {'; '.join(lost)}. The codes fetched with them are stored. "
             "Clear the failed fetch tasks (with downstream) to fetch them again."
         )
+
+
+def report_not_on_venue(code: str, err: KisUnknownCode, day: date, run: Run, venue: Venue) -> None:
+    """Information, not a gap: ``venue`` does not trade ``code`` today (KIS answered as for an
+    unknown code). Sent once a day: later runs leave the code out (``watchlist_batches``)."""
+    send_alert(
+        Alert(
+            kind=NOT_ON_VENUE,
+            message=f"{code} is not traded on {venue.label} ({err.msg_cd}: {err.msg1}); left out there for the rest of {day}",
+            trading_date=day,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            stock_code=code,
+            venue=venue.value,
+            details={"msg_cd": err.msg_cd, "msg1": err.msg1},
+        )
+    )
 
 
 def alert_unknown_code(code: str, err: KisUnknownCode, day: date, run: Run) -> None:

@@ -30,13 +30,14 @@ from airflow.sdk.bases.hook import BaseHook
 
 from kis import endpoints
 from kis.bars import KST, Bar
+from kis.calendar import trading_day
 from kis.client import KisClient, KisSettings
-from kis.calendar import CLOSING_PRINT_GRACE
 from kis.endpoints import MinutePage
 from kis.errors import KisNotYet, KisUnsupported
 from kis.parsing import RejectedRow, validate_code
 from kis.resources import KIS_CONN_ID
 from kis.schema import migrate
+from kis.venues import Venue
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,6 +51,7 @@ class SessionWindow(Protocol):
     day: date
     open: datetime
     close: datetime
+    venue: Venue
 
 
 @dataclass
@@ -144,8 +146,8 @@ class KisHook(BaseHook):
 
     # --- the minute-bar calls --------------------------------------------------------------------
 
-    def recent_bars(self, code: str, *, until: datetime) -> BarsResult:
-        """The closed bars of ``until``'s day up to ``until`` (included): one request, normally.
+    def recent_bars(self, code: str, *, until: datetime, venue: Venue = Venue.KRX) -> BarsResult:
+        """The closed bars of ``until``'s day on ``venue`` up to ``until`` (included): one request, normally.
 
         While that day is KIS's today: the today endpoint, at most 30 bars. A past day (a run cleared
         or retried after its day): one page of the past-day endpoint, up to 120 bars, on a real
@@ -154,36 +156,41 @@ class KisHook(BaseHook):
         :param code: the stock code.
         :param until: the last closed minute (from the run's logical time and the calendar); the
             request never asks past it, and a row after it (the forming minute) is dropped.
+        :param venue: whose trades: KRX's, Nextrade's, or both (KIS's market code).
         """
         until = until.astimezone(KST).replace(second=0, microsecond=0)
         result = BarsResult(code=validate_code(code), day=until.date())
-        keep = lambda minute: minute <= until  # noqa: E731
+        keep = lambda minute: minute <= until
+        asked = {"code": code, "day": result.day, "until": until.time(), "market": venue.market}
         if self._may_be_today(result.day):
-            page = self._call(result, lambda c: endpoints.today_minute_bars(c, code, day=result.day, until=until.time()))
+            page = self._call(result, lambda c: endpoints.today_minute_bars(c, **asked))
             if self._served_day(page, result.day) == result.day:
                 _collect(result, page, keep=keep)
                 result.cumulative_volume = page.day_volume
                 return result
         self._require_past_days(result.day)
-        page = self._call(result, lambda c: endpoints.past_minute_bars(c, code, day=result.day, until=until.time()))
+        page = self._call(result, lambda c: endpoints.past_minute_bars(c, **asked))
         _collect(result, page, keep=keep)
         return result
 
     def session_bars(self, code: str, session: SessionWindow) -> BarsResult:
-        """Every bar of ``code`` in ``session`` (its closing print included), walked backwards from the
-        close, and the day's volume.
+        """Every bar of ``code`` in ``session``'s venue day (its closing print included), walked
+        backwards from the close, and the day's volume.
 
         KIS's clock decides the endpoint: its today is walked on the today endpoint (call it after
         the close), a past day on the past-day endpoint, which only real accounts have, plus one
         request to the period-price endpoint (FHKST03010100) for the day's volume, which the
         past-day endpoint does not report.
 
-        :param session: the trading day (``kis.calendar.Session``): its day, open and close.
+        :param session: the trading day (``kis.calendar.Session``): its day, open, close and venue.
+            A bar the venue served outside the session's segments (its grid) is kept when it lies in
+            the venue's trading day (``kis.calendar.trading_day``): the API, not the grid, decides.
         """
         validate_code(code)
         result = BarsResult(code=code, day=session.day)
+        market = session.venue.market
         if self._may_be_today(session.day):
-            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day)
+            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day, market=market)
             first = self._call(result, lambda c: today(c, until=session.close.astimezone(KST).time()))
             if self._served_day(first, session.day) == session.day:
                 self._walk(result, session, today, endpoints.TODAY_MINUTES_PAGE_ROWS, first)
@@ -191,9 +198,11 @@ class KisHook(BaseHook):
                 return result
             result = BarsResult(code=code, day=session.day, pages=result.pages, rate_limited=result.rate_limited)
         self._require_past_days(session.day)
-        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day)
+        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day, market=market)
         self._walk(result, session, past, endpoints.PAST_MINUTES_PAGE_ROWS)
-        result.cumulative_volume = self._call(result, lambda c: endpoints.day_volume_of(c, code, day=session.day))
+        result.cumulative_volume = self._call(
+            result, lambda c: endpoints.day_volume_of(c, code, day=session.day, market=market)
+        )
         return result
 
     def kis_today(self) -> date | None:
@@ -235,9 +244,10 @@ class KisHook(BaseHook):
         page_rows: int,
         first: MinutePage | None = None,
     ) -> None:
-        """Page backwards from the close: cursor = oldest row - 1 minute, until the open or a short page."""
-        opens, closes = session.open.astimezone(KST), session.close.astimezone(KST)
-        last = closes + CLOSING_PRINT_GRACE  # the closing print can be labelled a few minutes late
+        """Page backwards from the close: cursor = oldest row - 1 minute, until the start of the
+        venue's trading day or a short page."""
+        opens, last = trading_day(session)
+        closes = session.close.astimezone(KST)
         cursor = closes
         page = first or self._call(result, lambda c: fetch(c, until=cursor.time()))
         while True:

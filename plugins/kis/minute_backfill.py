@@ -1,4 +1,8 @@
-"""The tasks of ``kis_minute_backfill``: after the close, the whole day again, then its verification."""
+"""The tasks of the backfill DAGs: after the close, the whole day again, then its verification.
+
+``kis_minute_backfill`` covers KRX at 16:00, ``kis_minute_backfill_nextrade`` Nextrade and the
+unified view at 20:10; each backfills the venues of ``kis_venues`` it covers (``BackfillDay.of``).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from typing import Any
 from kis import collection, storage, verification
 from kis.alerts import send_alert
 from kis.bars import KST
-from kis.calendar import CLOSING_PRINT_GRACE, Session, default_calendar
+from kis.calendar import Session, default_calendar, trading_day
 from kis.collection import CollectionFailed, Run
+from kis.venues import Venue
 
 log = logging.getLogger(__name__)
 
@@ -26,29 +31,47 @@ def backfill_deadline() -> timedelta:
 
 @dataclass(frozen=True)
 class BackfillDay:
-    """The day a backfill run works on, and the run's own date (what the API calls today)."""
+    """The day a backfill run works on, the run's own date (what the API calls today), and the
+    venues it backfills: those of ``kis_venues`` that its DAG covers."""
 
-    session: Session | None
     day: date
     today: date
+    venues: tuple[Venue, ...]
 
     @classmethod
-    def of(cls, dag_run: Any, params: dict[str, Any]) -> BackfillDay:
+    def of(cls, dag_run: Any, params: dict[str, Any], covers: Sequence[Venue] = (Venue.KRX,)) -> BackfillDay:
         """The run's ``date`` parameter, or the run's own day when the parameter is empty."""
         today = Run.of(dag_run).at.astimezone(KST).date()
         day = date.fromisoformat(params["date"]) if params.get("date") else today
         if day > today:
             raise CollectionFailed(f"{day} is after the run's date {today}: there are no bars yet")
-        return cls(session=default_calendar().session(day), day=day, today=today)
+        venues = tuple(venue for venue in collection.configured_venues() if venue in covers)
+        return cls(day=day, today=today, venues=venues)
+
+    def session(self, venue: Venue) -> Session | None:
+        return default_calendar().session(self.day, venue)
+
+    @property
+    def sessions(self) -> dict[Venue, Session]:
+        """The venues backfilled that trade on the day, with their sessions."""
+        return {venue: session for venue in self.venues if (session := self.session(venue)) is not None}
 
 
-def plan_backfill(target: BackfillDay) -> list[list[str]]:
-    """The batches of codes to backfill; empty (the run skips) when the day has no session."""
-    if target.session is None:
-        log.info("%s is not a KRX session: nothing to backfill", target.day)
+def plan_backfill(target: BackfillDay) -> list[dict[str, Any]]:
+    """The batches of codes to backfill, each with its venue; empty (the run skips) when no venue
+    of the run trades that day."""
+    if not target.venues:
+        log.info("kis_venues (%s) has no venue this backfill covers: nothing to do", _configured())
+        return []
+    if not target.sessions:
+        log.info("%s has no session of %s: nothing to backfill", target.day, ", ".join(v.label for v in target.venues))
         return []
     with collection.prepared_market_db(target.day) as conn:
-        return collection.watchlist_batches(conn, target.day)
+        return collection.watchlist_batches(conn, target.day, list(target.sessions))
+
+
+def _configured() -> str:
+    return ", ".join(venue.value for venue in collection.configured_venues())
 
 
 def apply_retention(target: BackfillDay) -> list[str]:
@@ -68,69 +91,93 @@ def apply_retention(target: BackfillDay) -> list[str]:
     return removed
 
 
-def backfill_wait_until(dag_run: Any, params: dict[str, Any]) -> str:
-    """When the day's session is over, closing print included (the close sensor's target)."""
-    target = BackfillDay.of(dag_run, params)
-    return (target.session.close + CLOSING_PRINT_GRACE).isoformat() if target.session else target.day.isoformat()
+def backfill_wait_until(dag_run: Any, params: dict[str, Any], covers: Sequence[Venue] = (Venue.KRX,)) -> str:
+    """When the day of every venue backfilled is over, closing print included (the close sensor's target)."""
+    sessions = BackfillDay.of(dag_run, params, covers).sessions.values()
+    ends = [trading_day(session)[1] for session in sessions]
+    return max(ends).isoformat() if ends else dag_run.run_after.isoformat()
 
 
 def fetch_session_bars(
-    codes: Sequence[str], target: BackfillDay, run: Run, *, batch: int, batches: int, ti: Any | None = None
+    codes: Sequence[str],
+    venue: Venue,
+    target: BackfillDay,
+    run: Run,
+    *,
+    batch: int,
+    batches: int,
+    ti: Any | None = None,
 ) -> dict[str, Any]:
-    """Every bar of the day for each code, with the day volumes KIS reported, and the codes that
-    failed (``"failed"``): a code that fails is reported on its own and the others' bars still
-    reach the upsert (see :func:`kis.collection.fetch_batch`)."""
+    """Every bar of the day on ``venue`` for each code, with the day volumes KIS reported, and the
+    codes that failed (``"failed"``): a code that fails is reported on its own and the others' bars
+    still reach the upsert (see :func:`kis.collection.fetch_batch`)."""
+    session = target.session(venue)
 
     def fetch(hook: Any, code: str) -> Any:
-        result = hook.session_bars(code, target.session)
+        result = hook.session_bars(code, session)
         collection.log_rejects(code, result.rejected)
         log.info(
-            "Batch %d/%d, %s: %d pages, %d bars, %d rejected rows",
-            batch + 1, batches, code, result.pages, len(result.bars), len(result.rejected),
+            "Batch %d/%d, %s %s: %d pages, %d bars, %d rejected rows",
+            batch + 1, batches, venue.value, code, result.pages, len(result.bars), len(result.rejected),
         )
         return result
 
     def assemble(fetched: dict[str, Any]) -> dict[str, Any]:
         return {
-            "bars": [bar.as_record() for result in fetched.values() for bar in result.bars],
+            "bars": [bar.as_record() | {"venue": venue.value} for result in fetched.values() for bar in result.bars],
             "volumes": {
                 code: result.cumulative_volume for code, result in fetched.items() if result.cumulative_volume is not None
             },
             "rejected": {code: len(result.rejected) for code, result in fetched.items()},
         }
 
-    return collection.fetch_batch(codes, fetch, assemble, day=target.day, run=run, ti=ti)
+    return collection.fetch_batch(codes, fetch, assemble, day=target.day, run=run, venue=venue, ti=ti)
 
 
 def verify_day(
-    target: BackfillDay, batches: Sequence[Sequence[str]] | None, fetched: Sequence[dict[str, Any]], run: Run
+    target: BackfillDay, batches: Sequence[dict[str, Any]] | None, fetched: Sequence[dict[str, Any]], run: Run
 ) -> dict[str, Any]:
-    """Verifies the day into the report table; raises, after alerting, when the day falls short.
+    """Verifies the day of each venue backfilled into the report table; raises, after alerting,
+    when a venue's day falls short.
 
-    The day falls short when its completeness is under the Variable ``kis_completeness_threshold``
+    A day falls short when its completeness is under the Variable ``kis_completeness_threshold``
     (0.98): the expected bars that are stored or explained (a VI, a halt, a minute without trades,
     when the day's volumes add up), over the expected bars; or when a code has no bar at all. Gaps
-    are alerted by name even when the day passes.
+    are alerted by name even when the day passes. Bars served outside a venue's grid are stored
+    and reported (``unexpected``), never counted against the day.
     """
     if batches is None:
         raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
-    session = target.session
-    codes = collection.known_codes(batches, session.day)  # an unknown code is alerted as that, not as a gap
-    volumes: dict[str, int] = {}
-    for result in filter(None, fetched):  # a fetch task that failed outright pulls None
-        volumes |= result["volumes"]
-    with collection.market_db() as conn:
-        report = storage.verify_day(conn, session.day, session.bar_minutes, codes, volumes or None, run_id=run.run_id)
-    day = verification.outcome(session.day, report, float(collection.variable("kis_completeness_threshold", "0.98")))
-    text = verification.format_report(report)
-    log.info("Verification of %s:\n%s", session.day, text)
-    if day.alerted:
-        send_alert(verification.shortfall_alert(day, text, dag_id=run.dag_id, run_id=run.run_id))
-    if not day.passed:
+    threshold = float(collection.variable("kis_completeness_threshold", "0.98"))
+    outcomes: list[verification.DayOutcome] = []
+    for venue, session in target.sessions.items():
+        # An unknown code is alerted as that, not as a gap; a code the venue does not trade is information.
+        codes = collection.known_codes(batches, session.day, venue)
+        volumes: dict[str, int] = {}
+        for result in filter(None, fetched):  # a fetch task that failed outright pulls None
+            if result.get("venue", Venue.KRX.value) == venue.value:
+                volumes |= result["volumes"]
+        with collection.market_db() as conn:
+            report = storage.verify_day(
+                conn, session.day, session.bar_minutes, codes, volumes or None,
+                run_id=run.run_id, venue=venue.value, closing=session.closing_bar,
+            )
+        day = verification.outcome(session.day, report, threshold, venue=venue)
+        text = verification.format_report(report)
+        log.info("Verification of %s on %s:\n%s", session.day, venue.label, text)
+        if day.alerted:
+            send_alert(verification.shortfall_alert(day, text, dag_id=run.dag_id, run_id=run.run_id))
+        outcomes.append(day)
+    short = [day for day in outcomes if not day.passed]
+    if short:
         raise CollectionFailed(
-            f"{session.day} is incomplete: {verification.percent(day.completeness)} of the expected bars "
-            f"(threshold {verification.percent(day.threshold)}); codes with gaps: "
-            f"{', '.join(day.codes_with_gaps) or 'none'} (see the report above)"
+            "; ".join(
+                f"{day.day} on {day.venue.label} is incomplete: {verification.percent(day.completeness)} of the "
+                f"expected bars (threshold {verification.percent(day.threshold)}); codes with gaps: "
+                f"{', '.join(day.codes_with_gaps) or 'none'}"
+                for day in short
+            )
+            + " (see the reports above)"
         )
     collection.fail_when_fetches_failed(batches, fetched)
-    return day.summary()
+    return {day.venue.value: day.summary() for day in outcomes}

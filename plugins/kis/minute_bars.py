@@ -13,6 +13,7 @@ from kis.alerts import Alert, send_alert
 from kis.bars import KST
 from kis.calendar import ONE_MINUTE, default_calendar
 from kis.collection import Run
+from kis.venues import Venue
 from kis.verification import minutes_text
 
 log = logging.getLogger(__name__)
@@ -27,84 +28,107 @@ def minute_run_deadline() -> timedelta:
     return timedelta(seconds=int(os.environ.get("KIS_MINUTE_RUN_DEADLINE_SECONDS", "50")))
 
 
-def plan_minute_run(run: Run) -> list[list[str]]:
-    """The batches of codes to fetch for the run's minute; empty (the run skips, no request) outside
-    the session and when no bar has closed since the previous tick.
+def plan_minute_run(run: Run) -> list[dict[str, Any]]:
+    """The batches of codes to fetch for the run's minute, each with its venue (``{"venue": ...,
+    "codes": [...]}``); empty (the run skips, no request) when no configured venue trades and when
+    no bar has closed since the previous tick.
 
-    During the closing auction (15:20-15:30) no bar closes, so those ticks ask nothing; after the
-    closing bar, the grace ticks ask only for the codes whose closing print is not stored yet.
+    During KRX's closing auction (15:20-15:30) no KRX bar closes, so those ticks ask nothing of it;
+    after the closing bar, the grace ticks ask only for the codes whose closing print is not stored.
     """
     calendar = default_calendar()
-    if not calendar.in_collection_window(run.at):
-        log.info("No session to collect at %s KST: skipping without calling KIS", run.at.astimezone(KST))
+    day = run.at.astimezone(KST).date()
+    venues = collection.configured_venues()
+    asked: dict[Venue, datetime | None] = {}  # venue -> the closing bar still awaited, else None
+    for venue in venues:
+        if not calendar.in_collection_window(run.at, venue):
+            continue
+        session = calendar.session(day, venue)
+        newest = calendar.last_closed_minute(run.at, venue)
+        nothing_closed = newest == calendar.last_closed_minute(run.at - ONE_MINUTE, venue)
+        if not nothing_closed:
+            asked[venue] = None
+        elif newest is not None and newest == session.closing_bar:
+            asked[venue] = newest
+    if not asked:
+        log.info(
+            "No bar of %s closed at %s KST: skipping without calling KIS",
+            ", ".join(venue.label for venue in venues), run.at.astimezone(KST),
+        )
         return []
-    session = calendar.session(run.at.astimezone(KST).date())
-    newest = calendar.last_closed_minute(run.at)
-    nothing_closed = newest == calendar.last_closed_minute(run.at - ONE_MINUTE)
-    if nothing_closed and newest != session.closing_bar:
-        log.info("No bar closed since the previous tick (the newest is %s): nothing to fetch", newest.strftime("%H:%M"))
-        return []
-    with collection.prepared_market_db(session.day) as conn:
-        batches = collection.watchlist_batches(conn, session.day)
-        if nothing_closed:  # the closing print's grace minutes
-            done = storage.codes_with_closing_bar(conn, [code for batch in batches for code in batch], newest)
-            log.info("Closing print grace: %d codes have their closing bar stored, not asked again", len(done))
-            batches = [left for left in ([c for c in batch if c not in done] for batch in batches) if left]
-        return batches
+    with collection.prepared_market_db(day) as conn:
+        batches = collection.watchlist_batches(conn, day, list(asked))
+        for venue, closing_bar in asked.items():
+            if closing_bar is None:
+                continue
+            # The closing print's grace minutes: only the codes without their closing bar.
+            codes = [code for batch in batches if batch["venue"] == venue.value for code in batch["codes"]]
+            done = storage.codes_with_closing_bar(conn, codes, closing_bar, venue=venue.value)
+            log.info("Closing print grace (%s): %d codes have their closing bar stored, not asked again", venue.label, len(done))
+            for batch in batches:
+                if batch["venue"] == venue.value:
+                    batch["codes"] = [code for code in batch["codes"] if code not in done]
+        return [batch for batch in batches if batch["codes"]]
 
 
-def fetch_recent_bars(codes: Sequence[str], run: Run, *, ti: Any | None = None) -> dict[str, Any]:
-    """The closed bars of the last 30 minutes before the run's minute for each code: ``{"bars":
-    records, "failed": {code: reason}}``.
+def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, *, ti: Any | None = None) -> dict[str, Any]:
+    """The closed bars of the last 30 minutes before the run's minute for each code on ``venue``:
+    ``{"bars": records, "venue": ..., "failed": {code: reason}}``.
 
     A code that fails is reported on its own and the others' bars still reach the upsert (see
     :func:`kis.collection.fetch_batch`); an unknown code is alerted once, later runs of the day
     leave it out.
     """
-    until = default_calendar().last_closed_minute(run.at)
+    until = default_calendar().last_closed_minute(run.at, venue)
     if until is None:
-        return {"bars": [], "failed": {}}
+        return {"bars": [], "venue": venue.value, "failed": {}}
 
     def fetch(hook: Any, code: str) -> list[dict[str, Any]]:
-        result = hook.recent_bars(code, until=until)
+        result = hook.recent_bars(code, until=until, venue=venue)
         collection.log_rejects(code, result.rejected)
-        log.info("%s: %d closed bars up to %s", code, len(result.bars), until.strftime("%H:%M"))
-        return [bar.as_record() for bar in result.bars]
+        log.info("%s %s: %d closed bars up to %s", venue.value, code, len(result.bars), until.strftime("%H:%M"))
+        return [bar.as_record() | {"venue": venue.value} for bar in result.bars]
 
     def assemble(fetched: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         return {"bars": [record for records in fetched.values() for record in records]}
 
-    return collection.fetch_batch(codes, fetch, assemble, day=until.date(), run=run, ti=ti)
+    return collection.fetch_batch(codes, fetch, assemble, day=until.date(), run=run, venue=venue, ti=ti)
 
 
-def check_live_gaps(batches: Sequence[Sequence[str]], fetched: Sequence[Any], run: Run) -> int:
-    """Alerts, once per gap, the closed minutes still missing ``LIVE_GAP_AFTER`` after they closed;
-    then fails when a fetch task failed, so the run shows red until that task is cleared."""
+def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], run: Run) -> int:
+    """Alerts, once per gap, the closed minutes of each venue still missing ``LIVE_GAP_AFTER`` after
+    they closed; then fails when a fetch task failed, so the run shows red until that task is cleared."""
     calendar = default_calendar()
-    session = calendar.session(run.at.astimezone(KST).date())
-    horizon = calendar.last_closed_minute(run.at - LIVE_GAP_AFTER) if session else None
-    gaps: list[tuple[str, datetime]] = []
-    if horizon is not None:
-        # The closing bar may print up to five minutes late; the day's verification checks it.
-        minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
-        with collection.market_db() as conn:
-            codes = collection.known_codes(batches, session.day, conn)
-            gaps = storage.live_gaps(conn, codes, minutes, run_id=run.run_id)
-    by_code: dict[str, list[datetime]] = {}
-    for code, minute in gaps:
-        by_code.setdefault(code, []).append(minute.replace(tzinfo=KST))
-    for code, missing in by_code.items():
+    day = run.at.astimezone(KST).date()
+    gaps: list[tuple[Venue, str, datetime]] = []
+    with collection.market_db() as conn:
+        for venue in {Venue(batch["venue"]) for batch in batches}:
+            session = calendar.session(day, venue)
+            horizon = calendar.last_closed_minute(run.at - LIVE_GAP_AFTER, venue) if session else None
+            if horizon is None:
+                continue
+            # The closing bar may print up to five minutes late; the day's verification checks it.
+            minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
+            codes = collection.known_codes(batches, day, venue, conn)
+            found = storage.live_gaps(conn, codes, minutes, run_id=run.run_id, venue=venue.value)
+            gaps += [(venue, code, minute) for code, minute in found]
+    by_code: dict[tuple[Venue, str], list[datetime]] = {}
+    for venue, code, minute in gaps:
+        by_code.setdefault((venue, code), []).append(minute.replace(tzinfo=KST))
+    for (venue, code), missing in sorted(by_code.items()):
         send_alert(
             Alert(
                 kind="gap",
                 message=(
-                    f"{code}: {len(missing)} closed minute(s) still missing: {minutes_text(missing)}"
+                    f"{code}{'' if venue is Venue.KRX else f' on {venue.label}'}: {len(missing)} closed minute(s) "
+                    f"still missing: {minutes_text(missing)}"
                     " (a VI or a halt also leaves minutes without bars; the backfill's verification decides)"
                 ),
-                trading_date=session.day,
+                trading_date=day,
                 dag_id=run.dag_id,
                 run_id=run.run_id,
                 stock_code=code,
+                venue=venue.value,
                 minutes=missing,
             )
         )

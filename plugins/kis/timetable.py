@@ -1,4 +1,4 @@
-"""The minute DAG's schedule: the user's cron plus every collection minute of the KRX calendar it misses.
+"""The minute DAG's schedule: the user's cron plus every collection minute of the venues' calendar it misses.
 
 Registered with Airflow by ``plugins/kis_timetable_plugin.py``: the scheduler and the API server only
 rebuild a custom timetable from its serialized form when a plugin names its class.
@@ -11,10 +11,11 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from croniter import croniter
 from airflow.timetables.trigger import CronTriggerTimetable
+from croniter import croniter
 
 from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, Session, default_calendar
+from kis.venues import DEFAULT_VENUES, Venue
 
 if TYPE_CHECKING:
     from pendulum import DateTime
@@ -27,10 +28,13 @@ ONE_MINUTE = timedelta(minutes=1)
 # KRX never closes for more than about ten days in a row (New Year, Chuseok); a month of days
 # without a session means the calendar has none to add, and the cron's own ticks go on.
 _SEARCH_DAYS = 31
+# A regular Wednesday after Nextrade's launch: the description's example of a venue's regular day.
+_REGULAR_DAY = date(2025, 11, 26)
 
 
 class KrxSessionTimetable(CronTriggerTimetable):
-    """``CronTriggerTimetable`` of the user's cron, plus every collection minute of every KRX session.
+    """``CronTriggerTimetable`` of the user's cron, plus every collection minute of every session of
+    the collected venues (KRX by default; Nextrade's and the unified view's day run 08:00-20:00).
 
     The ticks are the union of:
 
@@ -41,19 +45,21 @@ class KrxSessionTimetable(CronTriggerTimetable):
       closed) to its close + ``CLOSING_PRINT_GRACE``, the window of
       ``KrxCalendar.in_collection_window``, for every session of the calendar. On a regular day the
       cron already holds all of them; a special session (CSAT day's 16:00-16:35, any row a user adds
-      to ``include/krx_special_sessions.csv``) adds the minutes the cron misses.
+      to ``include/krx_special_sessions.csv``) adds the minutes the cron misses, and so do the hours
+      of Nextrade (``include/venue_sessions.csv``) when a venue of ``venues`` trades there.
 
     Everything else is ``CronTriggerTimetable``'s: the logical date and ``run_after`` are the tick,
     catchup and ``run_immediately`` behave the same, because only the tick arithmetic
     (``_get_next``/``_get_prev``, on which its alignment and ``next_dagrun_info`` are built) is
     extended here.
 
-    The special-sessions table travels in the serialized timetable, so the scheduler follows the
-    table the DAG was parsed with and never reads the file itself.
+    The session tables and the venues travel in the serialized timetable, so the scheduler follows
+    what the DAG was parsed with and never reads the files itself.
 
     :param cron: the base schedule.
     :param timezone: the cron's time zone.
     :param calendar: the KRX calendar; defaults to the one of ``include/krx_special_sessions.csv``.
+    :param venues: the venues collected (the Variable ``kis_venues``, read when the DAG is parsed).
     """
 
     def __init__(
@@ -62,9 +68,11 @@ class KrxSessionTimetable(CronTriggerTimetable):
         *,
         timezone: str | Timezone | FixedTimezone = "Asia/Seoul",
         calendar: KrxCalendar | None = None,
+        venues: tuple[Venue, ...] = DEFAULT_VENUES,
         **cron_options: Any,
     ) -> None:
         self._calendar = calendar or default_calendar()
+        self._venues = tuple(venues)
         self._description: str | None = None
         super().__init__(cron, timezone=timezone, **cron_options)
 
@@ -86,30 +94,29 @@ class KrxSessionTimetable(CronTriggerTimetable):
         """The first minute strictly after ``after`` inside a session's collection window."""
         at = after.astimezone(KST)
         for offset in range(_SEARCH_DAYS):
-            session = self._calendar.session(at.date() + timedelta(days=offset))
-            if session is None:
-                continue
-            first, last = _collection_window(session)
-            if at < first:
-                return first
-            if at < last:
-                return at.replace(second=0, microsecond=0) + ONE_MINUTE
+            windows = self._windows(at.date() + timedelta(days=offset))
+            starts = [first for first, _ in windows if at < first]
+            inside = [at.replace(second=0, microsecond=0) + ONE_MINUTE for first, last in windows if first <= at < last]
+            if starts or inside:
+                return min(starts + inside)
         return None
 
     def _prev_collection_minute(self, before: datetime) -> datetime | None:
         """The last minute strictly before ``before`` inside a session's collection window."""
         at = before.astimezone(KST)
+        floor = at.replace(second=0, microsecond=0)
         for offset in range(_SEARCH_DAYS):
-            session = self._calendar.session(at.date() - timedelta(days=offset))
-            if session is None:
-                continue
-            first, last = _collection_window(session)
-            if at > last:
-                return last
-            if at > first:
-                floor = at.replace(second=0, microsecond=0)
-                return floor - ONE_MINUTE if floor == at else floor
+            windows = self._windows(at.date() - timedelta(days=offset))
+            ends = [last for _, last in windows if at > last]
+            inside = [floor - ONE_MINUTE if floor == at else floor for first, last in windows if first < at <= last]
+            if ends or inside:
+                return max(ends + inside)
         return None
+
+    def _windows(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The collection windows of ``day``, one per collected venue that trades that day."""
+        sessions = (self._calendar.session(day, venue) for venue in self._venues)
+        return [_collection_window(session) for session in sessions if session is not None]
 
     def extra_minutes(self, session: Session) -> list[datetime]:
         """The collection minutes of ``session`` that the base cron does not tick at."""
@@ -130,7 +137,8 @@ class KrxSessionTimetable(CronTriggerTimetable):
 
     @property
     def summary(self) -> str:
-        return f"{self._expression} + KRX special sessions"
+        nextrade = any(venue is not Venue.KRX for venue in self._venues)
+        return f"{self._expression} + KRX special sessions" + (" + Nextrade hours" if nextrade else "")
 
     @property
     def description(self) -> str:
@@ -153,14 +161,23 @@ class KrxSessionTimetable(CronTriggerTimetable):
             if session is not None and (extra := self.extra_minutes(session)):
                 extra_by_hours.setdefault(_ranges(extra), []).append(row["date"])
         extras = "; ".join(f"{hours} on {', '.join(days)}" for hours, days in extra_by_hours.items())
-        return f"{self._cron_description} ({self._timezone.name}), plus KRX special sessions: " + (
+        text = f"{self._cron_description} ({self._timezone.name}), plus KRX special sessions: " + (
             extras or "none outside the cron"
         )
+        for venue in self._venues:
+            if venue is not Venue.KRX and (session := self._calendar.session(_REGULAR_DAY, venue)):
+                text += f"; plus {venue.value} ({venue.label}): {_ranges(self.extra_minutes(session))} on a regular day"
+        return text
 
     # --- serialization --------------------------------------------------------------------------
 
     def serialize(self) -> dict[str, Any]:
-        return {**super().serialize(), "special_sessions": self._calendar.special_session_rows()}
+        return {
+            **super().serialize(),
+            "special_sessions": self._calendar.special_session_rows(),
+            "venue_sessions": self._calendar.venue_session_rows(),
+            "venues": [venue.value for venue in self._venues],
+        }
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> KrxSessionTimetable:
@@ -171,14 +188,16 @@ class KrxSessionTimetable(CronTriggerTimetable):
             timezone=base._timezone,
             interval=base._interval,
             run_immediately=base._run_immediately,
-            calendar=KrxCalendar(data["special_sessions"]),
+            calendar=KrxCalendar(data["special_sessions"], data.get("venue_sessions")),
+            venues=tuple(Venue(name) for name in data.get("venues", [Venue.KRX.value])),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KrxSessionTimetable):
             return NotImplemented
-        return super().__eq__(other) and (
+        return super().__eq__(other) and self._venues == other._venues and (
             self._calendar.special_session_rows() == other._calendar.special_session_rows()
+            and self._calendar.venue_session_rows() == other._calendar.venue_session_rows()
         )
 
     def __hash__(self) -> int:

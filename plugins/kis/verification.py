@@ -14,6 +14,7 @@ from typing import Any
 
 from kis.alerts import Alert
 from kis.storage import DayVerification
+from kis.venues import Venue
 
 #: The statuses of a code whose day is short of data: alerted by name.
 SHORT = ("gap", "no_data")
@@ -25,10 +26,13 @@ class DayOutcome:
 
     The day passes when its completeness reaches the threshold and every code has bars: a code
     with nothing stored is never "mostly collected". Gaps above the threshold still get an alert;
-    unverifiable codes (their volumes cannot tell missing minutes from lost ones) are reported.
+    unverifiable codes (their volumes cannot tell missing minutes from lost ones) are reported, and
+    so are the bars the venue served outside the grid (``unexpected``): stored, never an error, and
+    the sign that the grid's assumption about the venue's minutes is wrong.
     """
 
     day: date
+    venue: Venue
     codes: int
     present: int
     explained_absences: int
@@ -38,6 +42,7 @@ class DayOutcome:
     codes_without_data: tuple[str, ...]
     unverifiable: tuple[str, ...]
     missing: dict[str, list[str]]  # code -> ISO minutes, of every code with minutes missing
+    unexpected: dict[str, list[str]]  # code -> ISO minutes served outside the grid
 
     @property
     def completeness(self) -> float:
@@ -56,6 +61,7 @@ class DayOutcome:
         """What the verification task returns (its XCom)."""
         return {
             "day": self.day.isoformat(),
+            "venue": self.venue.value,
             "codes": self.codes,
             "present": self.present,
             "explained_absences": self.explained_absences,
@@ -65,14 +71,16 @@ class DayOutcome:
             "passed": self.passed,
             "codes_with_gaps": list(self.codes_with_gaps),
             "unverifiable": list(self.unverifiable),
+            "unexpected_bars": sum(map(len, self.unexpected.values())),
         }
 
 
-def outcome(day: date, report: Sequence[DayVerification], threshold: float) -> DayOutcome:
-    """Judges the report rows of ``day`` against ``threshold`` (a fraction, e.g. 0.98)."""
+def outcome(day: date, report: Sequence[DayVerification], threshold: float, *, venue: Venue = Venue.KRX) -> DayOutcome:
+    """Judges the report rows of ``day`` on ``venue`` against ``threshold`` (a fraction, e.g. 0.98)."""
     short = [r for r in report if r.status in SHORT]
     return DayOutcome(
         day=day,
+        venue=venue,
         codes=len(report),
         present=sum(r.present for r in report),
         explained_absences=sum(
@@ -84,16 +92,19 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float) -> D
         codes_without_data=tuple(r.stock_code for r in report if r.status == "no_data"),
         unverifiable=tuple(r.stock_code for r in report if r.status == "unverifiable"),
         missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in report if r.missing_minutes},
+        unexpected={r.stock_code: [m.isoformat() for m in r.unexpected_minutes] for r in report if r.unexpected_minutes},
     )
 
 
 def format_report(report: Sequence[DayVerification]) -> str:
-    """The verification as a fixed-width table, one line per code, for logs and the demo."""
+    """The verification as a fixed-width table, one line per code, for logs and the demo: what the
+    grid expected, what was present, and the minutes missing and served outside the grid."""
     lines = [f"{'code':<7} {'status':<33} {'present':>11} {'volume':<9} missing minutes"]
     for r in report:
+        unexpected = f"; outside the grid: {minutes_text(r.unexpected_minutes)}" if r.unexpected_minutes else ""
         lines.append(
             f"{r.stock_code:<7} {r.status:<33} {f'{r.present}/{r.expected}':>11} {r.volume_status:<9} "
-            f"{minutes_text(r.missing_minutes) or '-'}"
+            f"{minutes_text(r.missing_minutes) or '-'}{unexpected}"
         )
     present, expected = sum(r.present for r in report), sum(r.expected for r in report)
     lines.append(f"{'total':<7} {'':<33} {f'{present}/{expected}':>11}")
@@ -103,10 +114,11 @@ def format_report(report: Sequence[DayVerification]) -> str:
 def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id: str) -> Alert:
     """The alert of a day that failed or has gaps, with the report and every missing minute."""
     verdict = "below the threshold" if not result.passed else "above the threshold, with gaps"
+    on_venue = "" if result.venue is Venue.KRX else f" on {result.venue.label}"
     return Alert(
         kind="incomplete_day",
         message=(
-            f"{result.day}: {result.present}/{result.expected} bars and {result.explained_absences} explained "
+            f"{result.day}{on_venue}: {result.present}/{result.expected} bars and {result.explained_absences} explained "
             f"absences: {percent(result.completeness)}, {verdict} {percent(result.threshold)}; "
             f"codes with gaps: {', '.join(result.codes_with_gaps) or 'none'}; "
             f"unverifiable: {', '.join(result.unverifiable) or 'none'}\n{report_text}"
@@ -114,7 +126,8 @@ def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id
         trading_date=result.day,
         dag_id=dag_id,
         run_id=run_id,
-        details=result.summary() | {"missing": result.missing},
+        venue=result.venue.value,
+        details=result.summary() | {"missing": result.missing, "unexpected": result.unexpected},
     )
 
 
