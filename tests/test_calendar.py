@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-
-from kis.calendar import KST, KrxCalendar, Session, default_calendar
+from kis.calendar import KST, KrxCalendar, Session, default_calendar, trading_day
+from kis.venues import Venue, parse_venues
 
 CAL = default_calendar()
 
@@ -146,10 +146,10 @@ def test_non_session_days_have_no_closed_minute_nor_window() -> None:
 
 
 def test_aware_datetimes_in_any_zone_are_converted() -> None:
-    at_utc = datetime(2026, 11, 25, 1, 31, tzinfo=timezone.utc)  # 10:31 KST
+    at_utc = datetime(2026, 11, 25, 1, 31, tzinfo=UTC)  # 10:31 KST
     assert CAL.last_closed_minute(at_utc) == kst("2026-11-25", "10:30")
     # 2026-11-24 23:30 UTC is already 08:30 on the 25th in Seoul: before the open, not a day earlier.
-    assert not CAL.in_collection_window(datetime(2026, 11, 24, 23, 30, tzinfo=timezone.utc))
+    assert not CAL.in_collection_window(datetime(2026, 11, 24, 23, 30, tzinfo=UTC))
 
 
 def test_naive_datetimes_are_rejected() -> None:
@@ -193,3 +193,82 @@ def test_bad_table_rows_fail_clearly(tmp_path: Path, row: str) -> None:
 def test_sessions_between_is_inclusive_and_ordered() -> None:
     sessions = CAL.sessions_between(date(2026, 11, 19), date(2026, 11, 25))
     assert [s.day for s in sessions] == [date(2026, 11, d) for d in (19, 20, 23, 24, 25)]
+
+
+# --- Nextrade and the unified view (include/venue_sessions.csv) -----------------------------------
+
+
+def hhmm(minutes) -> list[str]:
+    return [m.strftime("%H:%M") for m in minutes]
+
+
+def test_nextrade_regular_day_has_its_three_segments_and_nothing_in_the_pauses() -> None:
+    session = CAL.session(date(2026, 11, 25), Venue.NEXTRADE)
+    assert [(s.name, s.open.time(), s.close.time()) for s in session.segments] == [
+        ("pre_market", time(8, 0), time(8, 50)),
+        ("main", time(9, 0), time(15, 20)),
+        ("after_market", time(15, 30), time(20, 0)),
+    ]
+    grid = hhmm(session.bar_minutes)
+    assert len(grid) == 50 + 380 + 270 == 700
+    assert grid[0] == "08:00" and grid[49] == "08:49" and grid[50] == "09:00"
+    assert grid[429] == "15:19" and grid[430] == "15:30" and grid[-1] == "19:59"
+    assert session.closing_bar is None  # no closing auction on Nextrade
+    assert trading_day(session) == (kst("2026-11-25", "08:00"), kst("2026-11-25", "20:05"))
+
+
+def test_unified_grid_is_the_union_of_krx_and_nextrade() -> None:
+    day = date(2026, 11, 25)
+    unified = CAL.session(day, Venue.UNIFIED)
+    assert set(unified.bar_minutes) == set(CAL.expected_bars(day)) | set(CAL.expected_bars(day, Venue.NEXTRADE))
+    assert len(unified.bar_minutes) == 700 and list(unified.bar_minutes) == sorted(unified.bar_minutes)
+
+
+def test_nextrade_on_csat_day_and_before_its_launch() -> None:
+    csat = CAL.session(date(2025, 11, 13), Venue.NEXTRADE)
+    assert [(s.name, s.open.time(), s.close.time()) for s in csat.segments] == [
+        ("main", time(10, 0), time(16, 20)),
+        ("after_market", time(16, 30), time(20, 0)),
+    ]  # no pre-market that day; its trading day still starts at 08:00 for what KIS serves
+    assert trading_day(csat)[0] == kst("2025-11-13", "08:00")
+    before = date(2025, 2, 28)
+    assert CAL.session(before, Venue.NEXTRADE) is None
+    assert CAL.expected_bars(before, Venue.UNIFIED) == CAL.expected_bars(before)
+    assert CAL.session(date(2026, 11, 28), Venue.NEXTRADE) is None  # KRX's closures are Nextrade's
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ("nxt,,lunch,12:00,13:00,", "segment 'lunch'"),
+        ("krx,,main,09:00,15:20,", "venue 'krx'"),
+        ("nxt,,main,15:20,09:00,", "not after open"),
+        ("nxt,,pre_market,08:00,09:10,", "overlap"),
+    ],
+)
+def test_bad_venue_session_rows_fail_clearly(tmp_path: Path, row: str, error: str) -> None:
+    table = tmp_path / "venues.csv"
+    table.write_text(f"venue,date,segment,open,close,note\nnxt,,main,09:00,15:20,\n{row}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=error):
+        KrxCalendar(venue_sessions=table)
+
+
+def test_venue_sessions_round_trip_through_their_rows() -> None:
+    rebuilt = KrxCalendar(CAL.special_session_rows(), CAL.venue_session_rows())
+    for day in (date(2025, 11, 13), date(2026, 11, 25)):
+        for venue in Venue:
+            assert rebuilt.session(day, venue) == CAL.session(day, venue)
+
+
+@pytest.mark.parametrize(
+    ("raw", "venues"),
+    [(None, (Venue.KRX,)), ("", (Venue.KRX,)), ('["unified"]', (Venue.UNIFIED,)), ('["NXT", "krx", "nxt"]', (Venue.NEXTRADE, Venue.KRX))],
+)
+def test_kis_venues_variable(raw, venues) -> None:
+    assert parse_venues(raw) == venues
+
+
+@pytest.mark.parametrize(("raw", "error"), [('["bats"]', "unknown venue 'bats'"), ("[]", "non-empty"), ('"krx"', "non-empty")])
+def test_bad_kis_venues_fail_clearly(raw, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_venues(raw)

@@ -13,9 +13,9 @@ import pendulum
 import pytest
 from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
-
 from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, default_calendar
 from kis.timetable import DEFAULT_CRON, KrxSessionTimetable
+from kis.venues import Venue
 
 ONE_MINUTE = timedelta(minutes=1)
 CSAT = date(2026, 11, 19)  # session 10:00-16:30, closing bar 16:30 (docs/krx-sessions.md)
@@ -97,7 +97,7 @@ def test_a_row_a_user_adds_is_collected_live_and_a_closure_keeps_the_cron() -> N
 
 
 def test_without_catchup_the_newest_tick_runs_as_with_cron_trigger(monkeypatch: pytest.MonkeyPatch) -> None:
-    import airflow.timetables.trigger as trigger
+    from airflow.timetables import trigger
 
     timetable = KrxSessionTimetable()
     restriction = TimeRestriction(earliest=pendulum.instance(kst(CSAT, "00:00")), latest=None, catchup=False)
@@ -159,7 +159,7 @@ def test_the_plugin_registers_the_timetable_for_the_scheduler(monkeypatch: pytes
     assert ticks(decoded, CSAT)[-1] == kst(CSAT, "16:35")
 
     # Without the plugin neither side accepts it: the registration is what makes it work.
-    monkeypatch.setattr(plugins_manager, "get_timetables_plugins", lambda: {})
+    monkeypatch.setattr(plugins_manager, "get_timetables_plugins", dict)
     with pytest.raises(TimetableNotRegistered):
         encode_timetable(KrxSessionTimetable())
     with pytest.raises(TimetableNotRegistered):
@@ -184,3 +184,24 @@ def test_minute_dag_is_scheduled_by_the_session_timetable(dagbag) -> None:
     assert isinstance(scheduled.timetable, KrxSessionTimetable)
     assert ticks(scheduled.timetable, CSAT) == minutes(kst(CSAT, "09:00"), kst(CSAT, "16:35"))
     assert len(ticks(scheduled.timetable, REGULAR)) == 420
+
+
+# --- venues: Nextrade's hours ---------------------------------------------------------------------
+
+
+def test_with_nextrade_the_ticks_cover_its_whole_day_and_only_on_session_days() -> None:
+    timetable = KrxSessionTimetable(venues=(Venue.KRX, Venue.UNIFIED))
+    assert ticks(timetable, REGULAR) == minutes(kst(REGULAR, "08:01"), kst(REGULAR, "20:05"))
+    # CSAT day: no pre-market, the after-market to 20:00, and the cron's own ticks from 09:00.
+    assert ticks(timetable, CSAT) == minutes(kst(CSAT, "09:00"), kst(CSAT, "20:05"))
+    saturday = date(2026, 11, 28)
+    assert ticks(timetable, saturday) == []
+    assert timetable.summary == "* 9-15 * * 1-5 + KRX special sessions + Nextrade hours"
+    assert "plus unified (KRX + Nextrade): 08:01-08:59, 16:00-20:05 on a regular day" in timetable.description
+
+
+def test_serialize_round_trip_keeps_the_venues() -> None:
+    timetable = KrxSessionTimetable(venues=(Venue.NEXTRADE,))
+    restored = KrxSessionTimetable.deserialize(timetable.serialize())
+    assert restored == timetable and restored != KrxSessionTimetable()
+    assert ticks(restored, REGULAR) == ticks(timetable, REGULAR)
