@@ -1,8 +1,8 @@
 # The two commands of the README, and the helpers around them.
 .PHONY: demo test install lock bench airflow
 
-demo:  ## run a simulated trading day end to end and print its verification report
-	@scripts/demo.sh
+demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
+	@scripts/demo.sh $(DEMO_ARGS)
 
 test:  ## run the whole test suite
 	@scripts/test.sh
