@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from devtools import airflow_env, localredis
+from devtools import airflow_env, localpg, localredis
 from devtools.net import free_port
 
 PLUGINS = airflow_env.REPO / "plugins"
@@ -224,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     kis_conn = os.environ.get("AIRFLOW_CONN_KIS_DEFAULT")
+    # The environment names the cluster's password: on a fresh machine the cluster is made first.
+    localpg.start()
+    localpg.wait_until_accepting()
     env = airflow_env.environment(
         "local",
         api_port=args.api_port,
