@@ -1,5 +1,5 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test install lock bench airflow
+.PHONY: demo test install lock bench airflow simulator
 
 demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
 	@scripts/demo.sh $(DEMO_ARGS)
@@ -15,3 +15,6 @@ lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints
 
 airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; KIS_CELERY_WORKERS=N for Celery; Ctrl-C stops it
 	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow
+
+simulator:  ## the KIS simulator alone on 127.0.0.1:8765; SIM_ARGS="--help" for its options
+	@scripts/bootstrap.sh && PYTHONPATH=plugins .venv/bin/python -m simulator $(SIM_ARGS)
