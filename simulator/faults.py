@@ -31,6 +31,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from kis.venues import Venue
+
 from simulator.market import CODE_PATTERN, Halt, Split, UnpredictedMinutes
 
 __all__ = ["ERROR_KINDS", "FaultConfig", "FaultInjector"]
