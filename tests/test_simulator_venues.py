@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 import httpx
 import pytest
 from kis.bars import KST, Bar
-from kis.calendar import default_calendar
+from kis.calendar import KrxCalendar, default_calendar
 from kis.venues import Venue
 
 from simulator.testing import SimulatorHandle, run_simulator
@@ -252,3 +252,14 @@ def test_j_is_unchanged_and_other_market_codes_are_refused(sim: SimulatorHandle,
     for market in ("X", "", "un", "NXT"):
         body = client.today(market, LISTED, "153000")
         assert (body["rt_cd"], body["msg_cd"]) == ("1", "OPSQ2001")
+
+
+def test_a_simulator_on_other_hours_than_the_collectors_calendar() -> None:
+    """S6: an after-market that opens at 15:40, played by the simulator's own calendar."""
+    rows = [
+        {**row, "open": "15:40"} if row["segment"] == "after_market" and not row["date"] else row
+        for row in default_calendar().venue_session_rows()
+    ]
+    with run_simulator(now=kst(DAY, "20:05"), calendar=KrxCalendar(venue_sessions=rows)) as late:
+        after = in_window(late.truth(LISTED, DAY, "nxt"), "15:20", "20:00")
+    assert after[0].minute == kst(DAY, "15:40") and len(after) == 260
