@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--token-throttle-seconds", type=float, default=60, help="minimum seconds between issuances (default 60)"
     )
     parser.add_argument("--faults", type=json.loads, default=None, help="fault configuration as JSON (see README)")
+    parser.add_argument(
+        "--nxt-codes", type=lambda text: [c for c in text.replace(",", " ").split() if c], default=None,
+        help="codes Nextrade trades, comma separated (default: the default watch-list's)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     return parser.parse_args(argv)
 
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         token_throttle_seconds=args.token_throttle_seconds,
         faults=args.faults,
         latency_ms=args.latency_ms,
+        nxt_codes=args.nxt_codes,
     )
     # The simulator's Date header is its market clock: uvicorn must not add its own.
     uvicorn.run(

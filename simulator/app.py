@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kis.bars import KST, Bar
 from kis.calendar import KrxCalendar, default_calendar
+from kis.venues import Venue
 from simulator.faults import FaultConfig, FaultInjector
-from simulator.market import CODE_PATTERN, Market, Quote
+from simulator.market import CODE_PATTERN, Market, Quote, default_nextrade_codes
 
 __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig", "create_app"]
 
@@ -51,6 +52,8 @@ PERIOD_PATH = f"{QUOTATIONS}/inquire-daily-itemchartprice"
 TODAY_TR_ID = "FHKST03010200"
 DAILY_TR_ID = "FHKST03010230"
 PERIOD_TR_ID = "FHKST03010100"
+# FID_COND_MRKT_DIV_CODE (docs/kis-api.md, "Market codes"): KRX, Nextrade, both together.
+MARKETS = {"J": Venue.KRX, "NX": Venue.NEXTRADE, "UN": Venue.UNIFIED}
 
 # (HTTP status, msg_cd, msg1) of every envelope error the simulator answers.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -89,6 +92,7 @@ class SimulatorConfig:
     faults: dict[str, Any] | None = None
     latency_ms: float | None = None  # shortcut for faults["latency_ms"]
     splits: list[dict[str, Any]] | None = None  # shortcut for faults["splits"]
+    nxt_codes: list[str] | None = None  # shortcut for faults["nxt_codes"]; None: the default watch-list's
 
     def __post_init__(self) -> None:
         if self.mode not in RATE_LIMITS:
@@ -106,6 +110,8 @@ class SimulatorConfig:
             faults.setdefault("latency_ms", self.latency_ms)
         if self.splits is not None:
             faults.setdefault("splits", self.splits)
+        if self.nxt_codes is not None:
+            faults.setdefault("nxt_codes", self.nxt_codes)
         return faults
 
 
@@ -243,8 +249,11 @@ class Simulator:
 
     def set_faults(self, raw: dict[str, Any]) -> None:
         self.faults = FaultInjector(FaultConfig.parse(raw))
-        self.market.halts = self.faults.config.halts
-        self.market.splits = self.faults.config.splits
+        config = self.faults.config
+        self.market.halts = config.halts
+        self.market.splits = config.splits
+        self.market.nxt_codes = default_nextrade_codes() if config.nxt_codes is None else config.nxt_codes
+        self.market.unpredicted = config.unpredicted_minutes
 
     # --- the app -------------------------------------------------------------------------------
 
@@ -440,16 +449,19 @@ class Simulator:
     def today_page(self, request: Request) -> dict[str, Any]:
         """FHKST03010200: today's bars, 30 rows newest first, ending at and including the cursor."""
         query = request.query_params
-        code = self._code(query)
+        code, venue = self._target(query)
         cursor_time = _hhmmss(query, "FID_INPUT_HOUR_1")
+        if self._not_traded(code, venue):
+            return self._unlisted_envelope(code)
         now = self.clock.now()
         today = now.date()
-        quote = self.market.quote(code, now)
-        session = self.calendar.session(today)
+        quote = self.market.quote(code, now, venue)
+        session = self.market.session(code, today, venue)
         if session is None or now < session.open:
             return self._envelope(OK, code, quote, [])
         cursor = datetime.combine(today, cursor_time.replace(second=0), tzinfo=KST)
-        rows = [(bar, value) for bar, value in quote.rows if not self.faults.config.is_dropped(code, bar.minute)]
+        dropped = self.faults.config.is_dropped
+        rows = [(bar, value) for bar, value in quote.rows if not dropped(code, bar.minute, venue)]
         # Asking past now: the not-yet-traded minutes come back flat at the current price.
         now_minute = now.replace(second=0, microsecond=0)
         lead = self.faults.config.rows_after_cursor
@@ -470,30 +482,32 @@ class Simulator:
         if self.config.mode != "real":
             raise ApiError("mock_unsupported")
         query = request.query_params
-        code = self._code(query)
+        code, venue = self._target(query)
         cursor_time = _hhmmss(query, "FID_INPUT_HOUR_1")
         day = _yyyymmdd(query, "FID_INPUT_DATE_1")
         if query.get("FID_FAKE_TICK_INCU_YN") is None:
             raise ApiError("bad_field", "FID_FAKE_TICK_INCU_YN is required (blank)")
+        if self._not_traded(code, venue):
+            return self._unlisted_envelope(code)
         now = self.clock.now()
-        quote = self.market.quote(code, now)  # output1 is today's quote whatever the date asked
+        quote = self.market.quote(code, now, venue)  # output1 is today's quote whatever the date asked
         oldest = now.date() - timedelta(days=HISTORY_DAYS)
         if not oldest <= day <= now.date():
             return self._envelope(NO_DATA, code, quote, [])
         cursor = min(datetime.combine(day, cursor_time.replace(second=0), tzinfo=KST), now)
         page: list[tuple[Bar, int]] = []
         while len(page) < DAILY_PAGE_ROWS and day >= oldest:
-            rows = self._daily_rows(code, day)
+            rows = self._daily_rows(code, day, venue)
             page += [row for row in reversed(rows) if row[0].minute <= cursor and row[0].minute + ONE_MINUTE <= now]
             day -= timedelta(days=1)
         return self._envelope(OK, code, quote, [_row(*row) for row in page[:DAILY_PAGE_ROWS]])
 
-    def _daily_rows(self, code: str, day: date) -> list[tuple[Bar, int]]:
+    def _daily_rows(self, code: str, day: date, venue: Venue) -> list[tuple[Bar, int]]:
         """A day's final bars with the cumulative traded value, zero-volume and dropped minutes left out."""
         rows, value = [], 0
-        for bar, cumulative in self.market.quote(code, datetime.combine(day, time(23, 59), tzinfo=KST)).rows:
+        for bar, cumulative in self.market.quote(code, datetime.combine(day, time(23, 59), tzinfo=KST), venue).rows:
             value = cumulative
-            if bar.volume > 0 and not self.faults.config.is_dropped(code, bar.minute):
+            if bar.volume > 0 and not self.faults.config.is_dropped(code, bar.minute, venue):
                 rows.append((bar, value))
         return rows
 
@@ -504,7 +518,7 @@ class Simulator:
         sessions gives its newest 100. Real and mock accounts alike.
         """
         query = request.query_params
-        code = self._code(query)
+        code, venue = self._target(query)
         start, end = _yyyymmdd(query, "FID_INPUT_DATE_1"), _yyyymmdd(query, "FID_INPUT_DATE_2")
         if query.get("FID_PERIOD_DIV_CODE") != "D":
             raise ApiError("bad_field", "FID_PERIOD_DIV_CODE: the simulator serves daily rows (D) only")
@@ -512,29 +526,42 @@ class Simulator:
         adjusted = query.get("FID_ORG_ADJ_PRC")
         if adjusted not in ("0", "1"):
             raise ApiError("bad_field", "FID_ORG_ADJ_PRC must be 0 (adjusted) or 1 (original)")
+        if self._not_traded(code, venue):
+            return self._unlisted_envelope(code)
         now = self.clock.now()
-        sessions = self.calendar.sessions_between(start, min(end, now.date()))
+        sessions = self.calendar.sessions_between(start, min(end, now.date()), venue)
         rows = []
         for session in reversed(sessions[-PERIOD_PAGE_ROWS:]):
-            quote = self.market.quote(code, min(now, datetime.combine(session.day, time(23, 59), tzinfo=KST)))
+            quote = self.market.quote(code, min(now, datetime.combine(session.day, time(23, 59), tzinfo=KST)), venue)
             if not quote.rows:
                 continue  # today before the open: no row yet
             # Adjusted rows put a day before a split on today's share basis; a split after today
             # has not happened yet.
             ratio = self.market.split_ratio(code, session.day, now.date()) if adjusted == "0" else 1.0
             rows.append(_period_row(quote, self.market.reference_price(code, session.day), ratio))
-        return self._envelope(OK, code, self.market.quote(code, now), rows)
+        return self._envelope(OK, code, self.market.quote(code, now, venue), rows)
 
-    def _code(self, query: Any) -> str:
+    def _target(self, query: Any) -> tuple[str, Venue]:
+        """The code and venue a quotation asks for, or the error KIS gives for a bad one."""
         market = query.get("FID_COND_MRKT_DIV_CODE")
-        if market != "J":
-            raise ApiError("bad_market", f"{market!r}: the simulator serves KRX (J) only")
+        if market not in MARKETS:
+            raise ApiError("bad_market", f"{market!r}: the simulator serves {', '.join(MARKETS)}")
         code = query.get("FID_INPUT_ISCD", "")
         if not CODE_PATTERN.match(code):
             raise ApiError("bad_field", f"FID_INPUT_ISCD {code!r}")
         if code in self.faults.config.unknown_codes:
             raise ApiError("unknown_code", code)
-        return code
+        return code, MARKETS[market]
+
+    def _not_traded(self, code: str, venue: Venue) -> bool:
+        return venue is Venue.NEXTRADE and not self.market.trades_on_nextrade(code)
+
+    def _unlisted_envelope(self, code: str) -> dict[str, Any]:
+        """``NX`` for a code Nextrade does not trade: a success without a quote (K13, assumed): price
+        0 and no rows, the shape ``kis.endpoints`` reads as an unknown code."""
+        rt_cd, msg_cd, msg1 = OK
+        output1 = {field: "0" for field in ("stck_prpr", "stck_prdy_clpr", "prdy_vrss", "acml_vol", "acml_tr_pbmn")}
+        return {"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1, "output1": {"hts_kor_isnm": "", **output1}, "output2": []}
 
     def _envelope(
         self, status: tuple[str, str, str], code: str, quote: Quote, rows: list[dict[str, str]]
@@ -578,20 +605,27 @@ class Simulator:
             at_time = datetime.fromisoformat(at) if at else None
             if at_time is not None and at_time.tzinfo is None:
                 raise ValueError("at needs an offset")
+            venue = Venue(request.query_params.get("venue", Venue.KRX.value))
         except (KeyError, ValueError) as err:
             return JSONResponse(
-                {"error": f"need code, date=YYYY-MM-DD and optionally at=ISO 8601 with an offset: {err}"},
+                {
+                    "error": "need code, date=YYYY-MM-DD, optionally at=ISO 8601 with an offset and "
+                    f"venue=krx|nxt|unified: {err}"
+                },
                 status_code=400,
             )
+        market = self.market
         return JSONResponse(
             {
                 "code": code,
                 "date": day.isoformat(),
-                "bars": [bar.as_record() for bar in self.market.day_bars(code, day)],
-                "session_volume": self.market.session_volume(code, day),
-                "cumulative_volume": self.market.cumulative_volume(code, day, at_time),
-                "off_session": [trade.as_record() for trade in self.market.off_session_trades(code, day)],
-                "absences": self.market.absences(code, day),
+                "venue": venue.value,
+                "nxt_listed": market.trades_on_nextrade(code),
+                "bars": [bar.as_record() for bar in market.day_bars(code, day, venue)],
+                "session_volume": market.session_volume(code, day, venue),
+                "cumulative_volume": market.cumulative_volume(code, day, at_time, venue),
+                "off_session": [trade.as_record() for trade in market.off_session_trades(code, day, venue)],
+                "absences": market.absences(code, day, venue),
             }
         )
 
@@ -645,6 +679,8 @@ def _period_row(quote: Quote, reference: float, ratio: float = 1.0) -> dict[str,
     ``ratio`` the splits to adjust for: prices divided by it, volumes multiplied (values unchanged).
     """
     bars = [bar for bar, _ in quote.rows]
+    # From the first trade on: a Nextrade day can start with flat no-trade minutes at the previous close.
+    bars = bars[next((i for i, bar in enumerate(bars) if bar.volume > 0), 0) :]
 
     def price(won: float) -> int:
         return int(won / ratio + 0.5)  # adjusted prices are whole won, off the tick grid if need be

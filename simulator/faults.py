@@ -1,5 +1,6 @@
 """Fault injection for one simulator run: latency, error rates by kind, unknown codes, halts, lost minutes,
-rows after the cursor, and splits (a market fact that lives here so that a test can set it at any time).
+rows after the cursor, minutes the calendar did not predict, and two market facts that live here so that
+a test can set them at any time: splits and the codes Nextrade trades.
 
 The configuration is a flat JSON object (CLI ``--faults``, ``POST /_sim/faults``); every key is
 optional and unknown keys are rejected so that a typo does not silently disable a test::
@@ -9,12 +10,17 @@ optional and unknown keys are rejected so that a typo does not silently disable 
      "missing_fields": 0.0,
      "unknown_codes": ["999990"],
      "halts": [{"code": "005930", "start": "10:00", "end": "10:30", "date": "2026-11-25"}],
-     "drop_minutes": [{"code": "005930", "minutes": ["10:31", "10:32"], "date": "2026-11-25"}],
+     "drop_minutes": [{"code": "005930", "minutes": ["10:31", "10:32"], "date": "2026-11-25", "venue": "krx"}],
      "rows_after_cursor": true,
-     "splits": [{"code": "005930", "date": "2026-11-20", "ratio": 50}]}
+     "splits": [{"code": "005930", "date": "2026-11-20", "ratio": 50}],
+     "nxt_codes": ["005930", "000660"],
+     "unpredicted_minutes": [{"code": "005930", "venue": "nxt", "minutes": ["15:25"], "date": "2026-11-25"}]}
 
-``date`` is optional in halts and drop_minutes (without it they apply to every day).
-``rows_after_cursor``: true, or a number of minutes that bounds how far past the cursor rows go.
+``date`` is optional in halts, drop_minutes and unpredicted_minutes (without it they apply to every
+day). ``rows_after_cursor``: true, or a number of minutes that bounds how far past the cursor rows go.
+Halts apply to every venue; a drop to its ``venue`` only (``krx``, ``nxt`` or ``unified``; default
+``krx``). ``nxt_codes`` absent: the default watch-list's codes. An unpredicted minute takes
+``minutes`` (a list) or ``minute`` (one), and ``venue`` ``krx`` or ``nxt``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from simulator.market import CODE_PATTERN, Halt, Split
+from kis.venues import Venue
+
+from simulator.market import CODE_PATTERN, Halt, Split, UnpredictedMinutes
 
 __all__ = ["ERROR_KINDS", "FaultConfig", "FaultInjector"]
 
@@ -39,9 +47,15 @@ class DroppedMinutes:
     code: str
     minutes: frozenset[time]
     day: date | None = None
+    venue: Venue = Venue.KRX  # the answers they are lost from: one market code's
 
-    def covers(self, code: str, minute: datetime) -> bool:
-        return code == self.code and (self.day is None or minute.date() == self.day) and minute.time() in self.minutes
+    def covers(self, code: str, minute: datetime, venue: Venue = Venue.KRX) -> bool:
+        return (
+            code == self.code
+            and venue is self.venue
+            and (self.day is None or minute.date() == self.day)
+            and minute.time() in self.minutes
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class FaultConfig:
     # None off, 0 without a bound, n at most n minutes past the cursor.
     rows_after_cursor: int | None = None
     splits: tuple[Split, ...] = ()
+    nxt_codes: frozenset[str] | None = None  # None: the default watch-list's codes
+    unpredicted_minutes: tuple[UnpredictedMinutes, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)  # as given, for GET /_sim/faults
 
     @classmethod
@@ -65,7 +81,7 @@ class FaultConfig:
         raw = dict(raw or {})
         known = {
             "seed", "latency_ms", "jitter_ms", "unknown_codes", "halts", "drop_minutes",
-            "rows_after_cursor", "splits", *ERROR_KINDS,
+            "rows_after_cursor", "splits", "nxt_codes", "unpredicted_minutes", *ERROR_KINDS,
         }  # fmt: skip
         if unknown := set(raw) - known:
             raise ValueError(f"unknown fault keys {sorted(unknown)}; known: {sorted(known)}")
@@ -78,7 +94,9 @@ class FaultConfig:
                 for h in raw.get("halts", [])
             )
             drops = tuple(
-                DroppedMinutes(d["code"], frozenset(time.fromisoformat(m) for m in d["minutes"]), _day(d))
+                DroppedMinutes(
+                    d["code"], frozenset(time.fromisoformat(m) for m in d["minutes"]), _day(d), Venue(d.get("venue", "krx"))
+                )
                 for d in raw.get("drop_minutes", [])
             )
         except (KeyError, TypeError) as err:
@@ -93,11 +111,13 @@ class FaultConfig:
             drop_minutes=drops,
             rows_after_cursor=_rows_after_cursor(raw.get("rows_after_cursor", False)),
             splits=tuple(_split(entry) for entry in raw.get("splits", [])),
+            nxt_codes=_codes(raw["nxt_codes"]) if "nxt_codes" in raw else None,
+            unpredicted_minutes=tuple(_unpredicted(entry) for entry in raw.get("unpredicted_minutes", [])),
             raw=raw,
         )
 
-    def is_dropped(self, code: str, minute: datetime) -> bool:
-        return any(d.covers(code, minute) for d in self.drop_minutes)
+    def is_dropped(self, code: str, minute: datetime, venue: Venue = Venue.KRX) -> bool:
+        return any(d.covers(code, minute, venue) for d in self.drop_minutes)
 
 
 class FaultInjector:
@@ -143,3 +163,23 @@ def _split(entry: Any) -> Split:
     if not CODE_PATTERN.match(code) or not 0 < ratio < float("inf") or ratio == 1:
         raise ValueError(f"a split needs a six-character code and a positive ratio other than 1: {entry!r}")
     return Split(code, day, ratio)
+
+
+def _codes(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(c, str) and CODE_PATTERN.match(c) for c in value):
+        raise ValueError(f"nxt_codes must be a list of six-character codes: {value!r}")
+    return frozenset(value)
+
+
+def _unpredicted(entry: Any) -> UnpredictedMinutes:
+    """An ``unpredicted_minutes`` entry: ``code``, ``venue`` (krx or nxt), ``minutes`` or ``minute``, ``date``."""
+    try:
+        code, venue = str(entry["code"]), Venue(entry["venue"])
+        minutes = entry["minutes"] if "minutes" in entry else [entry["minute"]]
+        times = frozenset(time.fromisoformat(m) for m in minutes)
+        day = _day(entry)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"unpredicted_minutes entries need code, venue, minutes (HH:MM) and optionally date: {entry!r}") from err
+    if venue is Venue.UNIFIED or not CODE_PATTERN.match(code) or any(t.second or t.microsecond for t in times):
+        raise ValueError(f"an unpredicted minute needs a six-character code, venue krx or nxt, whole minutes: {entry!r}")
+    return UnpredictedMinutes(code, venue, times, day)

@@ -1,4 +1,5 @@
-"""A deterministic KRX market: the minute bars every (code, date) had, and how they looked while forming.
+"""A deterministic KRX and Nextrade market: the minute bars every (code, date, venue) had, and how they
+looked while forming.
 
 Each (seed, code, date) seeds its own random walk through a stable hash (SHA-256, never Python's
 per-process ``hash()``), so any day of any code can be generated alone, in any order, in any
@@ -16,10 +17,16 @@ What a day contains:
 - splits configured from outside (``splits``): what was traded never changes, only the
   adjusted view of the days before a split does.
 VI and halt minutes are the expected absences; the ground truth leaves them out.
+
+Nextrade (venue ``nxt``, KIS's ``NX``) trades the codes of ``nxt_codes`` in its segments of
+``kis.calendar``: in the main segment it follows KRX's prices at a fraction of KRX's volume, in the
+pre- and after-market it walks on its own, thinly. The unified view (``unified``, ``UN``) combines
+both venues' trades minute by minute. The assumptions are numbered in docs/kis-api.md (K10-K13).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -29,10 +36,13 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 
 from kis.bars import KST, Bar
-from kis.calendar import KrxCalendar, default_calendar
+from kis.calendar import KrxCalendar, Session, default_calendar
+from kis.venues import Venue
+from kis.watchlist import load_watchlist
 
 __all__ = [
-    "CODE_PATTERN", "Halt", "Market", "OffSessionTrade", "Quote", "Split", "is_on_tick_grid", "tick_size",
+    "CODE_PATTERN", "Halt", "Market", "OffSessionTrade", "Quote", "Split", "UnpredictedMinutes",
+    "default_nextrade_codes", "is_on_tick_grid", "tick_size",
 ]  # fmt: skip
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -58,6 +68,15 @@ AFTER_MARKET_WINDOW = (timedelta(minutes=10), timedelta(minutes=30))  # from the
 SINGLE_PRICE_MATCHES = tuple(timedelta(minutes=m) for m in range(40, 151, 10))  # from the close
 NO_OFF_SESSION_PROBABILITY = 0.25  # code-days without any off-session trade
 PRE_MARKET_PROBABILITY, AFTER_MARKET_PROBABILITY, SINGLE_PRICE_MATCH_PROBABILITY = 0.6, 0.8, 0.5
+
+# Nextrade's volumes (invented shares; simulator/README.md). In its main segment a code-day trades
+# this fraction of each KRX minute's volume; a pre/after-market minute trades this fraction of an
+# average KRX minute, and has no trade at all at these odds.
+NXT_MAIN_SHARE = (0.05, 0.25)
+NXT_THIN_WEIGHT = (0.005, 0.06)
+NXT_THIN_NO_TRADE_PROBABILITY, NXT_THIN_NO_TRADE_PROBABILITY_ILLIQUID = 0.1, 0.6
+# Absence reasons of the ground truth.
+TRADING_HALT, VOLATILITY_INTERRUPTION, NOT_ON_NEXTRADE = "trading_halt", "volatility_interruption", "not_on_nextrade"
 
 # Well-known names so that responses look familiar; any other valid code gets a generated name.
 NAMES = {
@@ -118,6 +137,20 @@ class Halt:
 
 
 @dataclass(frozen=True)
+class UnpredictedMinutes:
+    """Minutes at which ``venue`` serves a bar of ``code`` though its calendar grid has none (a test fault:
+    the real sessions may differ from ``kis.calendar``'s). ``day`` None means every session day."""
+
+    code: str
+    venue: Venue  # KRX or NEXTRADE; the unified view shows them through its union
+    minutes: frozenset[time]
+    day: date | None = None
+
+    def applies(self, code: str, day: date, venue: Venue) -> bool:
+        return code == self.code and venue is self.venue and (self.day is None or day == self.day)
+
+
+@dataclass(frozen=True)
 class Split:
     """A split of ``code`` effective on ``day`` (its first session on the new basis).
 
@@ -174,9 +207,9 @@ class Quote:
     """
 
     rows: tuple[tuple[Bar, int], ...]
-    price: int  # last trade price of the regular session (the previous close before the first trade)
-    volume: int  # the day volume so far (acml_vol): the regular session's and the off-session trades'
-    session_volume: int  # the regular session's volume so far: what the rows add up to
+    price: int  # last trade price of the bars (KRX's previous close before the first trade)
+    volume: int  # the day volume so far (acml_vol): the bars' and KRX's off-session trades' (none on NXT)
+    session_volume: int  # the bars' volume so far: what the rows add up to
     value: int  # cumulative traded value of the regular session so far
     previous_close: int
 
@@ -188,6 +221,7 @@ class Market:
     :param calendar: the sessions; defaults to ``kis.calendar.default_calendar()``.
     :param halts: trading halts (replaceable later through ``halts``).
     :param splits: splits (replaceable later through ``splits``).
+    :param nxt_codes: the codes Nextrade trades (replaceable later); None: the default watch-list's.
     """
 
     def __init__(
@@ -196,39 +230,58 @@ class Market:
         calendar: KrxCalendar | None = None,
         halts: Iterable[Halt] = (),
         splits: Iterable[Split] = (),
+        nxt_codes: Iterable[str] | None = None,
     ) -> None:
         self.seed = seed
         self.calendar = calendar or default_calendar()
         self.halts: tuple[Halt, ...] = tuple(halts)
         self.splits: tuple[Split, ...] = tuple(splits)
-        self._tapes: dict[tuple[str, date], _Tape] = {}
+        self.nxt_codes: frozenset[str] = default_nextrade_codes() if nxt_codes is None else frozenset(nxt_codes)
+        self.unpredicted: tuple[UnpredictedMinutes, ...] = ()
+        self._tapes: dict[tuple[str, date, Venue], _Tape] = {}
         self._off_session: dict[tuple[str, date], tuple[OffSessionTrade, ...]] = {}
 
     def name(self, code: str) -> str:
         return NAMES.get(code, f"시뮬종목{code}")
 
-    def day_bars(self, code: str, day: date) -> list[Bar]:
-        """The final bars of ``code`` on ``day``: the ground truth, zero-volume minutes included."""
-        return [m.bar for m in self._visible(code, day)]
+    def trades_on_nextrade(self, code: str) -> bool:
+        return code in self.nxt_codes
 
-    def session_volume(self, code: str, day: date) -> int:
-        """The regular session's volume: the sum of the ground truth's bars."""
-        return sum(bar.volume for bar in self.day_bars(code, day))
+    def session(self, code: str, day: date, venue: Venue = Venue.KRX) -> Session | None:
+        """The session whose grid ``code`` is served on: the unified view of a code Nextrade does not
+        trade is KRX's alone (K13), and Nextrade has none for it."""
+        if venue is not Venue.KRX and not self.trades_on_nextrade(code):
+            return None if venue is Venue.NEXTRADE else self.calendar.session(day)
+        return self.calendar.session(day, venue)
 
-    def cumulative_volume(self, code: str, day: date, at: datetime | None = None) -> int:
+    def day_bars(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[Bar]:
+        """The final bars of ``code`` on ``day`` at ``venue``: the ground truth, zero-volume minutes included."""
+        if venue is Venue.UNIFIED:
+            return [bar for bar, _ in self.quote(code, datetime.combine(day, time(23, 59), tzinfo=KST), venue).rows]
+        return [m.bar for m in self._visible(code, day, venue)]
+
+    def session_volume(self, code: str, day: date, venue: Venue = Venue.KRX) -> int:
+        """The bars' volume: the sum of the ground truth's bars."""
+        return sum(bar.volume for bar in self.day_bars(code, day, venue))
+
+    def cumulative_volume(self, code: str, day: date, at: datetime | None = None, venue: Venue = Venue.KRX) -> int:
         """The day volume (``acml_vol``) as KIS shows it at ``at``; None: once the day is over.
 
-        It counts the off-session trades made by then, so after the close it exceeds the session's
-        volume on every code-day that has some.
+        It counts KRX's off-session trades made by then, so after the close it exceeds the session's
+        volume on every code-day that has some. The unified view's is KRX's plus Nextrade's (K12).
         """
         if at is None or at.astimezone(KST).date() > day:
-            return self.session_volume(code, day) + sum(t.volume for t in self.off_session_trades(code, day))
+            off_session = sum(t.volume for t in self.off_session_trades(code, day, venue))
+            return self.session_volume(code, day, venue) + off_session
         if at.astimezone(KST).date() < day:
             return 0
-        return self.quote(code, at).volume
+        return self.quote(code, at, venue).volume
 
-    def off_session_trades(self, code: str, day: date) -> tuple[OffSessionTrade, ...]:
-        """The day's off-session trades in time order; a halt covering their time removes them too."""
+    def off_session_trades(self, code: str, day: date, venue: Venue = Venue.KRX) -> tuple[OffSessionTrade, ...]:
+        """KRX's off-session trades of the day in time order (also the unified view's; Nextrade has
+        none: its whole day is bars); a halt covering their time removes them too."""
+        if venue is Venue.NEXTRADE:
+            return ()
         if (code, day) not in self._off_session:
             self._off_session[(code, day)] = self._generate_off_session(code, day)
         trades = self._off_session[(code, day)]
@@ -238,15 +291,21 @@ class Market:
         """The product of the ratios of ``code``'s splits effective after ``after``, up to ``through``."""
         return math.prod(s.ratio for s in self.splits if s.code == code and after < s.day <= through)
 
-    def absences(self, code: str, day: date) -> list[dict[str, str]]:
-        """The grid minutes expected to have no bar, each with its reason, in time order."""
-        vi = set(self._tape(code, day).vi_minutes)
+    def absences(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[dict[str, str]]:
+        """The minutes of the calendar's grid of ``venue`` expected to have no bar, each with its
+        reason, in time order."""
+        vi = set(self._tape(code, day, Venue.KRX).vi_minutes)
+        present = {bar.minute for bar in self.day_bars(code, day, venue)} if venue is not Venue.KRX else set()
         absent = []
-        for minute in self.calendar.expected_bars(day):
+        for minute in self.calendar.expected_bars(day, venue):
+            if minute in present:
+                continue
             if any(h.covers(code, minute) for h in self.halts):
-                absent.append({"minute": minute.isoformat(), "reason": "trading_halt"})
-            elif minute in vi:
-                absent.append({"minute": minute.isoformat(), "reason": "volatility_interruption"})
+                absent.append({"minute": minute.isoformat(), "reason": TRADING_HALT})
+            elif minute in vi and venue is not Venue.NEXTRADE:
+                absent.append({"minute": minute.isoformat(), "reason": VOLATILITY_INTERRUPTION})
+            elif venue is not Venue.KRX:
+                absent.append({"minute": minute.isoformat(), "reason": NOT_ON_NEXTRADE})
         return absent
 
     def previous_close(self, code: str, day: date) -> int:
@@ -269,8 +328,9 @@ class Market:
                 return bars[-1].minute.date(), bars[-1].close
         return None
 
-    def quote(self, code: str, at: datetime) -> Quote:
-        """The day of ``code`` as seen at ``at``: closed bars final, the bar of ``at``'s minute forming.
+    def quote(self, code: str, at: datetime, venue: Venue = Venue.KRX) -> Quote:
+        """The day of ``code`` at ``venue`` as seen at ``at``: closed bars final, the bar of ``at``'s
+        minute forming.
 
         Before its first trade (a fixed second within the minute) a forming bar is flat at the last
         price and repeats the previous bar's volume, as KIS shows it; after that it grows towards
@@ -278,10 +338,12 @@ class Market:
         """
         at = at.astimezone(KST)
         day = at.date()
+        if venue is Venue.UNIFIED:
+            return self._unified_quote(code, at)
         previous_close = self.previous_close(code, day)
         rows: list[tuple[Bar, int]] = []
         price, volume, value, previous_volume = previous_close, 0, 0, 0
-        for minute in self._visible(code, day):
+        for minute in self._visible(code, day, venue):
             if minute.bar.minute > at:
                 break
             if minute.bar.minute + ONE_MINUTE <= at:
@@ -293,11 +355,63 @@ class Market:
                 price, volume, value = traded.close, volume + traded.volume, value + traded_value(traded)
             rows.append((shown, value))
             previous_volume = minute.bar.volume
+        off_session = sum(t.volume for t in self.off_session_trades(code, day, venue) if t.at <= at)
+        return Quote(tuple(rows), price, volume + off_session, volume, value, previous_close)
+
+    def _unified_quote(self, code: str, at: datetime) -> Quote:
+        """The unified view at ``at``: each minute combines what KRX and Nextrade have traded in it by
+        then (open and close from the trades in time order, high the highest, low the lowest, volume
+        the sum; K11). A minute nobody has traded in yet is shown as KIS shows a forming bar."""
+        day = at.date()
+        previous_close = self.previous_close(code, day)
+        by_minute: dict[datetime, list[_Minute]] = {}
+        for venue in (Venue.KRX, Venue.NEXTRADE):  # KRX first: it wins ties of trade times
+            for minute in self._visible(code, day, venue):
+                by_minute.setdefault(minute.bar.minute, []).append(minute)
+        rows: list[tuple[Bar, int]] = []
+        price, volume, value, previous_volume = previous_close, 0, 0, 0
+        for start in sorted(by_minute):
+            if start > at:
+                break
+            second = None if start + ONE_MINUTE <= at else int((at - start).total_seconds())
+            parts = [part for m in by_minute[start] if (part := _traded_part(m, second)) is not None]
+            if parts:
+                shown = traded = _combine(code, start, parts)
+                price, volume, value = traded.close, volume + traded.volume, value + traded_value(traded)
+            else:
+                shown = Bar(code, start, price, price, price, price, 0 if second is None else previous_volume)
+            rows.append((shown, value))
+            previous_volume = sum(m.bar.volume for m in by_minute[start])
         off_session = sum(t.volume for t in self.off_session_trades(code, day) if t.at <= at)
         return Quote(tuple(rows), price, volume + off_session, volume, value, previous_close)
 
-    def _visible(self, code: str, day: date) -> list[_Minute]:
-        return [m for m in self._tape(code, day).minutes if not any(h.covers(code, m.bar.minute) for h in self.halts)]
+    def _visible(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[_Minute]:
+        """The served minutes of one venue (KRX or Nextrade): its tape, the faults' unpredicted
+        minutes added, the halted ones left out."""
+        if venue is Venue.NEXTRADE and not self.trades_on_nextrade(code):
+            return []
+        minutes = list(self._tape(code, day, venue).minutes)
+        extra = sorted({t for u in self.unpredicted if u.applies(code, day, venue) for t in u.minutes})
+        if extra and self.calendar.session(day, venue) is not None:
+            minutes = self._with_unpredicted(code, day, venue, minutes, extra)
+        return [m for m in minutes if not any(h.covers(code, m.bar.minute) for h in self.halts)]
+
+    def _with_unpredicted(
+        self, code: str, day: date, venue: Venue, minutes: list[_Minute], extra: list[time]
+    ) -> list[_Minute]:
+        """``minutes`` plus a thin traded bar at each of ``extra`` that has none, in time order."""
+        present = {m.bar.minute for m in minutes}
+        for clock_time in extra:
+            start = datetime.combine(day, clock_time, tzinfo=KST)
+            if start in present:
+                continue
+            before = [m for m in minutes if m.bar.minute < start]
+            last = before[-1].bar.close if before else self.previous_close(code, day)
+            rng = random.Random(stable_seed(self.seed, code, start.isoformat(), venue.value, "unpredicted"))
+            bar = _random_bar(rng, code, start, last, self._profile(code), rng.uniform(*NXT_THIN_WEIGHT))
+            minutes.append(_timed(rng, bar))
+            minutes.sort(key=lambda m: m.bar.minute)
+        return minutes
 
     def _profile(self, code: str) -> _Profile:
         rng = random.Random(stable_seed(self.seed, code))
@@ -307,10 +421,10 @@ class Market:
         turnover = math.exp(rng.uniform(math.log(5e6), math.log(5e7)) if illiquid else rng.uniform(math.log(1e8), math.log(3e9)))
         return _Profile(start, illiquid, max(turnover / start, 3.0), rng.uniform(0.0006, 0.0018))
 
-    def _tape(self, code: str, day: date) -> _Tape:
-        key = (code, day)
+    def _tape(self, code: str, day: date, venue: Venue = Venue.KRX) -> _Tape:
+        key = (code, day, venue)
         if key not in self._tapes:
-            self._tapes[key] = self._generate(code, day)
+            self._tapes[key] = self._generate_nextrade(code, day) if venue is Venue.NEXTRADE else self._generate(code, day)
         return self._tapes[key]
 
     def _generate(self, code: str, day: date) -> _Tape:
@@ -354,6 +468,46 @@ class Market:
             minutes.append(_Minute(bar, first, rng.randrange(first, 60), rng.randrange(first, 60)))
         return _Tape(tuple(minutes), vi_minutes)
 
+    def _generate_nextrade(self, code: str, day: date) -> _Tape:
+        """A code-day on Nextrade (K10), from an RNG of its own so that KRX's tape never changes with it.
+
+        Main segment: where KRX trades in a minute, Nextrade trades too, within a tick of KRX's prices,
+        at a code-day share of KRX's volume; where KRX is in a VI or has no trade, neither has
+        Nextrade. Pre- and after-market (and main minutes outside KRX's session, e.g. on the first
+        day of a year): a random walk of its own, thin, with no trade in some minutes. The pre-market
+        starts near KRX's previous close, the after-market at KRX's closing price. A minute without a
+        trade is a zero-volume flat bar, as on KRX (K2).
+        """
+        session = self.calendar.session(day, Venue.NEXTRADE)
+        if session is None:
+            return _Tape((), ())
+        profile = self._profile(code)
+        rng = random.Random(stable_seed(self.seed, code, day.isoformat(), Venue.NEXTRADE.value))
+        krx_tape = self._tape(code, day, Venue.KRX)
+        krx = {m.bar.minute: m for m in krx_tape.minutes}
+        share = rng.uniform(*NXT_MAIN_SHARE)
+        no_trade = NXT_THIN_NO_TRADE_PROBABILITY_ILLIQUID if profile.illiquid else NXT_THIN_NO_TRADE_PROBABILITY
+        last = to_tick(self.previous_close(code, day) * math.exp(rng.gauss(0, 0.01)))
+        minutes = []
+        for segment in session.segments:
+            if segment.name == "after_market" and krx_tape.minutes:
+                last = krx_tape.minutes[-1].bar.close
+            main = segment.name == "main"
+            for start in segment.bar_minutes:
+                krx_minute = krx.get(start)
+                bar: Bar | None = None
+                if main and krx_minute is not None and krx_minute.first_trade is not None:
+                    bar = _tracking_bar(rng, krx_minute.bar, share)
+                elif main and (krx_minute is not None or start in krx_tape.vi_minutes):
+                    pass  # KRX in a VI or without a trade: no trade here either
+                elif rng.random() >= no_trade:
+                    bar = _random_bar(rng, code, start, last, profile, rng.uniform(*NXT_THIN_WEIGHT))
+                if bar is None:
+                    minutes.append(_Minute(Bar(code, start, last, last, last, last, 0), None, 0, 0))
+                    continue
+                last = bar.close
+                minutes.append(_timed(rng, bar))
+        return _Tape(tuple(minutes), ())
 
     def _generate_off_session(self, code: str, day: date) -> tuple[OffSessionTrade, ...]:
         """A code-day's off-session trades, from an RNG of its own so that the bars never change with it.
@@ -413,6 +567,62 @@ def _forming(minute: _Minute, second: int, last_price: int, previous_volume: int
         volume=min(bar.volume, max(1, int(bar.volume * elapsed))),
     )
     return partial, partial
+
+
+def _timed(rng: random.Random, bar: Bar) -> _Minute:
+    """A continuously traded bar with its trade times: the first in the first 50 seconds, the high
+    and the low after it."""
+    first = rng.randrange(0, 50)
+    return _Minute(bar, first, rng.randrange(first, 60), rng.randrange(first, 60))
+
+
+def _traded_part(minute: _Minute, second: int | None) -> tuple[Bar, int, int] | None:
+    """What one venue had traded in ``minute`` by ``second`` (None: the minute is over), with the
+    seconds of its first and its last trade; None before its first trade."""
+    first = minute.first_trade
+    if first is None or (second is not None and second < first):
+        return None
+    events = (first, minute.high_at, minute.low_at)
+    if second is None:
+        return minute.bar, first, max(events)
+    _, traded = _forming(minute, second, minute.bar.open, 0)
+    assert traded is not None  # the first trade has happened
+    return traded, first, max(t for t in events if t <= second)
+
+
+def _combine(code: str, start: datetime, parts: list[tuple[Bar, int, int]]) -> Bar:
+    """One bar of the trades of several venues in a minute: ``parts`` are (bar, first, last) each."""
+    opening = min(parts, key=lambda part: part[1])  # min and max keep the first of ties: KRX's
+    closing = max(parts, key=lambda part: part[2])
+    return Bar(
+        code,
+        start,
+        opening[0].open,
+        max(part[0].high for part in parts),
+        min(part[0].low for part in parts),
+        closing[0].close,
+        sum(part[0].volume for part in parts),
+    )
+
+
+def _tracking_bar(rng: random.Random, krx: Bar, share: float) -> Bar:
+    """Nextrade's bar of a minute KRX traded in: prices within a tick of KRX's (arbitrage keeps the
+    venues together), a share of its volume."""
+
+    def near(price: int) -> int:
+        return to_tick(price + rng.choice((-1, 0, 0, 1)) * tick_size(price))
+
+    open_, close = near(krx.open), near(krx.close)
+    high, low = max(open_, close, near(krx.high)), min(open_, close, near(krx.low))
+    volume = max(1, int(krx.volume * share * rng.lognormvariate(0, 0.3)))
+    return Bar(krx.stock_code, krx.minute, open_, high, low, close, volume)
+
+
+@functools.cache
+def default_nextrade_codes() -> frozenset[str]:
+    """The codes Nextrade trades by default: the default watch-list's (large caps, which it trades in
+    reality); any other code, e.g. a generated ``A00001``, is not traded there."""
+    return frozenset(load_watchlist().codes)
 
 
 def _u_shape(fraction: float) -> float:

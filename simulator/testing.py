@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from kis.bars import KST, Bar
+from kis.calendar import KrxCalendar
 from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET, Simulator, SimulatorConfig
 
 __all__ = ["SimulatorHandle", "run_simulator"]
@@ -56,32 +57,39 @@ class SimulatorHandle:
     def expire_tokens(self) -> None:
         self._call("POST", "/_sim/tokens/expire")
 
-    def truth(self, code: str, day: date) -> list[Bar]:
-        return [Bar.from_record(record) for record in self._truth(code, day)["bars"]]
+    def truth(self, code: str, day: date, venue: str = "krx") -> list[Bar]:
+        """The bars of ``code`` on ``day`` at ``venue`` (``krx``, ``nxt`` or ``unified``), as traded."""
+        return [Bar.from_record(record) for record in self._truth(code, day, venue=venue)["bars"]]
 
-    def cumulative_volume(self, code: str, day: date, at: datetime | str | None = None) -> int:
+    def cumulative_volume(self, code: str, day: date, at: datetime | str | None = None, venue: str = "krx") -> int:
         """The day volume (``acml_vol``) as KIS shows it at ``at``; None: the whole day's.
 
         It is not the sum of the bars (that is :meth:`session_volume`) once an off-session trade is made.
         """
-        return int(self._truth(code, day, at)["cumulative_volume"])
+        return int(self._truth(code, day, at, venue)["cumulative_volume"])
 
-    def session_volume(self, code: str, day: date) -> int:
-        """The regular session's volume: the sum of :meth:`truth`'s bars."""
-        return int(self._truth(code, day)["session_volume"])
+    def session_volume(self, code: str, day: date, venue: str = "krx") -> int:
+        """The volume of the bars: the sum of :meth:`truth`'s."""
+        return int(self._truth(code, day, venue=venue)["session_volume"])
 
-    def off_session(self, code: str, day: date) -> list[dict[str, Any]]:
-        """The day's off-session trades: ``{"at", "session", "volume"}`` each, in time order."""
-        return list(self._truth(code, day)["off_session"])
+    def off_session(self, code: str, day: date, venue: str = "krx") -> list[dict[str, Any]]:
+        """KRX's off-session trades of the day: ``{"at", "session", "volume"}`` each, in time order
+        (the unified view's are KRX's; Nextrade has none)."""
+        return list(self._truth(code, day, venue=venue)["off_session"])
 
-    def absences(self, code: str, day: date) -> list[dict[str, Any]]:
-        return list(self._truth(code, day)["absences"])
+    def absences(self, code: str, day: date, venue: str = "krx") -> list[dict[str, Any]]:
+        """The grid minutes of ``venue`` without a bar, ``{"minute", "reason"}`` each."""
+        return list(self._truth(code, day, venue=venue)["absences"])
+
+    def nxt_listed(self, code: str) -> bool:
+        """Whether Nextrade trades ``code`` (the fault key ``nxt_codes``)."""
+        return bool(self._truth(code, self.now().date())["nxt_listed"])
 
     def close(self) -> None:
         self._http.close()
 
-    def _truth(self, code: str, day: date, at: datetime | str | None = None) -> dict[str, Any]:
-        params = {"code": code, "date": day.isoformat()}
+    def _truth(self, code: str, day: date, at: datetime | str | None = None, venue: str = "krx") -> dict[str, Any]:
+        params = {"code": code, "date": day.isoformat(), "venue": venue}
         if at is not None:
             params["at"] = at if isinstance(at, str) else at.isoformat()
         return self._call("GET", "/_sim/truth", params=params)
@@ -104,11 +112,16 @@ def run_simulator(
     token_throttle_seconds: float = 60,
     faults: dict[str, Any] | None = None,
     splits: list[dict[str, Any]] | None = None,
+    nxt_codes: list[str] | None = None,
+    calendar: KrxCalendar | None = None,
 ) -> Iterator[SimulatorHandle]:
     """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
 
     ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
-    documented defaults; ``splits`` is a shortcut for ``faults["splits"]``.
+    documented defaults; ``splits`` and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and
+    ``faults["nxt_codes"]`` (None: the default watch-list's codes trade on Nextrade). ``calendar``
+    replaces the sessions the market trades in (default ``kis.calendar.default_calendar()``): a
+    collector tested against other hours than its own calendar's, e.g. an after-market from 15:40.
     """
     config = SimulatorConfig(
         mode=mode,
@@ -121,8 +134,9 @@ def run_simulator(
         token_throttle_seconds=token_throttle_seconds,
         faults=faults,
         splits=splits,
+        nxt_codes=nxt_codes,
     )
-    app = Simulator(config).app
+    app = Simulator(config, calendar).app
     # Binding the socket here, not in uvicorn, gives the port before the thread starts, without a race.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
