@@ -207,12 +207,12 @@ def test_nextrade_regular_day_has_its_three_segments_and_nothing_in_the_pauses()
     assert [(s.name, s.open.time(), s.close.time()) for s in session.segments] == [
         ("pre_market", time(8, 0), time(8, 50)),
         ("main", time(9, 0), time(15, 20)),
-        ("after_market", time(15, 30), time(20, 0)),
+        ("after_market", time(15, 40), time(20, 0)),
     ]
     grid = hhmm(session.bar_minutes)
-    assert len(grid) == 50 + 380 + 270 == 700
+    assert len(grid) == 50 + 380 + 260 == 690
     assert grid[0] == "08:00" and grid[49] == "08:49" and grid[50] == "09:00"
-    assert grid[429] == "15:19" and grid[430] == "15:30" and grid[-1] == "19:59"
+    assert grid[429] == "15:19" and grid[430] == "15:40" and grid[-1] == "19:59"
     assert session.closing_bar is None  # no closing auction on Nextrade
     assert trading_day(session) == (kst("2026-11-25", "08:00"), kst("2026-11-25", "20:05"))
 
@@ -221,14 +221,15 @@ def test_unified_grid_is_the_union_of_krx_and_nextrade() -> None:
     day = date(2026, 11, 25)
     unified = CAL.session(day, Venue.UNIFIED)
     assert set(unified.bar_minutes) == set(CAL.expected_bars(day)) | set(CAL.expected_bars(day, Venue.NEXTRADE))
-    assert len(unified.bar_minutes) == 700 and list(unified.bar_minutes) == sorted(unified.bar_minutes)
+    assert len(unified.bar_minutes) == 691 and list(unified.bar_minutes) == sorted(unified.bar_minutes)
+    assert kst("2026-11-25", "15:30") in unified.bar_minutes  # KRX's closing bar, in Nextrade's pause
 
 
 def test_nextrade_on_csat_day_and_before_its_launch() -> None:
     csat = CAL.session(date(2025, 11, 13), Venue.NEXTRADE)
     assert [(s.name, s.open.time(), s.close.time()) for s in csat.segments] == [
         ("main", time(10, 0), time(16, 20)),
-        ("after_market", time(16, 30), time(20, 0)),
+        ("after_market", time(16, 40), time(20, 0)),
     ]  # no pre-market that day; its trading day still starts at 08:00 for what KIS serves
     assert trading_day(csat)[0] == kst("2025-11-13", "08:00")
     before = date(2025, 2, 28)

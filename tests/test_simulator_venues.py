@@ -107,10 +107,10 @@ def in_window(bars: list[Bar], start: str, end: str) -> list[Bar]:
 def test_nx_serves_nextrades_segments_and_nothing_in_its_pauses(sim: SimulatorHandle, client: Client) -> None:
     truth = sim.truth(LISTED, DAY, "nxt")
     assert [bar.minute for bar in truth] == list(default_calendar().expected_bars(DAY, Venue.NEXTRADE))
-    assert len(truth) == 700
+    assert len(truth) == 690
     minutes = {bar.minute.strftime("%H:%M") for bar in truth}
-    assert {"08:00", "08:49", "09:00", "15:19", "15:30", "19:59"} <= minutes
-    assert not in_window(truth, "08:50", "09:00") and not in_window(truth, "15:20", "15:30")
+    assert {"08:00", "08:49", "09:00", "15:19", "15:40", "19:59"} <= minutes
+    assert not in_window(truth, "08:50", "09:00") and not in_window(truth, "15:20", "15:40")
     assert not in_window(truth, "00:00", "08:00") and not in_window(truth, "20:00", "23:59")
     # Served as the truth: today's endpoint after the day (zero-volume rows included), the past-day
     # endpoint the next morning (without them).

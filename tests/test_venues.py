@@ -57,7 +57,7 @@ def test_a_unified_day_from_the_pre_market_to_the_after_market(simulated_market,
         report = verification(market, "unified")
         assert set(report) == set(CODES)
         for code, (status, expected, present, count, unexpected) in report.items():
-            assert expected == 700 and count == len(stored[code]) and unexpected == [], code
+            assert expected == 691 and count == len(stored[code]) and unexpected == [], code
             assert status in ("complete", "complete_with_explained_absences", "unverifiable"), (code, status)
         labels = sorted(ti.rendered_map_index for ti in evening.get_task_instances() if ti.task_id == "fetch_session_bars")
         assert labels == [f"unified {code}" for code in sorted(CODES)]
@@ -85,7 +85,7 @@ def test_a_code_nextrade_does_not_trade_is_reported_once_and_not_asked_again(sim
 def test_a_minute_the_grid_did_not_predict_is_stored_and_reported(simulated_market, monkeypatch):
     monkeypatch.setenv("AIRFLOW_VAR_KIS_VENUES", '["nxt"]')
     code = CODES[0]
-    # Nextrade's after-market is in the grid from 15:30; the simulator serves bars in the pause
+    # Nextrade's after-market is in the grid from 15:40; the simulator serves bars in the pause
     # before it and one labelled 20:00, after its last predicted minute.
     faults = {"unpredicted_minutes": [{"code": code, "venue": "nxt", "minute": m} for m in ("15:25", "20:00")]}
     with simulated_market(codes=[code], faults=faults) as market:
@@ -97,7 +97,7 @@ def test_a_minute_the_grid_did_not_predict_is_stored_and_reported(simulated_mark
         assert stored == market.sim.truth(code, DAY, venue="nxt")
         _status, expected, present, count, unexpected = verification(market, "nxt")[code]
         assert [m.strftime("%H:%M") for m in unexpected] == ["15:25", "20:00"]
-        assert count == len(stored) == present + 2 and expected == 700
+        assert count == len(stored) == present + 2 and expected == 690
 
 
 def test_the_default_asks_nothing_outside_krx_hours(market):
