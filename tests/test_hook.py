@@ -22,6 +22,7 @@ from kis.errors import KisApiError, KisNotYet, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook
 from kis.parsing import day_volume
 from kis.token_store import app_key_hash
+from kis.venues import Venue
 from simulator.testing import SimulatorHandle, run_simulator
 
 DAY = date(2026, 11, 25)  # a Wednesday, a normal session
@@ -327,3 +328,35 @@ def test_a_future_day_is_refused(connect: Callable[..., KisHook]) -> None:
         with pytest.raises(KisNotYet, match="after KIS's today"):  # KIS's clock is known now: no request
             hook.recent_bars(CODE, until=at("10:30", DAY + timedelta(days=1)))
         assert sim.counters()["requests_by_endpoint"]["inquire-time-itemchartprice"] == 1
+
+
+# --- venues: KIS's market codes ---------------------------------------------------------------------
+
+
+def test_recent_bars_ask_the_venues_market_code(connect: Callable[..., KisHook]) -> None:
+    with run_simulator(now="2026-11-25T08:31:20+09:00") as sim:
+        hook = connect(sim)
+        pre_market = hook.recent_bars(CODE, until=at("08:30"), venue=Venue.NEXTRADE)
+        assert pre_market.bars == [bar for bar in sim.truth(CODE, DAY, "nxt") if bar.minute <= at("08:30")][-30:]
+        assert pre_market.bars[0].minute == at("08:01") and pre_market.cumulative_volume == sim.cumulative_volume(
+            CODE, DAY, at="2026-11-25T08:31:20+09:00", venue="nxt"
+        )
+        sim.set_now("2026-11-25T10:31:20+09:00")
+        unified = hook.recent_bars(CODE, until=at("10:30"), venue=Venue.UNIFIED)
+        assert unified.bars == [bar for bar in sim.truth(CODE, DAY, "unified") if bar.minute <= at("10:30")][-30:]
+        assert unified.bars != hook.recent_bars(CODE, until=at("10:30")).bars  # not KRX's
+
+
+@pytest.mark.parametrize("venue", [Venue.NEXTRADE, Venue.UNIFIED])
+def test_session_bars_walk_a_venues_whole_day_and_keep_what_the_grid_missed(
+    connect: Callable[..., KisHook], venue: Venue
+) -> None:
+    extra = {"unpredicted_minutes": [{"code": CODE, "venue": "nxt", "minutes": ["15:25", "20:00"]}]}
+    with run_simulator(now="2026-11-25T20:10:00+09:00", faults=extra) as sim:
+        session = default_calendar().session(DAY, venue)
+        result = connect(sim).session_bars(CODE, session)
+        truth = sim.truth(CODE, DAY, venue.value)
+        assert result.bars == truth
+        assert {at("15:25"), at("20:00")} <= {bar.minute for bar in result.bars} - set(session.bar_minutes)
+        assert result.pages == -(-len(truth) // endpoints.TODAY_MINUTES_PAGE_ROWS)  # 30 rows a page
+        assert result.cumulative_volume == sim.cumulative_volume(CODE, DAY, venue=venue.value)
