@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 import requests
-
 from kis import endpoints
 from kis.bars import KST
 from kis.calendar import default_calendar
@@ -23,6 +22,7 @@ from kis.hook import KisHook
 from kis.parsing import day_volume
 from kis.token_store import app_key_hash
 from kis.venues import Venue
+
 from simulator.testing import SimulatorHandle, run_simulator
 
 DAY = date(2026, 11, 25)  # a Wednesday, a normal session
