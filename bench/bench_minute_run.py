@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from contextlib import ExitStack
 
@@ -225,10 +225,10 @@ def breakdown(runs: list[MinuteRun]) -> list[tuple[str, float]]:
 
 def day_floor_and_runs(stack, day: date, codes: list[str]) -> tuple[int, int, int]:
     """(minute runs that fetch, bars per code in the grid, backfill page floor summed over codes)."""
-    cal = default_calendar()
-    session = cal.session(day)
-    start = datetime(day.year, day.month, day.day, 9, 0, tzinfo=KST)
-    fetching = sum(1 for m in range(7 * 60) if cal.in_collection_window(start + timedelta(minutes=m)))
+    session = default_calendar().session(day)
+    # One fetching run per bar that closes: the gate skips the closing auction's ticks, and the
+    # closing print's grace ticks ask only for codes whose closing bar is missing (none here).
+    fetching = len(session.bar_minutes)
     import requests
 
     page_floor = 0
@@ -421,8 +421,8 @@ def main(argv=None) -> int:
     minute_day = fetching_runs * per_run
     floor_minute = bars_per_code * len(codes)
     print(f"\nA whole simulated day ({day}, {len(codes)} codes), computed from the sample:")
-    print(f"  minute DAG: {fetching_runs} fetching runs (09:01-15:35; cron `* 9-15` makes 420, the gate skips the"
-          f" rest without a request) x {per_run:.1f} req = {minute_day:,.0f}")
+    print(f"  minute DAG: {fetching_runs} fetching runs (one per bar that closes; cron `* 9-15` makes 420, the gate"
+          f" skips the rest without a request) x {per_run:.1f} req = {minute_day:,.0f}")
     print(f"  floor: {bars_per_code} bars per code x {len(codes)} codes = {floor_minute:,}  ->"
           f" ratio {minute_day / floor_minute:.3f}")
     if bf_requests is not None:
