@@ -35,19 +35,24 @@ def nxt_grid(day: date = DAY) -> list[datetime]:
 
 
 def bars_at(code: str, minutes: list[datetime], price: int = 1000) -> list[Bar]:
-    return [Bar(code, m.replace(tzinfo=KST), price, price + 10, price - 10, price, 100 + i) for i, m in enumerate(minutes)]
+    return [
+        Bar(code, m.replace(tzinfo=KST), price, price + 10, price - 10, price, 100 + i)
+        for i, m in enumerate(minutes)
+    ]
 
 
 # --- migration 011 on a populated database ---------------------------------------------------------
 
 OLD_TABLES = {
-    "stock_prices_minute": "stock_code, datetime, open, high, low, close, volume, source, created_at, updated_at, revision",
-    "minute_verification": "trading_date, stock_code, expected, stored, present, missing_minutes, closing_bar_at,"
-    " volume_sum, reported_volume, volume_status, status, run_id, checked_at",
+    "stock_prices_minute": "stock_code, datetime, open, high, low, close, volume, source, created_at,"
+    " updated_at, revision",
+    "minute_verification": "trading_date, stock_code, expected, stored, present, missing_minutes,"
+    " closing_bar_at, volume_sum, reported_volume, volume_status, status, run_id, checked_at",
     "minute_verification_history": "trading_date, stock_code, expected, stored, present, missing_minutes,"
     " closing_bar_at, volume_sum, reported_volume, volume_status, status, run_id, checked_at",
     "alerted_gaps": "stock_code, datetime, alerted_at, run_id",
-    "collection_alerts": "id, raised_at, kind, dag_id, run_id, stock_code, trading_date, minutes, message, details",
+    "collection_alerts": "id, raised_at, kind, dag_id, run_id, stock_code, trading_date, minutes, message,"
+    " details",
 }
 
 
@@ -64,7 +69,10 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
         conn.cursor().executemany(
             "INSERT INTO stock_prices_minute (stock_code, datetime, open, high, low, close, volume, source)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, 'KIS')",
-            [(b.stock_code, b.minute.replace(tzinfo=None), b.open, b.high, b.low, b.close, b.volume) for b in bars],
+            [
+                (b.stock_code, b.minute.replace(tzinfo=None), b.open, b.high, b.low, b.close, b.volume)
+                for b in bars
+            ],
         )
         conn.execute(
             "UPDATE stock_prices_minute SET close = high, updated_at = now(), revision = 1"
@@ -84,9 +92,10 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
             (codes,),
         )
         conn.execute(
-            "INSERT INTO collection_alerts (kind, dag_id, run_id, stock_code, trading_date, minutes, message, details)"
-            " VALUES ('gap', 'kis_minute_bars', 'r0', '005930', %s, ARRAY['2025-11-03 09:07'::timestamp],"
-            " 'gap', '{\"codes\": 1}'), ('deadline_missed', 'kis_minute_bars', 'r1', NULL, %s, NULL, 'late', '{}')",
+            "INSERT INTO collection_alerts"
+            " (kind, dag_id, run_id, stock_code, trading_date, minutes, message, details) VALUES"
+            " ('gap', 'kis_minute_bars', 'r0', '005930', %s, ARRAY['2025-11-03 09:07'::timestamp], 'gap',"
+            " '{\"codes\": 1}'), ('deadline_missed', 'kis_minute_bars', 'r1', NULL, %s, NULL, 'late', '{}')",
             (DAY, DAY),
         )
         before = {table: table_rows(conn, table, columns) for table, columns in OLD_TABLES.items()}
@@ -97,8 +106,15 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
         # Every row kept with its values; the venue of each is krx (alerts: unknown, NULL).
         for table, columns in OLD_TABLES.items():
             assert table_rows(conn, table, columns) == before[table], table
-        for table in ("stock_prices_minute", "minute_verification", "minute_verification_history", "alerted_gaps"):
-            assert conn.execute(f"SELECT array_agg(DISTINCT venue) FROM {table}").fetchone() == (["krx"],), table
+        for table in (
+            "stock_prices_minute",
+            "minute_verification",
+            "minute_verification_history",
+            "alerted_gaps",
+        ):
+            assert conn.execute(f"SELECT array_agg(DISTINCT venue) FROM {table}").fetchone() == (["krx"],), (
+                table
+            )
         assert conn.execute("SELECT array_agg(DISTINCT venue) FROM collection_alerts").fetchone() == ([None],)
         assert conn.execute(
             "SELECT DISTINCT cardinality(unexpected_minutes) FROM minute_verification"
@@ -106,13 +122,17 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
 
         # The new key is the parent's, so each monthly partition has it too, the old one is gone.
         keys = conn.execute(
-            "SELECT parent.relname, count(*) FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent"
+            "SELECT parent.relname, count(*) FROM pg_inherits i"
+            " JOIN pg_class parent ON parent.oid = i.inhparent"
             " WHERE parent.relname LIKE '%%minute_stock%%' GROUP BY 1 ORDER BY 1"
         ).fetchall()
         months = conn.execute(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'stock_prices_minute'::regclass"
         ).fetchone()[0]
-        assert keys == [("idx_minute_stock_venue_datetime", months), ("uk_minute_stock_venue_datetime", months)]
+        assert keys == [
+            ("idx_minute_stock_venue_datetime", months),
+            ("uk_minute_stock_venue_datetime", months),
+        ]
 
         # The statements of the new schema meet the old rows: re-reading the day changes nothing
         # on krx (the same key), the same bars on nxt are new rows, and the day re-verifies.
@@ -149,9 +169,11 @@ def test_the_same_minute_on_two_venues_is_two_rows_upserted_apart(conn: psycopg.
     ]
     row = conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps(records)}).fetchone()
     assert row == (4, 1, 1, 1, 1)  # received, duplicates, inserted (unified), updated (krx), unchanged (nxt)
-    assert conn.execute(
-        "SELECT venue, volume FROM stock_prices_minute ORDER BY venue"
-    ).fetchall() == [("krx", 1_300), ("nxt", 450), ("unified", 1_450)]
+    assert conn.execute("SELECT venue, volume FROM stock_prices_minute ORDER BY venue").fetchall() == [
+        ("krx", 1_300),
+        ("nxt", 450),
+        ("unified", 1_450),
+    ]
 
 
 def test_an_unknown_venue_is_refused(conn: psycopg.Connection) -> None:
@@ -159,7 +181,9 @@ def test_an_unknown_venue_is_refused(conn: psycopg.Connection) -> None:
     with pytest.raises(ValueError, match="unknown venue 'NXT'; choose from krx, nxt, unified"):
         storage.upsert_bars(conn, [bar], venue="NXT")
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_minute_venue"):
-        conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps([bar.as_record() | {"venue": "kosdaq"}])})
+        conn.execute(
+            load_sql("upsert_minute_bars"), {"bars": json.dumps([bar.as_record() | {"venue": "kosdaq"}])}
+        )
     assert conn.execute("SELECT count(*) FROM stock_prices_minute").fetchone() == (0,)
 
 
@@ -176,7 +200,9 @@ def test_a_nextrade_day_is_verified_on_its_own_grid_without_a_closing_bar(conn: 
     volumes = {"000660": sum(b.volume for b in explained)}
     nxt = {
         r.stock_code: r
-        for r in storage.verify_day(conn, DAY, grid, ["005930", "000660"], volumes, run_id="r", venue=NXT, closing=None)
+        for r in storage.verify_day(
+            conn, DAY, grid, ["005930", "000660"], volumes, run_id="r", venue=NXT, closing=None
+        )
     }
     # The bar off the grid is reported and counted as stored, and the day is still complete.
     assert (nxt["005930"].status, nxt["005930"].present, nxt["005930"].stored) == ("complete", 700, 701)
@@ -188,7 +214,9 @@ def test_a_nextrade_day_is_verified_on_its_own_grid_without_a_closing_bar(conn: 
     assert [(r.venue, r.status) for r in unknown] == [("nxt", "unverifiable")]
 
     krx = storage.verify_day(conn, DAY, regular_grid(DAY), ["005930", "000660"], run_id="r")
-    assert {(r.venue, r.stored, r.status, tuple(r.unexpected_minutes)) for r in krx} == {("krx", 381, "complete", ())}
+    assert {(r.venue, r.stored, r.status, tuple(r.unexpected_minutes)) for r in krx} == {
+        ("krx", 381, "complete", ())
+    }
     assert conn.execute(
         "SELECT venue, stock_code, status FROM minute_verification ORDER BY 1, 2"
     ).fetchall() == [
@@ -206,9 +234,15 @@ def test_a_krx_closing_bar_is_required_unless_closing_is_none(conn: psycopg.Conn
     late = Bar("005930", datetime(2025, 11, 3, 15, 32, tzinfo=KST), 100, 100, 100, 100, 10)
     too_late = Bar("000660", datetime(2025, 11, 3, 15, 36, tzinfo=KST), 100, 100, 100, 100, 10)
     storage.upsert_bars(conn, day + [late, too_late])
-    report = {r.stock_code: r for r in storage.verify_day(conn, DAY, regular_grid(DAY), ["005930", "000660"], run_id="r")}
+    report = {
+        r.stock_code: r
+        for r in storage.verify_day(conn, DAY, regular_grid(DAY), ["005930", "000660"], run_id="r")
+    }
     assert (report["005930"].status, report["005930"].unexpected_minutes) == ("complete", [])
-    assert (report["000660"].status, report["000660"].unexpected_minutes) == ("gap", [datetime(2025, 11, 3, 15, 36)])
+    assert (report["000660"].status, report["000660"].unexpected_minutes) == (
+        "gap",
+        [datetime(2025, 11, 3, 15, 36)],
+    )
     assert report["000660"].stored == 381
     lifted = storage.verify_day(conn, DAY, regular_grid(DAY), ["000660"], run_id="r", closing=None)
     assert [r.status for r in lifted] == ["unverifiable"]
@@ -221,7 +255,9 @@ def test_gaps_status_and_reads_are_per_venue(conn: psycopg.Connection) -> None:
 
     # KRX's bars fill no Nextrade gap, and each venue's gap is alerted once, even at the same minute.
     assert storage.live_gaps(conn, ["005930"], grid[:20], run_id="r1") == [("005930", grid[15])]
-    assert storage.live_gaps(conn, ["005930"], grid[:20], run_id="r1", venue=NXT) == [("005930", m) for m in grid[10:20]]
+    assert storage.live_gaps(conn, ["005930"], grid[:20], run_id="r1", venue=NXT) == [
+        ("005930", m) for m in grid[10:20]
+    ]
     assert storage.live_gaps(conn, ["005930"], grid[:20], run_id="r2", venue=NXT) == []
     assert storage.live_gaps(conn, ["005930"], grid[:21], run_id="r2") == [("005930", grid[20])]
 
@@ -233,7 +269,10 @@ def test_gaps_status_and_reads_are_per_venue(conn: psycopg.Connection) -> None:
     start = datetime.combine(DAY, time())
     frame = storage.bars_frame(conn, ["005930"], start, start + timedelta(days=1), minutes=60, venue=NXT)
     assert list(frame["bar_count"]) == [10, 1] and set(frame["close"]) == {2000}
-    assert storage.bars_frame(conn, ["005930"], start, start + timedelta(days=1), minutes=60)["bar_count"].sum() == 19
+    assert (
+        storage.bars_frame(conn, ["005930"], start, start + timedelta(days=1), minutes=60)["bar_count"].sum()
+        == 19
+    )
     # The function called without a venue, as before migration 011, reads KRX.
     (count,) = conn.execute(
         "SELECT sum(bar_count) FROM minute_bars_resampled('1 hour', %s, %s, ARRAY['005930'])",

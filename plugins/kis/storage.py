@@ -272,10 +272,20 @@ def codes_with_closing_bar(
 
 
 def minute_status(
-    conn: psycopg.Connection, day: date, codes: Sequence[str], expected_per_code: int, *, venue: str = Venue.KRX
+    conn: psycopg.Connection,
+    day: date,
+    codes: Sequence[str],
+    expected_per_code: int,
+    *,
+    venue: str = Venue.KRX,
 ) -> MinuteStatus:
-    """The seed's minute-status figures for ``day`` on ``venue``, against ``expected_per_code`` bars per code."""
-    params = {"day": day, "venue": _venue(venue), "codes": list(codes), "expected_per_code": expected_per_code}
+    """The seed's minute-status figures for ``day`` on ``venue``, against ``expected_per_code`` bars each."""
+    params = {
+        "day": day,
+        "venue": _venue(venue),
+        "codes": list(codes),
+        "expected_per_code": expected_per_code,
+    }
     with conn.cursor(row_factory=class_row(MinuteStatus)) as cur:
         status = cur.execute(load_sql("minute_status"), params).fetchone()
     assert status is not None
@@ -310,7 +320,9 @@ def bars_frame(
     }
     rows = conn.execute(load_sql("minute_bars_resampled"), params).fetchall()
     columns = ["stock_code", "venue", "minute", "open", "high", "low", "close", "volume", "bar_count"]
-    frame = pandas.DataFrame(rows, columns=columns).drop(columns="venue").astype({c: "int64" for c in columns[3:]})
+    # One venue was asked for: the frame stays indexed by (stock_code, minute) as before venues.
+    frame = pandas.DataFrame(rows, columns=columns).drop(columns="venue")
+    frame = frame.astype({c: "int64" for c in columns[3:]})
     frame["minute"] = pandas.to_datetime(frame["minute"]).dt.tz_localize(KST)
     return frame.set_index(["stock_code", "minute"])
 
@@ -320,7 +332,8 @@ def _venue(venue: str) -> str:
     try:
         return Venue(venue).value
     except ValueError:
-        raise ValueError(f"unknown venue {venue!r}; choose from {', '.join(v.value for v in Venue)}") from None
+        choices = ", ".join(v.value for v in Venue)
+        raise ValueError(f"unknown venue {venue!r}; choose from {choices}") from None
 
 
 def _naive_kst(moment: datetime) -> datetime:
