@@ -192,7 +192,7 @@ def read_benchmark(conn: psycopg.Connection, codes: list[str]) -> None:
         UNION ALL
         SELECT parent.relname, pg_size_pretty(sum(pg_relation_size(i.inhrelid)))
         FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent
-        WHERE parent.relname IN ('uk_stock_datetime', 'idx_minute_stock_datetime')
+        WHERE parent.relname IN ('uk_minute_stock_venue_datetime', 'idx_minute_stock_venue_datetime')
         GROUP BY parent.relname
         """
     ).fetchall()
@@ -201,10 +201,10 @@ def read_benchmark(conn: psycopg.Connection, codes: list[str]) -> None:
     print(f"   table: {rows:,} rows ({size}); loaded in {loaded:.1f} s "
           f"({rows / loaded:,.0f} rows/s, one INSERT ... SELECT), VACUUM ANALYZE {vacuumed:.1f} s")
 
-    measure_reads(conn, codes, sessions, "with the covering idx_minute_stock_datetime")
+    measure_reads(conn, codes, sessions, "with the covering idx_minute_stock_venue_datetime")
     # The alternative: only the unique index, one heap page per minute read.
-    conn.execute("DROP INDEX idx_minute_stock_datetime")
-    measure_reads(conn, codes, sessions, "with uk_stock_datetime only (covering index dropped)")
+    conn.execute("DROP INDEX idx_minute_stock_venue_datetime")
+    measure_reads(conn, codes, sessions, "with uk_minute_stock_venue_datetime only (covering index dropped)")
 
 
 def measure_reads(conn: psycopg.Connection, codes: list[str], sessions: list, label: str) -> None:
@@ -212,7 +212,7 @@ def measure_reads(conn: psycopg.Connection, codes: list[str], sessions: list, la
     query = load_sql("minute_bars_of_day")
     timings, counts = [], set()
     for _ in range(READS):
-        params = {"stock_code": rng.choice(codes), "day": rng.choice(sessions).day}
+        params = {"stock_code": rng.choice(codes), "venue": "krx", "day": rng.choice(sessions).day}
         started = time.perf_counter()
         counts.add(len(conn.execute(query, params, prepare=True).fetchall()))
         timings.append((time.perf_counter() - started) * 1000)
@@ -222,7 +222,7 @@ def measure_reads(conn: psycopg.Connection, codes: list[str], sessions: list, la
     print(f"     p50 {statistics.median(timings):.2f} ms, p95 {p95:.2f} ms, max {timings[-1]:.2f} ms")
     plan = conn.execute(
         "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) " + query,
-        {"stock_code": codes[0], "day": sessions[100].day},
+        {"stock_code": codes[0], "venue": "krx", "day": sessions[100].day},
     ).fetchall()
     print(f"     plan for {codes[0]} on {sessions[100].day}:")
     for (line,) in plan:

@@ -8,12 +8,13 @@ import json
 import socketserver
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime
 
 import psycopg
 import pytest
 
-from kis.alerts import Alert, deadline_missed, send_alert
+from kis.alerts import Alert, codes_alerted, deadline_missed, send_alert
 from kis.bars import KST
 
 
@@ -77,6 +78,20 @@ def test_an_alert_is_stored_on_a_fresh_database(market_db: str) -> None:
         ("gap", "kis_minute_bars", "005930", date(2026, 11, 25),
          [datetime(2026, 11, 25, 10, 5), datetime(2026, 11, 25, 10, 6)], GAP.message, {"codes": 1})
     ]
+
+
+def test_an_alert_names_its_venue(market_db: str) -> None:
+    send_alert(replace(GAP, venue="nxt"))
+    send_alert(replace(GAP, kind="unknown_code", stock_code="000660"))  # no venue in particular
+    with psycopg.connect(market_db) as conn:
+        assert conn.execute("SELECT kind, venue FROM collection_alerts ORDER BY id").fetchall() == [
+            ("gap", "nxt"),
+            ("unknown_code", None),
+        ]
+        day = GAP.trading_date
+        assert codes_alerted(conn, "gap", day) == codes_alerted(conn, "gap", day, "nxt") == {"005930"}
+        assert codes_alerted(conn, "gap", day, "krx") == set()
+        assert codes_alerted(conn, "unknown_code", day) == {"000660"}
 
 
 def test_an_alert_goes_out_by_e_mail_when_configured(market_db, smtp_sink, monkeypatch) -> None:

@@ -131,7 +131,7 @@ def test_a_v1_table_with_data_is_upgraded_in_place(market_dsn: str) -> None:
             (datetime(2025, 11, 3, 9, 1), 102, 3, None, 0),
         ]
         (indexdef,) = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_minute_stock_datetime'"
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_minute_stock_venue_datetime'"
         ).fetchone()
         assert "INCLUDE (open, high, low, close, volume)" in indexdef
         # The upgraded table takes the upsert: the v1 row is revised.

@@ -7,6 +7,9 @@ One market database is loaded once per module with three dates:
   minutes are explained (a VI: the minute volumes add up to the reported day volume), one without
   any bar;
 - ``HOLIDAY``: no session, nothing expected.
+
+``GAP_DAY`` also has Nextrade (nxt) bars, stored and verified apart: one code complete with a bar
+off the grid, one without the day's last bar (19:59, explained by its volumes), two without any.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from devtools.net import free_port
 from kis import schema, storage
 from kis.bars import KST, Bar
 from kis.calendar import default_calendar
+from kis.venues import Venue
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "test-output"
@@ -45,12 +49,14 @@ COMPLETE, GAPPY, EXPLAINED, EMPTY = CODES
 GAP_MINUTES = 10
 VI_MINUTES = 2
 BARS_PER_DAY = 381
+NXT_BARS_PER_DAY = 700  # 08:00-08:49, 09:00-15:19, 15:30-19:59
+NXT_OFF_GRID = datetime(2026, 11, 25, 8, 55, tzinfo=KST)  # between Nextrade's pre- and main market
 # A clock after both days' close, so that every minute of them is due.
 AFTER_CLOSE = datetime(2026, 11, 26, 16, 0, tzinfo=KST)
 
 
-def _grid(day: date) -> list[datetime]:
-    session = default_calendar().session(day)
+def _grid(day: date, venue: Venue = Venue.KRX) -> list[datetime]:
+    session = default_calendar().session(day, venue)
     return list(session.bar_minutes) if session else []
 
 
@@ -76,10 +82,23 @@ def _load_market(dsn: str) -> None:
         volumes = {code: sum(bar.volume for bar in bars) for code, bars in gap_day_bars.items()}
         volumes[GAPPY] += 5_000  # the day volume exceeds the bars: lost minutes or off-session trades
         storage.verify_day(conn, GAP_DAY, gap_grid, CODES, volumes, run_id="test")
+        nxt_grid = _grid(GAP_DAY, Venue.NEXTRADE)
+        assert len(nxt_grid) == NXT_BARS_PER_DAY
+        nxt_bars = {COMPLETE: _bars(COMPLETE, nxt_grid + [NXT_OFF_GRID]), GAPPY: _bars(GAPPY, nxt_grid[:-1])}
+        storage.upsert_bars(conn, [bar for bars in nxt_bars.values() for bar in bars], venue=Venue.NEXTRADE)
+        nxt_volumes = {code: sum(bar.volume for bar in bars) for code, bars in nxt_bars.items()}
+        storage.verify_day(
+            conn, GAP_DAY, nxt_grid, CODES, nxt_volumes, run_id="test", venue=Venue.NEXTRADE, closing=None
+        )
         conn.execute(
             "INSERT INTO collection_alerts (kind, dag_id, run_id, stock_code, trading_date, minutes, message)"
             " VALUES ('incomplete_day', 'kis_minute_backfill', 'test', %s, %s, %s, 'gap of ten minutes')",
             (GAPPY, GAP_DAY, [m.replace(tzinfo=None) for m in gap_grid[100 : 100 + GAP_MINUTES]]),
+        )
+        conn.execute(
+            "INSERT INTO collection_alerts (kind, dag_id, run_id, stock_code, venue, trading_date, message)"
+            " VALUES ('gap', 'kis_minute_bars', 'test', %s, 'nxt', %s, 'a Nextrade gap')",
+            (GAPPY, GAP_DAY),
         )
         conn.commit()
 
@@ -137,6 +156,7 @@ def _get(client, path: str, token: str) -> dict[str, Any]:
 
 def test_complete_day(app_client, admin_jwt):
     status = _get(app_client, f"/api/minute-status?date={COMPLETE_DAY}", admin_jwt)
+    assert status["venue"] == "krx"
     assert status["today_total"] == status["expected_total"] == BARS_PER_DAY * len(CODES)
     assert status["collection_rate"] == 100.0
     assert status["stock_count"] == len(CODES)
@@ -187,6 +207,47 @@ def test_day_with_gaps(app_client, admin_jwt):
     assert cells[EMPTY] == "m" * BARS_PER_DAY
 
 
+def test_a_venue_is_shown_on_its_own_grid(app_client, admin_jwt):
+    """Nextrade's day of the same codes and date: its own bars, grid, verification and alerts."""
+    status = _get(app_client, f"/api/minute-status?date={GAP_DAY}&venue=nxt", admin_jwt)
+    assert (status["venue"], status["session"]["bars_per_code"], status["session"]["closing_bar"]) == (
+        "nxt",
+        NXT_BARS_PER_DAY,
+        None,
+    )
+    assert status["today_total"] == (NXT_BARS_PER_DAY + 1) + (NXT_BARS_PER_DAY - 1)
+    assert status["expected_total"] == NXT_BARS_PER_DAY * len(CODES)
+    assert status["first_time"] == "2026-11-25T08:00:00" and status["last_time"] == "2026-11-25T19:59:00"
+    verification = {
+        c["stock_code"]: (c["bars"], c["verification"]["status"], c["verification"]["missing"], c["verification"]["unexpected"])
+        for c in status["codes"]
+    }
+    assert verification == {
+        COMPLETE: (NXT_BARS_PER_DAY + 1, "complete", 0, 1),  # the bar off the grid: reported, harmless
+        GAPPY: (NXT_BARS_PER_DAY - 1, "complete_with_explained_absences", 1, 0),  # no closing bar to miss
+        EXPLAINED: (0, "no_data", NXT_BARS_PER_DAY, 0),
+        EMPTY: (0, "no_data", NXT_BARS_PER_DAY, 0),
+    }
+    # Its own alerts and those about no venue in particular, newest first.
+    assert [(a["kind"], a["venue"]) for a in status["alerts"]] == [("gap", "nxt"), ("incomplete_day", None)]
+
+    heatmap = _get(app_client, f"/api/heatmap?date={GAP_DAY}&venue=nxt", admin_jwt)
+    assert heatmap["venue"] == "nxt"
+    assert (heatmap["minutes"][0], heatmap["minutes"][-1], len(heatmap["minutes"])) == ("08:00", "19:59", 700)
+    cells = {row["stock_code"]: row["cells"] for row in heatmap["rows"]}
+    assert cells[COMPLETE] == "c" * NXT_BARS_PER_DAY
+    assert cells[GAPPY] == "c" * (NXT_BARS_PER_DAY - 1) + "a"
+    assert _get(app_client, f"/api/heatmap?date={GAP_DAY}&venue=krx", admin_jwt)["venue"] == "krx"
+
+
+def test_an_unknown_venue_is_rejected_with_the_choices(app_client, admin_jwt):
+    for path in ("/api/minute-status", "/api/heatmap"):
+        response = app_client.get(f"{path}?venue=NXT", headers={"Authorization": f"Bearer {admin_jwt}"})
+        assert response.status_code == 422, path
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["query", "venue"] and error["msg"] == "Input should be 'krx', 'nxt' or 'unified'"
+
+
 def test_minutes_not_due_yet_are_not_missing(market_db):
     """On the day itself, at 10:00:30, the bars up to 09:58 are due; 09:59 is still being collected."""
     from kis.web import status
@@ -197,6 +258,11 @@ def test_minutes_not_due_yet_are_not_missing(market_db):
     assert rows == [
         {"stock_code": EMPTY, "verification": "no_data", "cells": "m" * 59 + "f" * (BARS_PER_DAY - 59)}
     ]
+    # Nextrade's day ends without a closing print to wait for: at 20:01:30 its last bar, 19:59, is due.
+    now = datetime.combine(GAP_DAY, datetime.min.time(), KST) + timedelta(hours=20, minutes=1, seconds=30)
+    with psycopg.connect(market_db) as conn:
+        rows = status.heatmap(conn, GAP_DAY, [EMPTY], default_calendar(), now, venue=Venue.NEXTRADE)["rows"]
+    assert rows == [{"stock_code": EMPTY, "verification": "no_data", "cells": "m" * NXT_BARS_PER_DAY}]
 
 
 def test_holiday_expects_nothing(app_client, admin_jwt):
@@ -461,6 +527,18 @@ def test_dashboard_in_a_browser(api_server, browser):
         "document.getElementById('latency-note').textContent"
     )
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
+
+    # The venue selector: Nextrade's day of the same date, remembered in the URL.
+    browser.evaluate(
+        "(() => { const v = document.getElementById('venue'); v.value = 'nxt';"
+        " v.dispatchEvent(new Event('change')); })()"
+    )
+    browser.wait_for("heatmapData.venue === 'nxt' && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("heatmapData.minutes.length") == NXT_BARS_PER_DAY
+    assert browser.evaluate("new URL(location.href).searchParams.get('venue')") == "nxt"
+    # GAPPY's missing 19:59 is an explained absence (blue): no closing print was due.
+    assert browser.evaluate(_pixel_js(GAPPY, NXT_BARS_PER_DAY - 1)) == [116, 192, 252]
+    browser.screenshot(OUTPUT_DIR / "dashboard-nxt.png")
     assert browser.errors == []
 
 

@@ -1,7 +1,8 @@
--- The codes whose closing bar of a day is stored, labelled anywhere from the close to five minutes
--- after it (the closing print can be late; verify_day.sql accepts the same window).
--- Parameters: codes (text[]), close (timestamp, naive KST: the session's closing bar).
+-- The codes whose closing bar of a day is stored on a venue, labelled anywhere from the close to
+-- five minutes after it (the closing print can be late; verify_day.sql accepts the same window).
+-- Parameters: codes (text[]), venue (text), close (timestamp, naive KST: the session's closing bar).
 SELECT DISTINCT stock_code
 FROM stock_prices_minute
 WHERE stock_code = ANY (%(codes)s::text[])
+  AND venue = %(venue)s::text
   AND datetime BETWEEN %(close)s::timestamp AND %(close)s::timestamp + interval '5 minutes';

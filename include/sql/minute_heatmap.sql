@@ -1,9 +1,9 @@
--- The dashboard's heatmap of one date: for every code, one character per minute of the date's
--- expected bar grid, in grid order:
---   c  collected         a bar is stored for the minute (the closing bar anywhere from the close to
---                        five minutes after, as verify_day.sql counts it)
+-- The dashboard's heatmap of one date and venue: for every code, one character per minute of the
+-- venue's expected bar grid of the date, in grid order:
+--   c  collected         a bar of the venue is stored for the minute (the closing bar anywhere from
+--                        the close to five minutes after, as verify_day.sql counts it)
 --   a  expected absence  no bar, and the day's verification found the code's absences explained
---                        (closing bar present and the minute volumes add up to the reported day
+--                        (closing bar present if any and the minute volumes add up to the reported day
 --                        volume: a VI, a halt, a minute without trades)
 --   m  missing           no bar although the minute is due
 --   f  not yet           the minute is not due yet (today's future, or a run may still be busy)
@@ -12,18 +12,21 @@
 -- from close + 6 minutes (the closing print may come five minutes late).
 --
 -- Parameters:
---   day    date         the trading date
---   grid   timestamp[]  its expected bar minutes, naive KST, the closing bar last (kis.calendar);
---                       empty on a day without a session
---   codes  text[]       the codes to show (a code without any bar shows too)
---   now    timestamp    the current KST wall-clock time, naive
+--   day      date         the trading date
+--   venue    text         krx, nxt or unified
+--   grid     timestamp[]  the venue's expected bar minutes, naive KST (kis.calendar); empty on a
+--                         day without a session
+--   closing  timestamp    the closing bar (Session.closing_bar: KRX's 15:30), NULL when the venue's
+--                         day ends without one (nxt, unified)
+--   codes    text[]       the codes to show (a code without any bar shows too)
+--   now      timestamp    the current KST wall-clock time, naive
 -- Returns one row per code, ordered by code: stock_code, verification (the status of the day's
 -- verification, NULL before one ran) and cells.
 WITH grid AS (
     SELECT minute, position FROM unnest(%(grid)s::timestamp[]) WITH ORDINALITY AS g (minute, position)
 ),
 closing AS (
-    SELECT max(minute) AS minute FROM grid
+    SELECT %(closing)s::timestamp AS minute
 ),
 codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
@@ -32,6 +35,7 @@ day_bars AS (
     SELECT m.stock_code, m.datetime
     FROM stock_prices_minute m
     WHERE m.stock_code = ANY (%(codes)s::text[])
+      AND m.venue = %(venue)s::text
       AND m.datetime >= %(day)s::date
       AND m.datetime < %(day)s::date + 1
 ),
@@ -55,6 +59,7 @@ LEFT JOIN grid g ON true
 CROSS JOIN closing
 LEFT JOIN day_bars b ON b.stock_code = c.stock_code AND b.datetime = g.minute
 LEFT JOIN closing_bars cb ON cb.stock_code = c.stock_code
-LEFT JOIN minute_verification v ON v.trading_date = %(day)s::date AND v.stock_code = c.stock_code
+LEFT JOIN minute_verification v
+       ON v.trading_date = %(day)s::date AND v.stock_code = c.stock_code AND v.venue = %(venue)s::text
 GROUP BY c.stock_code, v.status
 ORDER BY c.stock_code;

@@ -1,11 +1,13 @@
--- The collection status of a date (the seed's /minute-status query), measured against the
--- calendar's grid, never 50 x 390.
+-- The collection status of a date on one venue (the seed's /minute-status query), measured against
+-- the calendar's grid of that venue, never 50 x 390.
 --
 -- Parameters:
 --   day                date    the trading date
+--   venue              text    krx, nxt or unified: only that venue's bars count
 --   codes              text[]  the watch-list (a code without any bar still shows, with 0)
---   expected_per_code  integer the length of the date's bar grid from kis.calendar (381 on a
---                              regular day, 321 on the first day of the year, 0 when closed)
+--   expected_per_code  integer the length of the venue's bar grid of the date from kis.calendar
+--                              (KRX: 381 on a regular day, 321 on the first day of the year, 0 when
+--                              closed)
 -- Returns one row: today_total, expected_total (sum over codes of the grid length),
 -- collection_rate (percent, NULL when nothing is expected), stock_count (codes with bars),
 -- first_time, last_time, and per_code: a JSON array of
@@ -19,6 +21,7 @@ per_code AS (
     FROM codes c
     LEFT JOIN stock_prices_minute m
            ON m.stock_code = c.stock_code
+          AND m.venue = %(venue)s::text
           AND m.datetime >= %(day)s::date
           AND m.datetime < %(day)s::date + 1
     GROUP BY c.stock_code

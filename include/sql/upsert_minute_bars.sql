@@ -1,12 +1,13 @@
 -- Upserts a whole batch of minute bars in one statement and returns one row of counts:
 --   received    records in the batch
---   duplicates  records superseded by another record of the same code and minute in the batch
+--   duplicates  records superseded by another record of the same code, venue and minute in the batch
 --   inserted    new bars
 --   updated     bars whose OHLCV changed (a forming bar overwritten, a correction)
 --   unchanged   bars already stored with the same values: no write, no dead tuple
 --
 -- Parameter bars: a JSON array of Bar.as_record() objects (datetime a naive KST ISO string),
--- each optionally with a "source" (default KIS). One parameter, so that Airflow's
+-- each optionally with a "source" (default KIS) and a "venue" (krx, nxt or unified; default krx:
+-- a batch from before venues existed is KRX's). One parameter, so that Airflow's
 -- SQLExecuteQueryOperator, which binds parameters to a single cursor.execute, can send a batch.
 -- Run ensure_minute_partitions.sql with the same parameter first, in the same transaction.
 --
@@ -17,26 +18,31 @@ WITH received AS (
     FROM ROWS FROM (
         jsonb_to_recordset(%(bars)s::jsonb)
             AS (stock_code text, datetime timestamp, open integer, high integer, low integer,
-                close integer, volume bigint, source text)
-    ) WITH ORDINALITY AS r (stock_code, datetime, open, high, low, close, volume, source, position)
+                close integer, volume bigint, source text, venue text)
+    ) WITH ORDINALITY AS r (stock_code, datetime, open, high, low, close, volume, source, venue, position)
 ),
--- ON CONFLICT cannot touch a row twice in one statement, so one record per code and minute is
+keyed AS (
+    SELECT stock_code, coalesce(venue, 'krx') AS venue, datetime, open, high, low, close, volume,
+           source, position
+    FROM received
+),
+-- ON CONFLICT cannot touch a row twice in one statement, so one record per code, venue and minute is
 -- kept: the highest volume (a bar's volume only grows while its minute forms, so it is the latest
 -- state whatever order the mapped fetches were concatenated in), then the last one received.
 latest AS (
-    SELECT DISTINCT ON (stock_code, datetime) *
-    FROM received
-    ORDER BY stock_code, datetime, volume DESC, position DESC
+    SELECT DISTINCT ON (stock_code, venue, datetime) *
+    FROM keyed
+    ORDER BY stock_code, venue, datetime, volume DESC, position DESC
 ),
 written AS (
     INSERT INTO stock_prices_minute AS stored
-        (stock_code, datetime, open, high, low, close, volume, source)
-    SELECT stock_code, datetime, open, high, low, close, volume, coalesce(source, 'KIS')
+        (stock_code, venue, datetime, open, high, low, close, volume, source)
+    SELECT stock_code, venue, datetime, open, high, low, close, volume, coalesce(source, 'KIS')
     FROM latest
     -- A fixed order of row locks: two overlapping batches upserted concurrently wait for each
     -- other instead of deadlocking.
-    ORDER BY stock_code, datetime
-    ON CONFLICT (stock_code, datetime) DO UPDATE
+    ORDER BY stock_code, venue, datetime
+    ON CONFLICT (stock_code, venue, datetime) DO UPDATE
     SET open = excluded.open,
         high = excluded.high,
         low = excluded.low,

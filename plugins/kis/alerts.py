@@ -41,6 +41,7 @@ class Alert:
     run_id: str | None = None
     stock_code: str | None = None
     minutes: Sequence[datetime] = ()
+    venue: str | None = None  # krx | nxt | unified; None for an alert about no venue in particular
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -59,9 +60,12 @@ def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None
             log.exception("Notifier %s failed", type(notifier).__name__)
 
 
-def codes_alerted(conn, kind: str, day: date) -> set[str]:
-    """The codes with an alert of ``kind`` on ``day`` (e.g. codes KIS called unknown today)."""
-    rows = conn.execute(load_sql("codes_alerted"), {"kind": kind, "day": day}).fetchall()
+def codes_alerted(conn, kind: str, day: date, venue: str | None = None) -> set[str]:
+    """The codes with an alert of ``kind`` on ``day`` (e.g. codes KIS called unknown today).
+
+    :param venue: only the alerts about that venue; None: about any venue, or none in particular.
+    """
+    rows = conn.execute(load_sql("codes_alerted"), {"kind": kind, "day": day, "venue": venue}).fetchall()
     return {code for (code,) in rows}
 
 
@@ -80,6 +84,7 @@ def _store(alert: Alert, market_conn_id: str) -> None:
                 "dag_id": alert.dag_id,
                 "run_id": alert.run_id,
                 "stock_code": alert.stock_code,
+                "venue": alert.venue,
                 "trading_date": alert.trading_date,
                 "minutes": [m.astimezone(KST).replace(tzinfo=None) for m in alert.minutes] or None,
                 "message": alert.message,

@@ -8,6 +8,7 @@ for retention's statements that cannot run in a function, with ``psycopg.sql.Ide
 
 Minutes cross this boundary as naive KST wall-clock timestamps (the column type, see
 ``docs/storage.md``); aware datetimes are converted to KST here, never by the session TimeZone.
+Every function reads or writes one venue (``kis.venues.Venue`` or its value), KRX unless told.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -25,6 +27,7 @@ from psycopg.rows import class_row
 
 from kis.bars import KST, Bar
 from kis.resources import load_sql
+from kis.venues import Venue
 
 if TYPE_CHECKING:
     import pandas
@@ -75,10 +78,12 @@ class DayVerification:
 
     trading_date: date
     stock_code: str
+    venue: str  # krx | nxt | unified
     expected: int
-    stored: int
+    stored: int  # every bar of the venue's day, in the grid or not
     present: int
     missing_minutes: list[datetime]  # naive KST
+    unexpected_minutes: list[datetime]  # naive KST: bars outside the grid and the closing print's window
     closing_bar_at: datetime | None  # naive KST
     volume_sum: int
     reported_volume: int | None
@@ -101,23 +106,28 @@ class MinuteStatus:
     per_code: list[dict[str, Any]]
 
 
-def bars_json(bars: Iterable[Bar], source: str | None = None) -> str:
+def bars_json(bars: Iterable[Bar], source: str | None = None, venue: str | None = None) -> str:
     """The ``bars`` parameter of upsert_minute_bars.sql: a JSON array of ``Bar.as_record()``.
 
     :param source: stored in ``source`` for every bar of the batch (the table's default is KIS).
+    :param venue: stored in ``venue`` for every bar of the batch (left out, the statement stores krx).
     """
     extra = {"source": source} if source is not None else {}
+    if venue is not None:
+        extra["venue"] = _venue(venue)
     return json.dumps([bar.as_record() | extra for bar in bars], separators=(",", ":"))
 
 
-def upsert_bars(conn: psycopg.Connection, bars: Iterable[Bar], *, source: str | None = None) -> UpsertCounts:
-    """Upserts a batch in one transaction (a savepoint inside the caller's): all or nothing.
+def upsert_bars(
+    conn: psycopg.Connection, bars: Iterable[Bar], *, source: str | None = None, venue: str = Venue.KRX
+) -> UpsertCounts:
+    """Upserts a batch of one venue in one transaction (a savepoint inside the caller's): all or nothing.
 
     Partitions the batch needs are created first. A bad bar raises the database's error, whose
     message names the violated constraint (``ck_minute_low_le_open_close_le_high``, ...) and shows
     the failing row; nothing of the batch is stored and nothing stored before is touched.
     """
-    params = {"bars": bars_json(bars, source)}
+    params = {"bars": bars_json(bars, source, venue)}
     with conn.transaction():
         conn.execute(load_sql("ensure_minute_partitions"), params)
         with conn.cursor(row_factory=class_row(UpsertCounts)) as cur:
@@ -209,15 +219,23 @@ def verify_day(
     volumes: dict[str, int] | None = None,
     *,
     run_id: str,
+    venue: str = Venue.KRX,
+    closing: datetime | None | EllipsisType = ...,
 ) -> list[DayVerification]:
-    """Verifies ``day`` for ``codes`` against ``grid`` and records it (see verify_day.sql).
+    """Verifies ``day`` of ``venue`` for ``codes`` against ``grid`` and records it (see verify_day.sql).
 
-    :param grid: the expected bar minutes (``kis.calendar`` ``Session.bar_minutes``), the close last.
+    :param grid: the expected bar minutes (``kis.calendar`` ``Session.bar_minutes``).
     :param volumes: the day's cumulative volume per code as reported by the API, when known.
+    :param closing: the closing bar (``Session.closing_bar``); None when the venue's day ends without
+        one (nxt, unified: then no missing bar makes a gap). Left out: the grid's last minute, as on KRX.
     """
+    if closing is ...:
+        closing = grid[-1] if grid else None
     params = {
         "day": day,
+        "venue": _venue(venue),
         "grid": [_naive_kst(minute) for minute in grid],
+        "closing": _naive_kst(closing) if closing is not None else None,
         "codes": list(codes),
         "volumes": json.dumps(volumes) if volumes is not None else None,
         "run_id": run_id,
@@ -227,25 +245,47 @@ def verify_day(
 
 
 def live_gaps(
-    conn: psycopg.Connection, codes: Sequence[str], minutes: Sequence[datetime], *, run_id: str
+    conn: psycopg.Connection,
+    codes: Sequence[str],
+    minutes: Sequence[datetime],
+    *,
+    run_id: str,
+    venue: str = Venue.KRX,
 ) -> list[tuple[str, datetime]]:
-    """The (code, minute) gaps among ``minutes`` not alerted before, now marked as alerted."""
-    params = {"codes": list(codes), "minutes": [_naive_kst(m) for m in minutes], "run_id": run_id}
+    """The (code, minute) gaps of ``venue`` among ``minutes`` not alerted before, now marked as alerted."""
+    params = {
+        "codes": list(codes),
+        "venue": _venue(venue),
+        "minutes": [_naive_kst(m) for m in minutes],
+        "run_id": run_id,
+    }
     with conn.transaction():
         return [(code, minute) for code, minute in conn.execute(load_sql("live_gap_check"), params)]
 
 
-def codes_with_closing_bar(conn: psycopg.Connection, codes: Sequence[str], close: datetime) -> set[str]:
-    """The ``codes`` whose closing bar (labelled ``close`` to five minutes later) is stored."""
-    params = {"codes": list(codes), "close": _naive_kst(close)}
+def codes_with_closing_bar(
+    conn: psycopg.Connection, codes: Sequence[str], close: datetime, *, venue: str = Venue.KRX
+) -> set[str]:
+    """The ``codes`` whose closing bar (labelled ``close`` to five minutes later) is stored on ``venue``."""
+    params = {"codes": list(codes), "venue": _venue(venue), "close": _naive_kst(close)}
     return {code for (code,) in conn.execute(load_sql("codes_with_closing_bar"), params)}
 
 
 def minute_status(
-    conn: psycopg.Connection, day: date, codes: Sequence[str], expected_per_code: int
+    conn: psycopg.Connection,
+    day: date,
+    codes: Sequence[str],
+    expected_per_code: int,
+    *,
+    venue: str = Venue.KRX,
 ) -> MinuteStatus:
-    """The seed's minute-status figures for ``day``, against ``expected_per_code`` bars per code."""
-    params = {"day": day, "codes": list(codes), "expected_per_code": expected_per_code}
+    """The seed's minute-status figures for ``day`` on ``venue``, against ``expected_per_code`` bars each."""
+    params = {
+        "day": day,
+        "venue": _venue(venue),
+        "codes": list(codes),
+        "expected_per_code": expected_per_code,
+    }
     with conn.cursor(row_factory=class_row(MinuteStatus)) as cur:
         status = cur.execute(load_sql("minute_status"), params).fetchone()
     assert status is not None
@@ -253,9 +293,15 @@ def minute_status(
 
 
 def bars_frame(
-    conn: psycopg.Connection, codes: Sequence[str], start: datetime, end: datetime, *, minutes: int = 1
+    conn: psycopg.Connection,
+    codes: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    minutes: int = 1,
+    venue: str = Venue.KRX,
 ) -> pandas.DataFrame:
-    """The stored bars of ``codes`` in ``[start, end)``, for notebooks and downstream DAGs.
+    """The stored bars of ``codes`` on ``venue`` in ``[start, end)``, for notebooks and downstream DAGs.
 
     A DataFrame indexed by ``(stock_code, minute)`` (the bar's start, aware KST) with the int64
     columns ``open high low close volume bar_count``. ``minutes`` > 1 resamples as the
@@ -270,12 +316,24 @@ def bars_frame(
         "from_ts": _naive_kst(start),
         "to_ts": _naive_kst(end),
         "codes": list(codes),
+        "venue": _venue(venue),
     }
     rows = conn.execute(load_sql("minute_bars_resampled"), params).fetchall()
-    columns = ["stock_code", "minute", "open", "high", "low", "close", "volume", "bar_count"]
-    frame = pandas.DataFrame(rows, columns=columns).astype({c: "int64" for c in columns[2:]})
+    columns = ["stock_code", "venue", "minute", "open", "high", "low", "close", "volume", "bar_count"]
+    # One venue was asked for: the frame stays indexed by (stock_code, minute) as before venues.
+    frame = pandas.DataFrame(rows, columns=columns).drop(columns="venue")
+    frame = frame.astype({c: "int64" for c in columns[3:]})
     frame["minute"] = pandas.to_datetime(frame["minute"]).dt.tz_localize(KST)
     return frame.set_index(["stock_code", "minute"])
+
+
+def _venue(venue: str) -> str:
+    """The stored name of ``venue``; an unknown one fails here, with the choices, not as a CHECK."""
+    try:
+        return Venue(venue).value
+    except ValueError:
+        choices = ", ".join(v.value for v in Venue)
+        raise ValueError(f"unknown venue {venue!r}; choose from {choices}") from None
 
 
 def _naive_kst(moment: datetime) -> datetime:

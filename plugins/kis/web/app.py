@@ -2,13 +2,15 @@
 
 The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
 
-- ``GET /kis/api/minute-status?date=YYYY-MM-DD``: the seed's figures, per-code completeness and
-  verification, the latest alerts (see :func:`kis.web.status.minute_status`);
-- ``GET /kis/api/heatmap?date=YYYY-MM-DD``: codes x minutes states (:func:`kis.web.status.heatmap`);
+- ``GET /kis/api/minute-status?date=YYYY-MM-DD&venue=krx``: the seed's figures, per-code
+  completeness and verification, the latest alerts (see :func:`kis.web.status.minute_status`);
+- ``GET /kis/api/heatmap?date=YYYY-MM-DD&venue=krx``: codes x minutes states
+  (:func:`kis.web.status.heatmap`);
 - ``GET /kis/dashboard``: the page, shown inside the Airflow UI as an external view; it reads the
   two endpoints above and the run latencies from Airflow's own REST API.
 
-``date`` defaults to today in KST. A mounted app inherits no authentication from the API server, so
+``date`` defaults to today in KST; ``venue`` (krx, nxt or unified) to krx, and an unknown one is
+answered 422 naming the choices. A mounted app inherits no authentication from the API server, so
 the whole app depends on Airflow's own security dependency: the caller must be logged in (Bearer
 token, or the UI's ``_token`` cookie, which the dashboard's iframe sends) and allowed to read the
 runs of ``kis_minute_bars``. No credential gives 401, an invalid one 403.
@@ -30,6 +32,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from kis.bars import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.resources import MARKET_DB_CONN_ID
+from kis.venues import Venue
 from kis.web import status
 
 __all__ = ["COLLECTION_DAG_ID", "Sources", "create_app"]
@@ -43,6 +46,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 # ``date`` in the URL; ``day`` in the code, so as not to shadow the type.
 DateParam = Annotated[
     date | None, Query(alias="date", description="The trading date (KST); today when left out.")
+]
+VenueParam = Annotated[
+    Venue, Query(description="The venue: krx, nxt (Nextrade) or unified (KRX + Nextrade).")
 ]
 AlertLimit = Annotated[int, Query(ge=0, le=200, description="How many of the latest alerts to return.")]
 
@@ -120,17 +126,21 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         return requested or src.now().astimezone(KST).date()
 
     @app.get("/api/minute-status", summary="The collection status of a date")
-    def minute_status(day: DateParam = None, alerts: AlertLimit = status.ALERT_LIMIT) -> JSONResponse:
+    def minute_status(
+        day: DateParam = None, venue: VenueParam = Venue.KRX, alerts: AlertLimit = status.ALERT_LIMIT
+    ) -> JSONResponse:
         with market_db() as conn:
-            body = status.minute_status(conn, day_of(day), src.codes(), src.calendar(), alert_limit=alerts)
+            body = status.minute_status(
+                conn, day_of(day), src.codes(), src.calendar(), venue=venue, alert_limit=alerts
+            )
         return JSONResponse(body, headers=NO_STORE)
 
     @app.get(
         "/api/heatmap", summary="Codes x minutes of a date: collected, missing, expected absence, not yet"
     )
-    def heatmap(day: DateParam = None) -> JSONResponse:
+    def heatmap(day: DateParam = None, venue: VenueParam = Venue.KRX) -> JSONResponse:
         with market_db() as conn:
-            body = status.heatmap(conn, day_of(day), src.codes(), src.calendar(), src.now())
+            body = status.heatmap(conn, day_of(day), src.codes(), src.calendar(), src.now(), venue=venue)
         return JSONResponse(body, headers=NO_STORE)
 
     @app.get("/dashboard", response_class=HTMLResponse, summary="The collection dashboard")

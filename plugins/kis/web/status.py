@@ -3,7 +3,8 @@
 Plain functions on a psycopg connection, so the tests call them on a real database without any web
 server, and the FastAPI app only adds the wiring (connection, watch-list, clock, authentication).
 Every statement is a file in ``include/sql``. Timestamps of bars are naive KST wall-clock values,
-as stored and as the seed's API returned them (``"2024-11-08T09:01:00"``).
+as stored and as the seed's API returned them (``"2024-11-08T09:01:00"``). Everything is of one
+venue (KRX by default), measured against that venue's grid, and every answer names it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kis import storage
 from kis.resources import load_sql
 from kis.bars import KST
 from kis.calendar import KrxCalendar, Session
+from kis.venues import Venue
 
 __all__ = ["ALERT_LIMIT", "CELL_STATES", "heatmap", "latest_alerts", "minute_status"]
 
@@ -34,24 +36,27 @@ def minute_status(
     codes: Sequence[str],
     calendar: KrxCalendar,
     *,
+    venue: Venue = Venue.KRX,
     alert_limit: int = ALERT_LIMIT,
 ) -> dict[str, Any]:
-    """The seed's minute-status figures of ``day``, per-code completeness and the latest alerts.
+    """The seed's minute-status figures of ``day`` on ``venue``, per-code completeness and the latest alerts.
 
-    ``expected_total`` is the calendar's grid length times the number of codes (381 x 50 on a
-    regular day, 0 on a holiday), never 390 x 50; ``collection_rate`` is None when nothing is
-    expected.
+    ``expected_total`` is the venue's grid length times the number of codes (381 x 50 on a regular
+    KRX day, 0 on a holiday), never 390 x 50; ``collection_rate`` is None when nothing is expected.
     """
-    session = calendar.session(day)
+    venue = Venue(venue)
+    session = calendar.session(day, venue)
     grid = session.bar_minutes if session else ()
-    status = storage.minute_status(conn, day, codes, len(grid))
-    verification = {row["stock_code"]: row for row in _rows(conn, "day_verification", {"day": day})}
+    status = storage.minute_status(conn, day, codes, len(grid), venue=venue)
+    verifications = _rows(conn, "day_verification", {"day": day, "venue": venue.value})
+    verification = {row["stock_code"]: row for row in verifications}
     per_code = [
         {**row, "verification": _verification_of(verification.get(row["stock_code"]))}
         for row in status.per_code
     ]
     return {
         "date": day.isoformat(),
+        "venue": venue.value,
         "session": _session_json(session),
         "today_total": status.today_total or 0,
         "expected_total": status.expected_total or 0,
@@ -60,22 +65,38 @@ def minute_status(
         "first_time": _iso(status.first_time),
         "last_time": _iso(status.last_time),
         "codes": per_code,
-        "alerts": latest_alerts(conn, day, alert_limit),
+        "alerts": latest_alerts(conn, day, alert_limit, venue=venue),
     }
 
 
 def heatmap(
-    conn: psycopg.Connection, day: date, codes: Sequence[str], calendar: KrxCalendar, now: datetime
+    conn: psycopg.Connection,
+    day: date,
+    codes: Sequence[str],
+    calendar: KrxCalendar,
+    now: datetime,
+    *,
+    venue: Venue = Venue.KRX,
 ) -> dict[str, Any]:
-    """Codes x minutes of ``day``: one state character per grid minute (see ``CELL_STATES``).
+    """Codes x minutes of ``day`` on ``venue``: one state character per grid minute (see ``CELL_STATES``).
 
     :param now: the current time (aware), which decides the minutes that are not due yet.
     """
-    session = calendar.session(day)
+    venue = Venue(venue)
+    session = calendar.session(day, venue)
     grid = [minute.replace(tzinfo=None) for minute in session.bar_minutes] if session else []
-    params = {"day": day, "grid": grid, "codes": list(codes), "now": now.astimezone(KST).replace(tzinfo=None)}
+    closing = session.closing_bar.replace(tzinfo=None) if session and session.closing_bar else None
+    params = {
+        "day": day,
+        "venue": venue.value,
+        "grid": grid,
+        "closing": closing,
+        "codes": list(codes),
+        "now": now.astimezone(KST).replace(tzinfo=None),
+    }
     return {
         "date": day.isoformat(),
+        "venue": venue.value,
         "session": _session_json(session),
         "generated_at": now.astimezone(KST).isoformat(timespec="seconds"),
         "states": CELL_STATES,
@@ -84,9 +105,12 @@ def heatmap(
     }
 
 
-def latest_alerts(conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT) -> list[dict[str, Any]]:
-    """The newest ``limit`` alerts about ``day``; ``raised_at`` in KST with its offset."""
-    rows = _rows(conn, "latest_alerts", {"day": day, "limit": limit})
+def latest_alerts(
+    conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT, *, venue: Venue = Venue.KRX
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` alerts about ``day`` on ``venue`` (or no venue in particular); ``raised_at``
+    in KST with its offset."""
+    rows = _rows(conn, "latest_alerts", {"day": day, "venue": Venue(venue).value, "limit": limit})
     return [
         {**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows
     ]
@@ -104,6 +128,7 @@ def _verification_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
         "status": row["status"],
         "volume_status": row["volume_status"],
         "missing": row["missing"],
+        "unexpected": row["unexpected"],
         "checked_at": row["checked_at"].astimezone(KST).isoformat(timespec="seconds"),
     }
 
@@ -114,6 +139,7 @@ def _session_json(session: Session | None) -> dict[str, Any] | None:
     return {
         "open": session.open.isoformat(),
         "close": session.close.isoformat(),
+        "closing_bar": session.closing_bar.isoformat() if session.closing_bar else None,
         "bars_per_code": len(session.bar_minutes),
     }
 

@@ -1,6 +1,6 @@
-// The collection dashboard: reads the plugin's API (api/minute-status, api/heatmap) and Airflow's
-// REST API for the run latencies, with the login cookie the Airflow UI already set. URLs are
-// relative, so the page works under any base path the API server is given.
+// The collection dashboard: reads the plugin's API (api/minute-status, api/heatmap) for one date and
+// venue, and Airflow's REST API for the run latencies, with the login cookie the Airflow UI already
+// set. URLs are relative, so the page works under any base path the API server is given.
 "use strict";
 
 const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", f: "#e9ecef" };
@@ -14,6 +14,7 @@ const RUNS_SHOWN = 60;
 
 const $ = (id) => document.getElementById(id);
 const dateInput = $("date");
+const venueInput = $("venue");
 let heatmapData = null;
 let refreshTimer = null;
 
@@ -30,6 +31,8 @@ async function getJson(url) {
   if (!response.ok) {
     let detail = "";
     try { detail = (await response.json()).detail || ""; } catch (_) { /* not JSON */ }
+    // FastAPI's validation errors (422) are a list of {loc, msg}.
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
     throw new Error(url.split("?")[0] + ": HTTP " + response.status + (detail ? ", " + detail : ""));
   }
   return response.json();
@@ -166,7 +169,7 @@ function renderHeatmap(data) {
   text("due-detail", due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "") : "nothing due yet");
   text("heatmap-note", data.session
     ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + data.generated_at.replace("T", " ").slice(0, 19) + " KST."
-    : "No KRX session on " + data.date + ": nothing is expected.");
+    : "No " + venueInput.selectedOptions[0].textContent + " session on " + data.date + ": nothing is expected.");
 }
 
 function showTip(event) {
@@ -248,7 +251,7 @@ async function loadLatency() {
 
 async function load() {
   const day = dateInput.value || todayKst();
-  const query = "?date=" + encodeURIComponent(day);
+  const query = "?date=" + encodeURIComponent(day) + "&venue=" + encodeURIComponent(venueInput.value);
   document.body.dataset.state = "loading";
   try {
     const [status, heatmap] = await Promise.all([getJson("api/minute-status" + query), getJson("api/heatmap" + query)]);
@@ -271,12 +274,17 @@ async function load() {
 function start() {
   const requested = new URLSearchParams(window.location.search).get("date");
   dateInput.value = requested || todayKst();
-  dateInput.addEventListener("change", () => {
+  const venue = new URLSearchParams(window.location.search).get("venue");
+  if ([...venueInput.options].some((option) => option.value === venue)) venueInput.value = venue;
+  const applyChoice = () => {
     const url = new URL(window.location.href);
     url.searchParams.set("date", dateInput.value);
+    url.searchParams.set("venue", venueInput.value);
     history.replaceState(null, "", url);
     load();
-  });
+  };
+  dateInput.addEventListener("change", applyChoice);
+  venueInput.addEventListener("change", applyChoice);
   $("today").addEventListener("click", () => { dateInput.value = todayKst(); dateInput.dispatchEvent(new Event("change")); });
   $("refresh").addEventListener("click", load);
   $("heatmap").addEventListener("mousemove", showTip);
