@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Alert:
     """Something an operator must look at: what, where, and the evidence."""
 
-    kind: str  # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | invalid_watchlist
+    kind: str  # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | invalid_watchlist | not_on_venue (information)
     message: str
     trading_date: date | None = None
     dag_id: str | None = None
@@ -45,14 +45,24 @@ class Alert:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+# Kinds stored and shown on the dashboard but not forwarded: nothing for an operator to do.
+INFORMATION = frozenset({"not_on_venue"})
+
+
 def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None:
-    """Logs, stores and forwards one alert. Storing or forwarding failures are logged, not raised:
-    an alert must never be the reason a collection run fails."""
-    log.warning("ALERT %s: %s", alert.kind, alert.message)
+    """Logs, stores and forwards one alert (information only logs and stores). Storing or
+    forwarding failures are logged, not raised: an alert must never be the reason a collection
+    run fails."""
+    if alert.kind in INFORMATION:
+        log.info("%s: %s", alert.kind, alert.message)
+    else:
+        log.warning("ALERT %s: %s", alert.kind, alert.message)
     try:
         _store(alert, market_conn_id)
     except Exception:
         log.exception("Could not store the alert in %s", market_conn_id)
+    if alert.kind in INFORMATION:
+        return
     for notifier in _configured_notifiers(alert):
         try:
             notifier.notify({"alert": alert})
