@@ -318,6 +318,7 @@ class _Window:
     day: date
     open: datetime
     close: datetime
+    venue: Venue = Venue.KRX
 
 
 def test_a_future_day_is_refused(connect: Callable[..., KisHook]) -> None:

@@ -28,7 +28,7 @@ def conn(market_dsn: str) -> Iterator[psycopg.Connection]:
 
 
 def nxt_grid(day: date = DAY) -> list[datetime]:
-    """Nextrade's 700 bar minutes of a regular day, naive KST: 08:00-08:49, 09:00-15:19, 15:30-19:59."""
+    """Nextrade's 690 bar minutes of a regular day, naive KST: 08:00-08:49, 09:00-15:19, 15:40-19:59."""
     session = default_calendar().session(day, NXT)
     assert session is not None and session.closing_bar is None
     return [minute.replace(tzinfo=None) for minute in session.bar_minutes]
@@ -189,7 +189,7 @@ def test_an_unknown_venue_is_refused(conn: psycopg.Connection) -> None:
 
 def test_a_nextrade_day_is_verified_on_its_own_grid_without_a_closing_bar(conn: psycopg.Connection) -> None:
     grid = nxt_grid()
-    assert len(grid) == 700
+    assert len(grid) == 690
     lost = [grid[10], grid[400], grid[-1]]  # 08:10, 14:50 and the day's last bar, 19:59
     extra = datetime(2025, 11, 3, 8, 55)  # between the pre-market and the main market: off the grid
     explained = bars_at("000660", [m for m in grid if m not in lost])
@@ -205,7 +205,7 @@ def test_a_nextrade_day_is_verified_on_its_own_grid_without_a_closing_bar(conn: 
         )
     }
     # The bar off the grid is reported and counted as stored, and the day is still complete.
-    assert (nxt["005930"].status, nxt["005930"].present, nxt["005930"].stored) == ("complete", 700, 701)
+    assert (nxt["005930"].status, nxt["005930"].present, nxt["005930"].stored) == ("complete", 690, 691)
     assert nxt["005930"].unexpected_minutes == [extra] and nxt["005930"].missing_minutes == []
     # Without a closing bar to expect, a missing last bar is no gap: the volumes explain the absences.
     assert (nxt["000660"].status, nxt["000660"].missing_minutes) == ("complete_with_explained_absences", lost)
@@ -264,7 +264,7 @@ def test_gaps_status_and_reads_are_per_venue(conn: psycopg.Connection) -> None:
     assert storage.codes_with_closing_bar(conn, ["005930"], grid[-1]) == set()
     assert storage.codes_with_closing_bar(conn, ["005930"], grid[-1], venue=NXT) == {"005930"}
     assert storage.minute_status(conn, DAY, ["005930"], 381).today_total == 19
-    assert storage.minute_status(conn, DAY, ["005930"], 700, venue=NXT).today_total == 11
+    assert storage.minute_status(conn, DAY, ["005930"], 690, venue=NXT).today_total == 11
 
     start = datetime.combine(DAY, time())
     frame = storage.bars_frame(conn, ["005930"], start, start + timedelta(days=1), minutes=60, venue=NXT)

@@ -49,7 +49,7 @@ COMPLETE, GAPPY, EXPLAINED, EMPTY = CODES
 GAP_MINUTES = 10
 VI_MINUTES = 2
 BARS_PER_DAY = 381
-NXT_BARS_PER_DAY = 700  # 08:00-08:49, 09:00-15:19, 15:30-19:59
+NXT_BARS_PER_DAY = 690  # 08:00-08:49, 09:00-15:19, 15:40-19:59
 NXT_OFF_GRID = datetime(2026, 11, 25, 8, 55, tzinfo=KST)  # between Nextrade's pre- and main market
 # A clock after both days' close, so that every minute of them is due.
 AFTER_CLOSE = datetime(2026, 11, 26, 16, 0, tzinfo=KST)
@@ -233,7 +233,7 @@ def test_a_venue_is_shown_on_its_own_grid(app_client, admin_jwt):
 
     heatmap = _get(app_client, f"/api/heatmap?date={GAP_DAY}&venue=nxt", admin_jwt)
     assert heatmap["venue"] == "nxt"
-    assert (heatmap["minutes"][0], heatmap["minutes"][-1], len(heatmap["minutes"])) == ("08:00", "19:59", 700)
+    assert (heatmap["minutes"][0], heatmap["minutes"][-1], len(heatmap["minutes"])) == ("08:00", "19:59", 690)
     cells = {row["stock_code"]: row["cells"] for row in heatmap["rows"]}
     assert cells[COMPLETE] == "c" * NXT_BARS_PER_DAY
     assert cells[GAPPY] == "c" * (NXT_BARS_PER_DAY - 1) + "a"
