@@ -101,8 +101,12 @@ def main() -> None:
         minute_ticks = sorted(MINUTE_TICKS + (NEXTRADE_TICKS if nextrade else []))
         runs = [("kis_minute_bars", hhmm) for hhmm in minute_ticks] + list(BACKFILLS.items())
         for dag_id, hhmm in sorted(runs, key=lambda run: run[1]):
+            began = time.monotonic()
             dag_run = run(dag_id, at(hhmm))
-            say(f"  {dag_id:<28} {hhmm}  {dag_run.state:<8} bars stored so far: {_count_bars(env, day):>6}")
+            say(
+                f"  {dag_id:<28} {hhmm}  {dag_run.state:<8} {time.monotonic() - began:5.1f} s"
+                f"  bars stored so far: {_count_bars(env, day):>6}"
+            )
         counters = sim.counters()
 
     _print_outcome(say, env, day, counters, len(codes), len(minute_ticks))
