@@ -79,6 +79,23 @@ def codes_alerted(conn, kind: str, day: date, venue: str | None = None) -> set[s
     return {code for (code,) in rows}
 
 
+def resolve_fetched(conn, day: date, venue: str, codes: Sequence[str], *, run_id: str) -> list[str]:
+    """Marks resolved the open ``fetch_failed`` alerts of ``codes`` on ``day`` and ``venue``, which a
+    later fetch just fetched; returns their codes. One statement for a whole batch."""
+    params = {"day": day, "venue": venue, "codes": list(codes), "run_id": run_id}
+    return sorted(code for _, code in conn.execute(load_sql("resolve_fetched_alerts"), params))
+
+
+def resolve_verified(
+    conn, day: date, venue: str, complete: Sequence[str], *, day_done: bool, run_id: str
+) -> list[tuple[str, str | None]]:
+    """Marks resolved the open ``gap`` and ``incomplete_day`` alerts of ``day`` and ``venue`` that a
+    later verification settled: those about a code it found ``complete``, and those about the whole
+    day when ``day_done`` (it passed with every code complete). Returns their (kind, code)."""
+    params = {"day": day, "venue": venue, "complete": list(complete), "day_done": day_done, "run_id": run_id}
+    return [(kind, code) for _, kind, code in conn.execute(load_sql("resolve_verified_alerts"), params)]
+
+
 def _store(alert: Alert, market_conn_id: str) -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 

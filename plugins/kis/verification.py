@@ -18,6 +18,8 @@ from kis.venues import Venue
 
 #: The statuses of a code whose day is short of data: alerted by name.
 SHORT = ("gap", "no_data")
+#: The statuses of a code whose day is settled: every grid minute stored or its absence explained.
+COMPLETE = ("complete", "complete_with_explained_absences")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float, *, v
         missing={r.stock_code: [m.isoformat() for m in r.missing_minutes] for r in report if r.missing_minutes},
         unexpected={r.stock_code: [m.isoformat() for m in r.unexpected_minutes] for r in report if r.unexpected_minutes},
     )
+
+
+def complete_codes(report: Sequence[DayVerification]) -> list[str]:
+    """The codes of ``report`` whose day is complete: their gap alerts are settled."""
+    return [r.stock_code for r in report if r.status in COMPLETE]
 
 
 def format_report(report: Sequence[DayVerification]) -> str:

@@ -108,11 +108,16 @@ def heatmap(
 def latest_alerts(
     conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT, *, venue: Venue = Venue.KRX
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` alerts about ``day`` on ``venue`` (or no venue in particular); ``raised_at``
-    in KST with its offset."""
+    """The newest ``limit`` alerts about ``day`` on ``venue`` (or no venue in particular);
+    ``raised_at`` and ``resolved_at`` (None while open) in KST with their offset."""
     rows = _rows(conn, "latest_alerts", {"day": day, "venue": Venue(venue).value, "limit": limit})
     return [
-        {**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows
+        {
+            **row,
+            "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds"),
+            "resolved_at": row["resolved_at"] and row["resolved_at"].astimezone(KST).isoformat(timespec="seconds"),
+        }
+        for row in rows
     ]
 
 
