@@ -299,6 +299,23 @@ def test_every_route_needs_a_login(app_client):
             app_client.cookies.clear()
 
 
+def test_a_browser_without_login_is_sent_to_the_login_page_and_back(app_client):
+    """Only a browser's visit to the page (it asks for HTML) is redirected; the API stays 401 JSON."""
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    response = app_client.get(f"/dashboard?date={GAP_DAY}&venue=nxt", headers=html, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == (
+        "../api/v2/auth/login?next=%2Fdashboard%3Fdate%3D2026-11-25%26venue%3Dnxt"
+    )
+    for path, headers in (
+        ("/dashboard", {"Accept": "application/json"}),
+        ("/dashboard", {}),
+        (f"/api/minute-status?date={GAP_DAY}", html),
+    ):
+        response = app_client.get(path, headers=headers, follow_redirects=False)
+        assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"}), path
+
+
 def test_bad_date_is_rejected(app_client, admin_jwt):
     response = app_client.get(
         "/api/minute-status?date=2026-13-01", headers={"Authorization": f"Bearer {admin_jwt}"}
@@ -554,9 +571,18 @@ def _pixel_js(code: str, minute_index: int) -> str:
     )
 
 
-def test_dashboard_without_login_says_so(api_server, browser):
-    browser.call("Page.navigate", url=f"{api_server['base']}/kis/dashboard")
-    browser.wait_for("document.body && document.body.innerText.includes('Not authenticated')")
+def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, browser):
+    base = api_server["base"]
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    login = browser.wait_for("location.pathname.endsWith('/auth/login/') || location.pathname.endsWith('/auth/login')"
+                             " ? location.href : ''")
+    assert "Not authenticated" not in browser.evaluate("document.body ? document.body.innerText : ''")
+    assert httpx.URL(login).params["next"] == f"/kis/dashboard?date={GAP_DAY}"
+    # Logging in there brings the browser back to the dashboard, which then loads.
+    _log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    assert browser.wait_for("document.body && ['ready', 'error'].includes(document.body.dataset.state)"
+                            " && document.body.dataset.state") == "ready"
 
 
 def test_dashboard_inside_the_airflow_ui(api_server, browser):
