@@ -129,7 +129,7 @@ def test_a_missed_deadline_becomes_an_alert_of_its_run(market_db: str) -> None:
             "SELECT kind, run_id, trading_date, message FROM collection_alerts"
         ).fetchall()
     assert (kind, run_id, trading_date) == ("deadline_missed", context["dag_run"]["dag_run_id"], date(2026, 11, 25))
-    assert "was not done by 2026-11-25T01:31:50Z (state running)" in message
+    assert "was not done by 2026-11-25 10:31:50 KST (state running)" in message
 
 
 def _alert(conn, kind: str, code: str | None, venue: str | None, day: date = date(2026, 11, 25)) -> int:

@@ -86,6 +86,9 @@ def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
         (alert,) = bag.get_dag(dag_id).deadline
         assert alert.interval == interval
         assert alert.callback.path == "kis.alerts.deadline_missed"
+    # The UI's deadline card humanizes the interval (90 min: "2 hours"); the name beside it is exact.
+    assert bag.get_dag("kis_minute_bars").deadline[0].name == "minute run due 50 s after its scheduled time"
+    assert bag.get_dag("kis_minute_backfill").deadline[0].name == "backfill due 90 min after its scheduled time"
 
 
 # --- kis_minute_bars ----------------------------------------------------------------------------

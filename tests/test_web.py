@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -58,6 +59,11 @@ AFTER_CLOSE = datetime(2026, 11, 26, 16, 0, tzinfo=KST)
 def _grid(day: date, venue: Venue = Venue.KRX) -> list[datetime]:
     session = default_calendar().session(day, venue)
     return list(session.bar_minutes) if session else []
+
+
+def _truncated(percent: float) -> float:
+    """A percentage as the API shows it: three decimals, truncated."""
+    return math.floor(percent * 1000) / 1000
 
 
 def _bars(code: str, minutes: list[datetime]) -> list[Bar]:
@@ -160,8 +166,11 @@ def test_complete_day(app_client, admin_jwt):
     assert status["today_total"] == status["expected_total"] == BARS_PER_DAY * len(CODES)
     assert status["collection_rate"] == 100.0
     assert status["stock_count"] == len(CODES)
-    assert status["first_time"] == "2026-11-24T09:00:00"
-    assert status["last_time"] == "2026-11-24T15:30:00"
+    assert status["first_time"] == "2026-11-24T09:00:00+09:00"
+    assert status["last_time"] == "2026-11-24T15:30:00+09:00"
+    assert {(c["first_time"], c["last_time"]) for c in status["codes"]} == {
+        ("2026-11-24T09:00:00+09:00", "2026-11-24T15:30:00+09:00")
+    }
     assert status["session"]["bars_per_code"] == BARS_PER_DAY
     assert {c["stock_code"]: (c["completeness"], c["verification"]["status"]) for c in status["codes"]} == {
         code: (100.0, "complete") for code in CODES
@@ -181,11 +190,14 @@ def test_day_with_gaps(app_client, admin_jwt):
     stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
     assert status["today_total"] == stored
     assert status["expected_total"] == BARS_PER_DAY * len(CODES)
-    assert status["collection_rate"] == round(100 * stored / (BARS_PER_DAY * len(CODES)), 2)
+    assert status["collection_rate"] == _truncated(100 * stored / (BARS_PER_DAY * len(CODES)))
     assert status["stock_count"] == 3
+    # Least complete first, as the dashboard lists them.
+    assert [c["stock_code"] for c in status["codes"]] == [EMPTY, GAPPY, EXPLAINED, COMPLETE]
     per_code = {c["stock_code"]: c for c in status["codes"]}
     assert per_code[GAPPY]["bars"] == BARS_PER_DAY - GAP_MINUTES
-    assert per_code[GAPPY]["completeness"] == round(100 * (BARS_PER_DAY - GAP_MINUTES) / BARS_PER_DAY, 2)
+    assert per_code[GAPPY]["completeness"] == _truncated(100 * (BARS_PER_DAY - GAP_MINUTES) / BARS_PER_DAY)
+    assert per_code[EXPLAINED]["completeness"] == 99.475  # 379/381 = 99.4750656...: truncated
     assert per_code[EMPTY]["bars"] == 0 and per_code[EMPTY]["first_time"] is None
     assert {code: c["verification"]["status"] for code, c in per_code.items()} == {
         COMPLETE: "complete",
@@ -193,9 +205,11 @@ def test_day_with_gaps(app_client, admin_jwt):
         EXPLAINED: "complete_with_explained_absences",
         EMPTY: "no_data",
     }
-    assert [(a["kind"], a["stock_code"], a["minute_count"]) for a in status["alerts"]] == [
-        ("incomplete_day", GAPPY, GAP_MINUTES)
+    assert [(a["kind"], a["stock_code"], a["minute_count"], a["resolved_at"]) for a in status["alerts"]] == [
+        ("incomplete_day", GAPPY, GAP_MINUTES, None)
     ]
+    assert status["alerts"][0]["raised_at"].endswith("+09:00")
+    assert per_code[COMPLETE]["verification"]["checked_at"].endswith("+09:00")
 
     cells = {
         row["stock_code"]: row["cells"]
@@ -217,7 +231,7 @@ def test_a_venue_is_shown_on_its_own_grid(app_client, admin_jwt):
     )
     assert status["today_total"] == (NXT_BARS_PER_DAY + 1) + (NXT_BARS_PER_DAY - 1)
     assert status["expected_total"] == NXT_BARS_PER_DAY * len(CODES)
-    assert status["first_time"] == "2026-11-25T08:00:00" and status["last_time"] == "2026-11-25T19:59:00"
+    assert status["first_time"] == "2026-11-25T08:00:00+09:00" and status["last_time"] == "2026-11-25T19:59:00+09:00"
     verification = {
         c["stock_code"]: (c["bars"], c["verification"]["status"], c["verification"]["missing"], c["verification"]["unexpected"])
         for c in status["codes"]
@@ -279,8 +293,10 @@ def test_holiday_expects_nothing(app_client, admin_jwt):
         0,
     )
     assert status["session"] is None
+    # Nothing is expected, so no code is listed as if it were (nor in the heatmap).
+    assert status["codes"] == []
     heatmap = _get(app_client, f"/api/heatmap?date={HOLIDAY}", admin_jwt)
-    assert heatmap["minutes"] == [] and all(row["cells"] == "" for row in heatmap["rows"])
+    assert heatmap["minutes"] == [] and heatmap["rows"] == []
 
 
 def test_every_route_needs_a_login(app_client):
@@ -529,10 +545,11 @@ def test_dashboard_in_a_browser(api_server, browser):
     error = browser.evaluate("document.getElementById('error').textContent")
     assert state == "ready", error
     stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
-    assert (
-        browser.evaluate("document.getElementById('rate').textContent")
-        == f"{100 * stored / 4 / BARS_PER_DAY:.2f} %"
+    assert browser.evaluate("document.getElementById('rate').textContent") == (
+        f"{_truncated(100 * stored / 4 / BARS_PER_DAY):g} %"
     )
+    assert browser.evaluate(KST_UNLABELLED_JS) == []
+    assert browser.evaluate("document.getElementById('updated').textContent").endswith(" KST")
     canvas = browser.evaluate(
         "[document.getElementById('heatmap').width, document.getElementById('heatmap').height]"
     )
@@ -569,6 +586,22 @@ def _pixel_js(code: str, minute_index: int) -> str:
         " const ctx = document.getElementById('heatmap').getContext('2d');"
         " return Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)); })()"
     )
+
+
+# The texts of the page that show a clock time without saying KST, themselves or in their column's
+# header (the canvas's axis is under a heading that says it).
+KST_UNLABELLED_JS = """(() => {
+  const unlabelled = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode.textContent;
+    if (!/\\d{2}:\\d{2}/.test(text) || text.includes("KST")) continue;
+    const td = walker.currentNode.parentElement.closest("td");
+    const header = td ? td.closest("table").tHead.rows[0].cells[td.cellIndex].textContent : "";
+    if (!header.includes("KST")) unlabelled.push(text);
+  }
+  return unlabelled;
+})()"""
 
 
 def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, browser):
