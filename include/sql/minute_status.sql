@@ -14,7 +14,7 @@
 -- stock_code, bars, expected, completeness (percent), first_time, last_time, least complete first
 -- (every code expects the same grid: fewest bars first), then by code.
 -- Percentages are truncated to three decimals, never rounded: 97.9996 is 97.999, not 98.00, which
--- would look like a pass against a 98 % threshold.
+-- would look like a pass against a threshold of 98.
 WITH codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
 ),
