@@ -17,6 +17,7 @@ import pytest
 from kis import schema
 from kis.alerts import Alert, codes_alerted, deadline_missed, resolve_fetched, resolve_verified, send_alert
 from kis.bars import KST
+from kis.venues import Venue
 
 
 class _SmtpSink(socketserver.StreamRequestHandler):
@@ -178,3 +179,17 @@ def test_a_later_verification_resolves_what_it_found_complete(market_dsn: str) -
         assert sorted(resolved, key=str) == [("gap", "000660"), ("incomplete_day", None)]
         assert _open(conn) == {nxt_gap, failed}
         assert gap_done not in _open(conn)
+
+
+def test_a_day_short_of_the_threshold_never_reads_as_reaching_it() -> None:
+    """97.9996 % against 98 %: rounded, the alert said "98 %, below the threshold 98 %"."""
+    from kis.verification import DayOutcome, percent, shortfall_alert
+
+    day = DayOutcome(
+        day=date(2026, 11, 25), venue=Venue.KRX, codes=1, present=244_999, explained_absences=0,
+        expected=250_000, threshold=0.98, codes_with_gaps=("005930",), codes_without_data=(),
+        unverifiable=(), missing={}, unexpected={},
+    )
+    assert not day.passed  # 0.979996
+    assert (percent(0.98), percent(0.97998)) == ("98 %", "97.998 %")
+    assert "97.999 %, below the threshold 98 %" in shortfall_alert(day, "", dag_id="d", run_id="r").message
