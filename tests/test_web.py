@@ -610,10 +610,11 @@ def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, bro
     login = browser.wait_for("location.pathname.endsWith('/auth/login/') || location.pathname.endsWith('/auth/login')"
                              " ? location.href : ''")
     assert "Not authenticated" not in browser.evaluate("document.body ? document.body.innerText : ''")
-    assert httpx.URL(login).params["next"] == f"/kis/dashboard?date={GAP_DAY}"
-    # Logging in there brings the browser back to the dashboard, which then loads.
+    back = httpx.URL(login).params["next"]
+    assert back == f"/kis/dashboard?date={GAP_DAY}"
+    # What the login page does after a successful login: the _token cookie, then its `next`.
     _log_in(browser, base, api_server["token"])
-    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    browser.call("Page.navigate", url=base + back)
     assert browser.wait_for("document.body && ['ready', 'error'].includes(document.body.dataset.state)"
                             " && document.body.dataset.state") == "ready"
 
