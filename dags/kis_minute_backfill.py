@@ -1,16 +1,19 @@
 """
 ### KIS minute backfill and verification: after the close
 
-`kis_minute_backfill` covers KRX at 16:00 on weekdays (Asia/Seoul);
-`kis_minute_backfill_nextrade` covers Nextrade and the unified view (KRX + Nextrade) at 20:10,
-after their 20:00 close. Each backfills the venues of the Variable `kis_venues` it covers, and
-skips when there is none; a run's mapped tasks are labelled with their venue (unless KRX). Any
-date can be triggered from the UI with the `date` parameter:
+Every time here is KST (Asia/Seoul). `kis_minute_backfill` covers KRX at 16:00 KST on weekdays,
+and must be done by **17:30 KST**; `kis_minute_backfill_nextrade` covers Nextrade and the unified
+view (KRX + Nextrade) at 20:10 KST, after their 20:00 close, and must be done by **21:40 KST**
+(`KIS_BACKFILL_DEADLINE_MINUTES`, 90 min after the start; a late run raises `deadline_missed`;
+the UI's deadline card rounds 90 minutes to "2 hours", its note says 90 min). Each backfills the
+venues of the Variable `kis_venues` it covers, and skips when there is none; a run's mapped tasks
+are labelled with their venue (unless KRX). Any date can be triggered from the UI with the `date`
+parameter:
 
 1. **trading_day_gate**: skips days without a session; a past date on a mock account fails here,
    with the reason (KIS serves past minute bars to real accounts only).
 2. **wait_for_close**: waits, deferred (no worker slot held), until the venue's day is over:
-   16:35 on a CSAT day, when the 16:00 run starts before the close.
+   16:35 KST on a CSAT day, when the 16:00 run starts before the close.
 3. **fetch_session_bars**: one mapped task per venue and batch of codes in the `kis_api` pool: the
    whole day (today's endpoint walked backwards, or the daily endpoint for a past date). A code that
    fails is alerted with its reason on the task's last try and the task ends failed, but the

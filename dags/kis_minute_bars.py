@@ -2,10 +2,12 @@
 ### KIS minute bars: every minute of the session
 
 Each tick stores the closed 1-minute bars of the watch-list on each venue of the Variable
-`kis_venues` (`["krx"]` by default; `nxt` and `unified` add Nextrade). The ticks are the cron
-`* 9-15 * * 1-5` (Asia/Seoul) plus every minute of a special session the cron misses
-(`include/krx_special_sessions.csv`: CSAT day runs to 16:30, so it ticks until 16:35) and, with
-Nextrade, its day from 08:01 to 20:05 (`include/venue_sessions.csv`). The venues are read when
+`kis_venues` (`["krx"]` by default; `nxt` and `unified` add Nextrade). Every time here is KST
+(Asia/Seoul): the ticks are the cron `* 9-15 * * 1-5` in KST plus every minute of a special
+session the cron misses (`include/krx_special_sessions.csv`: CSAT day runs to 16:30 KST, so it
+ticks until 16:35) and, with Nextrade, its day from 08:01 to 20:05 KST
+(`include/venue_sessions.csv`). Each run must be done **50 s after its minute**
+(`KIS_MINUTE_RUN_DEADLINE_SECONDS`; a late run raises `deadline_missed`). The venues are read when
 the DAG file is parsed: a change of `kis_venues` reaches the schedule at the next parse.
 
 1. **session_gate**: skips the run, without a request to KIS, outside the session (weekends,

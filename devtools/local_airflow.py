@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         redis = (
             localredis.running_redis(args.redis_port, log_dir / "redis.log") if args.celery_workers else nullcontext()
         )
-        print("Starting the simulator, PostgreSQL and Airflow (about 20 s)...", flush=True)
+        print("Starting the simulator, PostgreSQL and Airflow (about 30 s)...", flush=True)
         with simulator, redis, running_airflow(env, log_dir=log_dir, celery_workers=args.celery_workers):
             applied = migrate_market_db(env)
             endpoint = (

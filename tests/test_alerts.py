@@ -14,8 +14,10 @@ from datetime import date, datetime
 import psycopg
 import pytest
 
-from kis.alerts import Alert, codes_alerted, deadline_missed, send_alert
+from kis import schema
+from kis.alerts import Alert, codes_alerted, deadline_missed, resolve_fetched, resolve_verified, send_alert
 from kis.bars import KST
+from kis.venues import Venue
 
 
 class _SmtpSink(socketserver.StreamRequestHandler):
@@ -128,4 +130,66 @@ def test_a_missed_deadline_becomes_an_alert_of_its_run(market_db: str) -> None:
             "SELECT kind, run_id, trading_date, message FROM collection_alerts"
         ).fetchall()
     assert (kind, run_id, trading_date) == ("deadline_missed", context["dag_run"]["dag_run_id"], date(2026, 11, 25))
-    assert "was not done by 2026-11-25T01:31:50Z (state running)" in message
+    assert "was not done by 2026-11-25 10:31:50 KST (state running)" in message
+
+
+def _alert(conn, kind: str, code: str | None, venue: str | None, day: date = date(2026, 11, 25)) -> int:
+    return conn.execute(
+        "INSERT INTO collection_alerts (kind, dag_id, run_id, stock_code, venue, trading_date, message)"
+        " VALUES (%s, 'd', 'raised', %s, %s, %s, 'm') RETURNING id",
+        (kind, code, venue, day),
+    ).fetchone()[0]
+
+
+def _open(conn) -> set[int]:
+    return {i for (i,) in conn.execute("SELECT id FROM collection_alerts WHERE resolved_at IS NULL")}
+
+
+def test_a_later_fetch_resolves_the_fetch_failed_alerts_of_its_codes_day_and_venue(market_dsn: str) -> None:
+    day = date(2026, 11, 25)
+    with psycopg.connect(market_dsn) as conn:
+        schema.migrate(conn)
+        krx = _alert(conn, "fetch_failed", "005930", "krx")
+        unnamed = _alert(conn, "fetch_failed", "000660", None)  # raised before alerts named their venue: KRX
+        nxt = _alert(conn, "fetch_failed", "005930", "nxt")
+        other_day = _alert(conn, "fetch_failed", "005930", "krx", date(2026, 11, 24))
+        gap = _alert(conn, "gap", "005930", "krx")
+        assert resolve_fetched(conn, day, "krx", ["005930", "000660", "035720"], run_id="r2") == ["000660", "005930"]
+        assert _open(conn) == {nxt, other_day, gap}
+        assert resolve_fetched(conn, day, "krx", ["005930"], run_id="r3") == []  # resolved once, by the first
+        (by,) = conn.execute("SELECT resolved_by FROM collection_alerts WHERE id = %s", (krx,)).fetchone()
+        assert by == "r2" and unnamed not in _open(conn)
+
+
+def test_a_later_verification_resolves_what_it_found_complete(market_dsn: str) -> None:
+    day = date(2026, 11, 25)
+    with psycopg.connect(market_dsn) as conn:
+        schema.migrate(conn)
+        gap_done = _alert(conn, "gap", "005930", "krx")
+        gap_short = _alert(conn, "gap", "000660", "krx")
+        day_alert = _alert(conn, "incomplete_day", None, "krx")
+        nxt_gap = _alert(conn, "gap", "005930", "nxt")
+        failed = _alert(conn, "fetch_failed", "005930", "krx")
+        # 000660 still has a gap: the day's own alert stays open too.
+        resolved = resolve_verified(conn, day, "krx", ["005930"], day_done=False, run_id="v1")
+        assert resolved == [("gap", "005930")]
+        assert _open(conn) == {gap_short, day_alert, nxt_gap, failed}
+        # Re-verified complete: the rest of the day on KRX is settled; Nextrade's and the fetch's are not.
+        resolved = resolve_verified(conn, day, "krx", ["005930", "000660"], day_done=True, run_id="v2")
+        assert sorted(resolved, key=str) == [("gap", "000660"), ("incomplete_day", None)]
+        assert _open(conn) == {nxt_gap, failed}
+        assert gap_done not in _open(conn)
+
+
+def test_a_day_short_of_the_threshold_never_reads_as_reaching_it() -> None:
+    """97.9996 % against 98 %: rounded, the alert said "98 %, below the threshold 98 %"."""
+    from kis.verification import DayOutcome, percent, shortfall_alert
+
+    day = DayOutcome(
+        day=date(2026, 11, 25), venue=Venue.KRX, codes=1, present=244_999, explained_absences=0,
+        expected=250_000, threshold=0.98, codes_with_gaps=("005930",), codes_without_data=(),
+        unverifiable=(), missing={}, unexpected={},
+    )
+    assert not day.passed  # 0.979996
+    assert (percent(0.98), percent(0.97998)) == ("98 %", "97.998 %")
+    assert "97.999 %, below the threshold 98 %" in shortfall_alert(day, "", dag_id="d", run_id="r").message

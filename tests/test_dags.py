@@ -86,6 +86,9 @@ def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
         (alert,) = bag.get_dag(dag_id).deadline
         assert alert.interval == interval
         assert alert.callback.path == "kis.alerts.deadline_missed"
+    # The UI's deadline card humanizes the interval (90 min: "2 hours"); the name beside it is exact.
+    assert bag.get_dag("kis_minute_bars").deadline[0].name == "minute run due 50 s after its scheduled time"
+    assert bag.get_dag("kis_minute_backfill").deadline[0].name == "backfill due 90 min after its scheduled time"
 
 
 # --- kis_minute_bars ----------------------------------------------------------------------------
@@ -199,6 +202,32 @@ def test_a_code_failing_in_a_batch_is_alerted_alone_and_its_batch_mates_are_stor
     assert code == "000660" and "000660" in message and reason in message and details["tries"] == 3
 
 
+def test_a_failed_code_cleared_and_fetched_again_leaves_its_alert_resolved(market, monkeypatch):
+    from kis.hook import KisHook
+    from kis.web import status
+
+    working = KisHook.recent_bars
+    fail_one_code(monkeypatch, "recent_bars", "000660")
+    monkeypatch.setattr(market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars"), "retry_delay", timedelta(0))
+    tick = kst("2026-11-25T10:31")
+    assert market.run("kis_minute_bars", tick).state == "failed"
+    open_alert = "SELECT stock_code, venue, resolved_at IS NULL FROM collection_alerts WHERE kind = 'fetch_failed'"
+    assert market.query(open_alert) == [("000660", "krx", True)]
+
+    monkeypatch.setattr(KisHook, "recent_bars", working)  # KIS serves the code again; the task is cleared
+    rerun = market.run("kis_minute_bars", tick)
+    assert rerun.state == "success"
+    assert len(market.stored(date(2026, 11, 25))["000660"]) == 30
+    (resolved_by, raised_at, resolved_at), = market.query(
+        "SELECT resolved_by, raised_at, resolved_at FROM collection_alerts WHERE kind = 'fetch_failed'"
+    )
+    assert resolved_by == rerun.run_id and resolved_at > raised_at
+    # The status API, hence the dashboard, shows it resolved, with when (KST, with its offset).
+    with psycopg.connect(market.dsn) as conn:
+        (shown,) = [a for a in status.latest_alerts(conn, date(2026, 11, 25)) if a["kind"] == "fetch_failed"]
+    assert shown["resolved_by"] == rerun.run_id and shown["resolved_at"].endswith("+09:00")
+
+
 def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
     faults = {"drop_minutes": [{"code": "000660", "minutes": ["10:05"], "date": "2026-11-25"}]}
     with simulated_market(faults=faults) as market:
@@ -219,6 +248,8 @@ def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
 def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(market, monkeypatch):
     day = date(2026, 11, 25)
     market.run("kis_minute_bars", kst("2026-11-25T11:00"))  # a partial day, as after a bad morning
+    open_gaps = "SELECT count(*) FROM collection_alerts WHERE kind = 'gap' AND resolved_at IS NULL"
+    assert market.query(open_gaps) == [(len(CODES),)]  # 09:00-10:29 of each code, not fetched at 11:00
     with psycopg.connect(market.dsn) as conn:  # a bar of last year, older than the retention
         storage.upsert_bars(conn, [Bar("005930", kst("2025-06-02T09:00"), 100, 110, 90, 105, 7)])
     assert market.query("SELECT to_regclass('stock_prices_minute_p2025_06')::text") == [("stock_prices_minute_p2025_06",)]
@@ -231,6 +262,9 @@ def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(ma
         assert stored[code] == market.sim.truth(code, day), code
     report = market.query("SELECT stock_code, present, expected, status FROM minute_verification ORDER BY 1")
     assert report == [(code, 381, 381, "complete") for code in sorted(CODES)]
+    # The verification settled the morning's gaps: each alert stays, resolved by the backfill.
+    assert market.query(open_gaps) == [(0,)]
+    assert market.query("SELECT DISTINCT resolved_by FROM collection_alerts WHERE kind = 'gap'") == [(dag_run.run_id,)]
     assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime < '2025-11-01'") == [(0,)]
     assert market.query("SELECT to_regclass('stock_prices_minute_p2025_06')::text") == [(None,)]
 

@@ -410,7 +410,7 @@ def test_minute_status_measures_against_the_grid(conn: psycopg.Connection) -> No
     storage.upsert_bars(conn, simulated_day(DAY, ["005930", "000660"]))
     status = storage.minute_status(conn, DAY, ["005930", "000660", "000270"], 381)
     assert (status.today_total, status.expected_total, status.stock_count) == (762, 1143, 2)
-    assert status.collection_rate == pytest.approx(66.67)
+    assert status.collection_rate == 66.666  # truncated, never rounded up (66.6666...)
     assert status.first_time == datetime(2025, 11, 3, 9, 0)
     assert status.last_time == datetime(2025, 11, 3, 15, 30)
     assert [(c["stock_code"], c["bars"], c["completeness"]) for c in status.per_code] == [

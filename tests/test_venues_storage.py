@@ -101,7 +101,7 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
         before = {table: table_rows(conn, table, columns) for table, columns in OLD_TABLES.items()}
         assert len(before["stock_prices_minute"]) == len(bars)
 
-        assert schema.migrate(conn, today=DAY) == ["011_venues"]
+        assert schema.migrate(conn, target="011", today=DAY) == ["011_venues"]
 
         # Every row kept with its values; the venue of each is krx (alerts: unknown, NULL).
         for table, columns in OLD_TABLES.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -58,6 +59,11 @@ AFTER_CLOSE = datetime(2026, 11, 26, 16, 0, tzinfo=KST)
 def _grid(day: date, venue: Venue = Venue.KRX) -> list[datetime]:
     session = default_calendar().session(day, venue)
     return list(session.bar_minutes) if session else []
+
+
+def _truncated(percent: float) -> float:
+    """A percentage as the API shows it: three decimals, truncated."""
+    return math.floor(percent * 1000) / 1000
 
 
 def _bars(code: str, minutes: list[datetime]) -> list[Bar]:
@@ -160,8 +166,11 @@ def test_complete_day(app_client, admin_jwt):
     assert status["today_total"] == status["expected_total"] == BARS_PER_DAY * len(CODES)
     assert status["collection_rate"] == 100.0
     assert status["stock_count"] == len(CODES)
-    assert status["first_time"] == "2026-11-24T09:00:00"
-    assert status["last_time"] == "2026-11-24T15:30:00"
+    assert status["first_time"] == "2026-11-24T09:00:00+09:00"
+    assert status["last_time"] == "2026-11-24T15:30:00+09:00"
+    assert {(c["first_time"], c["last_time"]) for c in status["codes"]} == {
+        ("2026-11-24T09:00:00+09:00", "2026-11-24T15:30:00+09:00")
+    }
     assert status["session"]["bars_per_code"] == BARS_PER_DAY
     assert {c["stock_code"]: (c["completeness"], c["verification"]["status"]) for c in status["codes"]} == {
         code: (100.0, "complete") for code in CODES
@@ -181,11 +190,14 @@ def test_day_with_gaps(app_client, admin_jwt):
     stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
     assert status["today_total"] == stored
     assert status["expected_total"] == BARS_PER_DAY * len(CODES)
-    assert status["collection_rate"] == round(100 * stored / (BARS_PER_DAY * len(CODES)), 2)
+    assert status["collection_rate"] == _truncated(100 * stored / (BARS_PER_DAY * len(CODES)))
     assert status["stock_count"] == 3
+    # Least complete first, as the dashboard lists them.
+    assert [c["stock_code"] for c in status["codes"]] == [EMPTY, GAPPY, EXPLAINED, COMPLETE]
     per_code = {c["stock_code"]: c for c in status["codes"]}
     assert per_code[GAPPY]["bars"] == BARS_PER_DAY - GAP_MINUTES
-    assert per_code[GAPPY]["completeness"] == round(100 * (BARS_PER_DAY - GAP_MINUTES) / BARS_PER_DAY, 2)
+    assert per_code[GAPPY]["completeness"] == _truncated(100 * (BARS_PER_DAY - GAP_MINUTES) / BARS_PER_DAY)
+    assert per_code[EXPLAINED]["completeness"] == 99.475  # 379/381 = 99.4750656...: truncated
     assert per_code[EMPTY]["bars"] == 0 and per_code[EMPTY]["first_time"] is None
     assert {code: c["verification"]["status"] for code, c in per_code.items()} == {
         COMPLETE: "complete",
@@ -193,9 +205,11 @@ def test_day_with_gaps(app_client, admin_jwt):
         EXPLAINED: "complete_with_explained_absences",
         EMPTY: "no_data",
     }
-    assert [(a["kind"], a["stock_code"], a["minute_count"]) for a in status["alerts"]] == [
-        ("incomplete_day", GAPPY, GAP_MINUTES)
+    assert [(a["kind"], a["stock_code"], a["minute_count"], a["resolved_at"]) for a in status["alerts"]] == [
+        ("incomplete_day", GAPPY, GAP_MINUTES, None)
     ]
+    assert status["alerts"][0]["raised_at"].endswith("+09:00")
+    assert per_code[COMPLETE]["verification"]["checked_at"].endswith("+09:00")
 
     cells = {
         row["stock_code"]: row["cells"]
@@ -217,7 +231,7 @@ def test_a_venue_is_shown_on_its_own_grid(app_client, admin_jwt):
     )
     assert status["today_total"] == (NXT_BARS_PER_DAY + 1) + (NXT_BARS_PER_DAY - 1)
     assert status["expected_total"] == NXT_BARS_PER_DAY * len(CODES)
-    assert status["first_time"] == "2026-11-25T08:00:00" and status["last_time"] == "2026-11-25T19:59:00"
+    assert status["first_time"] == "2026-11-25T08:00:00+09:00" and status["last_time"] == "2026-11-25T19:59:00+09:00"
     verification = {
         c["stock_code"]: (c["bars"], c["verification"]["status"], c["verification"]["missing"], c["verification"]["unexpected"])
         for c in status["codes"]
@@ -279,8 +293,10 @@ def test_holiday_expects_nothing(app_client, admin_jwt):
         0,
     )
     assert status["session"] is None
+    # Nothing is expected, so no code is listed as if it were (nor in the heatmap).
+    assert status["codes"] == []
     heatmap = _get(app_client, f"/api/heatmap?date={HOLIDAY}", admin_jwt)
-    assert heatmap["minutes"] == [] and all(row["cells"] == "" for row in heatmap["rows"])
+    assert heatmap["minutes"] == [] and heatmap["rows"] == []
 
 
 def test_every_route_needs_a_login(app_client):
@@ -297,6 +313,23 @@ def test_every_route_needs_a_login(app_client):
             assert app_client.get(path).status_code == 403, path
         finally:
             app_client.cookies.clear()
+
+
+def test_a_browser_without_login_is_sent_to_the_login_page_and_back(app_client):
+    """Only a browser's visit to the page (it asks for HTML) is redirected; the API stays 401 JSON."""
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    response = app_client.get(f"/dashboard?date={GAP_DAY}&venue=nxt", headers=html, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == (
+        "../api/v2/auth/login?next=%2Fdashboard%3Fdate%3D2026-11-25%26venue%3Dnxt"
+    )
+    for path, headers in (
+        ("/dashboard", {"Accept": "application/json"}),
+        ("/dashboard", {}),
+        (f"/api/minute-status?date={GAP_DAY}", html),
+    ):
+        response = app_client.get(path, headers=headers, follow_redirects=False)
+        assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"}), path
 
 
 def test_bad_date_is_rejected(app_client, admin_jwt):
@@ -512,10 +545,11 @@ def test_dashboard_in_a_browser(api_server, browser):
     error = browser.evaluate("document.getElementById('error').textContent")
     assert state == "ready", error
     stored = 3 * BARS_PER_DAY - GAP_MINUTES - VI_MINUTES
-    assert (
-        browser.evaluate("document.getElementById('rate').textContent")
-        == f"{100 * stored / 4 / BARS_PER_DAY:.2f} %"
+    assert browser.evaluate("document.getElementById('rate').textContent") == (
+        f"{_truncated(100 * stored / 4 / BARS_PER_DAY):g} %"
     )
+    assert browser.evaluate(KST_UNLABELLED_JS) == []
+    assert browser.evaluate("document.getElementById('updated').textContent").endswith(" KST")
     canvas = browser.evaluate(
         "[document.getElementById('heatmap').width, document.getElementById('heatmap').height]"
     )
@@ -554,9 +588,49 @@ def _pixel_js(code: str, minute_index: int) -> str:
     )
 
 
-def test_dashboard_without_login_says_so(api_server, browser):
-    browser.call("Page.navigate", url=f"{api_server['base']}/kis/dashboard")
-    browser.wait_for("document.body && document.body.innerText.includes('Not authenticated')")
+# The texts of the page that show a clock time without saying KST, themselves or in their column's
+# header (the canvas's axis is under a heading that says it).
+KST_UNLABELLED_JS = """(() => {
+  const unlabelled = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode.textContent;
+    if (!/\\d{2}:\\d{2}/.test(text) || text.includes("KST")) continue;
+    const td = walker.currentNode.parentElement.closest("td");
+    const header = td ? td.closest("table").tHead.rows[0].cells[td.cellIndex].textContent : "";
+    if (!header.includes("KST")) unlabelled.push(text);
+  }
+  return unlabelled;
+})()"""
+
+
+def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, browser):
+    base = api_server["base"]
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    login = browser.wait_for("location.pathname.endsWith('/auth/login/') || location.pathname.endsWith('/auth/login')"
+                             " ? location.href : ''")
+    assert "Not authenticated" not in browser.evaluate("document.body ? document.body.innerText : ''")
+    assert httpx.URL(login).params["next"] == f"/kis/dashboard?date={GAP_DAY}"
+    # Signing in with the page's own form brings the browser back to the dashboard, which loads.
+    browser.wait_for("!!document.querySelector('input[name=password]')")
+    browser.evaluate(_sign_in_js("admin", airflow_env.admin_password()))
+    assert browser.wait_for("location.pathname === '/kis/dashboard' && document.body"
+                            " && ['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state") == "ready"
+    assert browser.evaluate("location.search") == f"?date={GAP_DAY}"
+
+
+def _sign_in_js(username: str, password: str) -> str:
+    """JS filling the simple auth manager's login form (React inputs: the native setter, then an
+    input event) and submitting it."""
+    return (
+        "(() => { const set = (name, value) => { const input = document.querySelector(`input[name=${name}]`);"
+        " Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(input, value);"
+        " input.dispatchEvent(new Event('input', { bubbles: true }));"
+        " input.dispatchEvent(new Event('change', { bubbles: true })); };"
+        f" set('username', {json.dumps(username)}); set('password', {json.dumps(password)});"
+        # After React has rendered the new values (the button is disabled while the form is empty).
+        " setTimeout(() => document.querySelector('button[type=submit]').click(), 500); })()"
+    )
 
 
 def test_dashboard_inside_the_airflow_ui(api_server, browser):

@@ -11,7 +11,10 @@
 -- Returns one row: today_total, expected_total (sum over codes of the grid length),
 -- collection_rate (percent, NULL when nothing is expected), stock_count (codes with bars),
 -- first_time, last_time, and per_code: a JSON array of
--- stock_code, bars, expected, completeness (percent), first_time, last_time.
+-- stock_code, bars, expected, completeness (percent), first_time, last_time, least complete first
+-- (every code expects the same grid: fewest bars first), then by code.
+-- Percentages are truncated to three decimals, never rounded: 97.9996 is 97.999, not 98.00, which
+-- would look like a pass against a threshold of 98.
 WITH codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
 ),
@@ -31,7 +34,7 @@ expected AS (
 )
 SELECT sum(p.bars)::integer AS today_total,
        (e.per_code * count(*))::integer AS expected_total,
-       round(100.0 * sum(p.bars) / nullif(e.per_code * count(*), 0), 2)::float8 AS collection_rate,
+       trunc(100.0 * sum(p.bars) / nullif(e.per_code * count(*), 0), 3)::float8 AS collection_rate,
        (count(*) FILTER (WHERE p.bars > 0))::integer AS stock_count,
        min(p.first_time) AS first_time,
        max(p.last_time) AS last_time,
@@ -40,9 +43,9 @@ SELECT sum(p.bars)::integer AS today_total,
                'stock_code', p.stock_code,
                'bars', p.bars,
                'expected', e.per_code,
-               'completeness', round(100.0 * p.bars / nullif(e.per_code, 0), 2),
+               'completeness', trunc(100.0 * p.bars / nullif(e.per_code, 0), 3)::float8,
                'first_time', p.first_time,
-               'last_time', p.last_time) ORDER BY p.stock_code),
+               'last_time', p.last_time) ORDER BY p.bars, p.stock_code),
            '[]') AS per_code
 FROM per_code p, expected e
 GROUP BY e.per_code;

@@ -79,6 +79,23 @@ def codes_alerted(conn, kind: str, day: date, venue: str | None = None) -> set[s
     return {code for (code,) in rows}
 
 
+def resolve_fetched(conn, day: date, venue: str, codes: Sequence[str], *, run_id: str) -> list[str]:
+    """Marks resolved the open ``fetch_failed`` alerts of ``codes`` on ``day`` and ``venue``, which a
+    later fetch just fetched; returns their codes. One statement for a whole batch."""
+    params = {"day": day, "venue": venue, "codes": list(codes), "run_id": run_id}
+    return sorted(code for _, code in conn.execute(load_sql("resolve_fetched_alerts"), params))
+
+
+def resolve_verified(
+    conn, day: date, venue: str, complete: Sequence[str], *, day_done: bool, run_id: str
+) -> list[tuple[str, str | None]]:
+    """Marks resolved the open ``gap`` and ``incomplete_day`` alerts of ``day`` and ``venue`` that a
+    later verification settled: those about a code it found ``complete``, and those about the whole
+    day when ``day_done`` (it passed with every code complete). Returns their (kind, code)."""
+    params = {"day": day, "venue": venue, "complete": list(complete), "day_done": day_done, "run_id": run_id}
+    return [(kind, code) for _, kind, code in conn.execute(load_sql("resolve_verified_alerts"), params)]
+
+
 def _store(alert: Alert, market_conn_id: str) -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -129,11 +146,12 @@ async def deadline_missed(what: str, context: Mapping[str, Any] | None = None) -
     dag_run = (context or {}).get("dag_run", {})
     deadline = (context or {}).get("deadline", {})
     logical = dag_run.get("logical_date")
+    due = deadline.get("deadline_time")
     alert = Alert(
         kind="deadline_missed",
         message=(
             f"{what} {dag_run.get('dag_id')} / {dag_run.get('dag_run_id')} was not done by "
-            f"{deadline.get('deadline_time')} (state {dag_run.get('state')})"
+            f"{kst_text(due) if due else None} (state {dag_run.get('state')})"
         ),
         trading_date=datetime.fromisoformat(logical).astimezone(KST).date() if logical else None,
         dag_id=dag_run.get("dag_id"),
@@ -143,8 +161,19 @@ async def deadline_missed(what: str, context: Mapping[str, Any] | None = None) -
     await asyncio.to_thread(send_alert, alert)
 
 
+def kst_text(moment: datetime | str) -> str:
+    """A moment (aware, or ISO 8601 with its offset, as the scheduler hands it) as KST wall-clock
+    time with its label, for messages: ``2026-11-25 17:30:00 KST``."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+
+
 def deadline_alerts(what: str, *, after_logical_date: timedelta) -> list[Any]:
     """The Deadline Alert of a DAG: the run must be done ``after_logical_date`` after its tick.
+
+    Its name says the exact deadline: the UI's deadline card shows the interval humanized ("within
+    2 hours" for 90 minutes, "a minute" for 50 s) and the name beside it in parentheses.
 
     Airflow 3.3.2's ``dags test`` fails every run of a DAG that declares deadlines, after all its
     tasks succeeded (``DagRun.update_state`` reads the in-memory DAG's alert definitions as if they
@@ -163,8 +192,15 @@ def deadline_alerts(what: str, *, after_logical_date: timedelta) -> list[Any]:
             reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
             interval=after_logical_date,
             callback=AsyncCallback(deadline_missed, kwargs={"what": what}),
+            name=f"{what} due {_span(after_logical_date)} after its scheduled time",
         )
     ]
+
+
+def _span(interval: timedelta) -> str:
+    """``50 s``, ``90 min``: an interval in the unit it was configured in."""
+    seconds = int(interval.total_seconds())
+    return f"{seconds // 60} min" if seconds >= 120 and seconds % 60 == 0 else f"{seconds} s"
 
 
 def _is_dags_test_command() -> bool:

@@ -195,6 +195,8 @@ def fetch_batch(
             except KisError as err:
                 log.error("%s: %s", code, err)
                 failed[code] = str(err)
+    if fetched:
+        resolve_fetch_alerts(list(fetched), day, run, venue)
     value = assemble(fetched) | {"venue": venue.value, "failed": failed}
     if not failed:
         return value
@@ -207,26 +209,43 @@ def fetch_batch(
     last_try = ti is None or ti.try_number > ti.max_tries
     if last_try:
         for code in sorted(set(failed) - unknown):
-            alert_fetch_failed(code, failed[code], day, run, tries=ti.try_number if ti is not None else 1)
+            alert_fetch_failed(code, failed[code], day, run, tries=ti.try_number if ti is not None else 1, venue=venue)
     raise CodesFailed(
         f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}"
         + ("" if last_try else "; retried")
     )
 
 
-def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: int) -> None:
+def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: int, venue: Venue = Venue.KRX) -> None:
+    """The alert of a code its fetch task's last try failed; resolved by a later fetch of it (see
+    :func:`resolve_fetch_alerts`), hence its venue."""
     send_alert(
         Alert(
             kind=FETCH_FAILED,
-            message=f"{code}: not fetched after {tries} tries: {reason}. The other codes of its batch go on to "
-            "the upsert; clear its fetch task to fetch it again",
+            message=f"{code}{'' if venue is Venue.KRX else f' on {venue.label}'}: not fetched after {tries} tries: "
+            f"{reason}. The other codes of its batch go on to the upsert; clear its fetch task to fetch it again",
             trading_date=day,
             dag_id=run.dag_id,
             run_id=run.run_id,
             stock_code=code,
+            venue=venue.value,
             details={"reason": reason, "tries": tries},
         )
     )
+
+
+def resolve_fetch_alerts(codes: Sequence[str], day: date, run: Run, venue: Venue) -> None:
+    """Marks resolved the ``fetch_failed`` alerts of ``codes``, just fetched on ``day`` and ``venue``
+    (a cleared fetch task, or a later run): one statement for the task's whole batch. A failure is
+    logged, never raised: the bars fetched matter more than the alert's state."""
+    try:
+        with market_db() as conn:
+            resolved = alerts.resolve_fetched(conn, day, venue.value, codes, run_id=run.run_id)
+    except Exception:
+        log.exception("Could not mark the fetch_failed alerts of the fetched codes resolved")
+        return
+    if resolved:
+        log.info("Fetched now, their fetch_failed alerts resolved: %s", ", ".join(resolved))
 
 
 def known_codes(batches: Sequence[Mapping[str, Any]], day: date, venue: Venue, conn: Any = None) -> list[str]:

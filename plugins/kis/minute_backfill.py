@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from kis import collection, storage, verification
+from kis import alerts, collection, storage, verification
 from kis.alerts import send_alert
 from kis.bars import KST
 from kis.calendar import Session, default_calendar, trading_day
@@ -162,7 +162,14 @@ def verify_day(
                 conn, session.day, session.bar_minutes, codes, volumes or None,
                 run_id=run.run_id, venue=venue.value, closing=session.closing_bar,
             )
-        day = verification.outcome(session.day, report, threshold, venue=venue)
+            day = verification.outcome(session.day, report, threshold, venue=venue)
+            # Before this verification's own alert: what it settled is resolved, what it finds is new.
+            resolved = alerts.resolve_verified(
+                conn, session.day, venue.value, verification.complete_codes(report),
+                day_done=not day.alerted, run_id=run.run_id,
+            )
+        if resolved:
+            log.info("Settled by this verification, resolved: %s", ", ".join(f"{kind} {code or 'of the day'}" for kind, code in resolved))
         text = verification.format_report(report)
         log.info("Verification of %s on %s:\n%s", session.day, venue.label, text)
         if day.alerted:

@@ -7,6 +7,7 @@ formats them for logs and the demo, and builds the alert of a day that falls sho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -18,6 +19,8 @@ from kis.venues import Venue
 
 #: The statuses of a code whose day is short of data: alerted by name.
 SHORT = ("gap", "no_data")
+#: The statuses of a code whose day is settled: every grid minute stored or its absence explained.
+COMPLETE = ("complete", "complete_with_explained_absences")
 
 
 @dataclass(frozen=True)
@@ -96,15 +99,20 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float, *, v
     )
 
 
+def complete_codes(report: Sequence[DayVerification]) -> list[str]:
+    """The codes of ``report`` whose day is complete: their gap alerts are settled."""
+    return [r.stock_code for r in report if r.status in COMPLETE]
+
+
 def format_report(report: Sequence[DayVerification]) -> str:
     """The verification as a fixed-width table, one line per code, for logs and the demo: what the
     grid expected, what was present, and the minutes missing and served outside the grid."""
-    lines = [f"{'code':<7} {'status':<33} {'present':>11} {'volume':<9} missing minutes"]
+    lines = [f"{'code':<7} {'status':<33} {'present':>11} {'volume':<9} missing minutes (KST)"]
     for r in report:
-        unexpected = f"; outside the grid: {minutes_text(r.unexpected_minutes)}" if r.unexpected_minutes else ""
+        unexpected = f"; outside the grid: {minutes_text(r.unexpected_minutes, kst=False)}" if r.unexpected_minutes else ""
         lines.append(
             f"{r.stock_code:<7} {r.status:<33} {f'{r.present}/{r.expected}':>11} {r.volume_status:<9} "
-            f"{minutes_text(r.missing_minutes) or '-'}{unexpected}"
+            f"{minutes_text(r.missing_minutes, kst=False) or '-'}{unexpected}"
         )
     present, expected = sum(r.present for r in report), sum(r.expected for r in report)
     lines.append(f"{'total':<7} {'':<33} {f'{present}/{expected}':>11}")
@@ -132,12 +140,16 @@ def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id
 
 
 def percent(fraction: float) -> str:
-    """A fraction as a percentage with the digits a comparison needs: 97.998 % is not shown as 98 %."""
-    text = f"{fraction * 100:.3f}".rstrip("0").rstrip(".")
+    """A fraction as a percentage, three decimals truncated, never rounded: 97.998 % and even
+    97.9996 % stay below a 98 % threshold (rounding showed the first as "98.00 %", a failure)."""
+    thousandths = math.floor(round(fraction * 100_000, 6))  # round first: 0.98 * 100_000 is 97999.99...
+    text = f"{thousandths // 1000}.{thousandths % 1000:03d}".rstrip("0").rstrip(".")
     return f"{text} %"
 
 
-def minutes_text(minutes: Sequence[datetime], shown: int = 12) -> str:
-    """``09:31, 09:32, … (+N)``: minutes for a message, the first ``shown`` of them."""
+def minutes_text(minutes: Sequence[datetime], shown: int = 12, *, kst: bool = True) -> str:
+    """``09:31, 09:32, … (+N) KST``: KST minutes for a message, the first ``shown`` of them, labelled
+    unless ``kst`` is False (a table whose header says KST); empty without minutes."""
     text = ", ".join(m.strftime("%H:%M") for m in minutes[:shown])
-    return text + (f" … (+{len(minutes) - shown})" if len(minutes) > shown else "")
+    text += f" … (+{len(minutes) - shown})" if len(minutes) > shown else ""
+    return f"{text} KST" if text and kst else text

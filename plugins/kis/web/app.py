@@ -13,7 +13,9 @@ The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
 answered 422 naming the choices. A mounted app inherits no authentication from the API server, so
 the whole app depends on Airflow's own security dependency: the caller must be logged in (Bearer
 token, or the UI's ``_token`` cookie, which the dashboard's iframe sends) and allowed to read the
-runs of ``kis_minute_bars``. No credential gives 401, an invalid one 403.
+runs of ``kis_minute_bars``. No credential gives 401, an invalid one 403; except that a browser
+(it asks for HTML) opening the dashboard without a login is sent to Airflow's login page, which
+brings it back. Every time in the answers is ISO 8601 in KST with its offset.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import psycopg
-from fastapi import Depends, FastAPI, HTTPException, Query, Response
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kis.bars import KST
 from kis.calendar import KrxCalendar, default_calendar
@@ -35,7 +40,7 @@ from kis.resources import MARKET_DB_CONN_ID
 from kis.venues import Venue
 from kis.web import status
 
-__all__ = ["COLLECTION_DAG_ID", "Sources", "create_app"]
+__all__ = ["COLLECTION_DAG_ID", "LOGIN_PATH", "Sources", "create_app"]
 
 COLLECTION_DAG_ID = "kis_minute_bars"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -43,6 +48,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 # app's authentication dependency).
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 NO_STORE = {"Cache-Control": "no-store"}
+# Airflow's public login route, relative to the dashboard (<base>/kis/dashboard): it redirects to the
+# configured auth manager's login page (``get_url_login``) with ``next``, after checking that ``next``
+# stays on this server, and the simple auth manager's page returns there after the login.
+LOGIN_PATH = "../api/v2/auth/login"
 # ``date`` in the URL; ``day`` in the code, so as not to shadow the type.
 DateParam = Annotated[
     date | None, Query(alias="date", description="The trading date (KST); today when left out.")
@@ -107,6 +116,15 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         redoc_url=None,
     )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def login_first(request: Request, exc: StarletteHTTPException) -> Response:
+        """A browser on the dashboard without a login goes to the login page and comes back; every
+        other error, and any client that does not ask for HTML, keeps FastAPI's JSON answer."""
+        if exc.status_code == 401 and _is_page_visit(request):
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"{LOGIN_PATH}?{urlencode({'next': back})}", status_code=303)
+        return await http_exception_handler(request, exc)
+
     @contextmanager
     def market_db() -> Iterator[psycopg.Connection]:
         try:
@@ -157,3 +175,13 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
 
     return app
+
+
+def _is_page_visit(request: Request) -> bool:
+    """A browser opening the dashboard: a GET of the page that accepts HTML (``fetch`` and API
+    clients ask for JSON or anything)."""
+    return (
+        request.method == "GET"
+        and request.url.path.endswith("/dashboard")
+        and "text/html" in request.headers.get("accept", "")
+    )

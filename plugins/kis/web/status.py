@@ -2,9 +2,10 @@
 
 Plain functions on a psycopg connection, so the tests call them on a real database without any web
 server, and the FastAPI app only adds the wiring (connection, watch-list, clock, authentication).
-Every statement is a file in ``include/sql``. Timestamps of bars are naive KST wall-clock values,
-as stored and as the seed's API returned them (``"2024-11-08T09:01:00"``). Everything is of one
-venue (KRX by default), measured against that venue's grid, and every answer names it.
+Every statement is a file in ``include/sql``. Every time in an answer is ISO 8601 in KST with its
+offset (``"2024-11-08T09:01:00+09:00"``): bars are stored as naive KST wall-clock values, and get
+their offset here. Everything is of one venue (KRX by default), measured against that venue's grid,
+and every answer names it. Percentages are truncated to three decimals (``minute_status.sql``).
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ def minute_status(
     venue: Venue = Venue.KRX,
     alert_limit: int = ALERT_LIMIT,
 ) -> dict[str, Any]:
-    """The seed's minute-status figures of ``day`` on ``venue``, per-code completeness and the latest alerts.
+    """The seed's minute-status figures of ``day`` on ``venue``, per-code completeness (least
+    complete first) and the latest alerts.
 
     ``expected_total`` is the venue's grid length times the number of codes (381 x 50 on a regular
     KRX day, 0 on a holiday), never 390 x 50; ``collection_rate`` is None when nothing is expected.
+    On a day without a session no code is expected: ``codes`` lists only those with bars stored
+    anyway (normally none), so that it agrees with ``stock_count``.
     """
     venue = Venue(venue)
     session = calendar.session(day, venue)
@@ -51,8 +55,14 @@ def minute_status(
     verifications = _rows(conn, "day_verification", {"day": day, "venue": venue.value})
     verification = {row["stock_code"]: row for row in verifications}
     per_code = [
-        {**row, "verification": _verification_of(verification.get(row["stock_code"]))}
+        {
+            **row,
+            "first_time": _iso_bar(row["first_time"]),
+            "last_time": _iso_bar(row["last_time"]),
+            "verification": _verification_of(verification.get(row["stock_code"])),
+        }
         for row in status.per_code
+        if session is not None or row["bars"]
     ]
     return {
         "date": day.isoformat(),
@@ -62,8 +72,8 @@ def minute_status(
         "expected_total": status.expected_total or 0,
         "collection_rate": status.collection_rate,
         "stock_count": status.stock_count or 0,
-        "first_time": _iso(status.first_time),
-        "last_time": _iso(status.last_time),
+        "first_time": _iso_bar(status.first_time),
+        "last_time": _iso_bar(status.last_time),
         "codes": per_code,
         "alerts": latest_alerts(conn, day, alert_limit, venue=venue),
     }
@@ -78,7 +88,9 @@ def heatmap(
     *,
     venue: Venue = Venue.KRX,
 ) -> dict[str, Any]:
-    """Codes x minutes of ``day`` on ``venue``: one state character per grid minute (see ``CELL_STATES``).
+    """Codes x minutes of ``day`` on ``venue``: one state character per grid minute (see ``CELL_STATES``);
+    ``minutes`` are the grid's KST clock labels (``"09:00"``), ``generated_at`` is ``now`` in KST. No
+    rows on a day without a session, as ``minute_status`` lists no code then.
 
     :param now: the current time (aware), which decides the minutes that are not due yet.
     """
@@ -101,19 +113,17 @@ def heatmap(
         "generated_at": now.astimezone(KST).isoformat(timespec="seconds"),
         "states": CELL_STATES,
         "minutes": [minute.strftime("%H:%M") for minute in grid],
-        "rows": _rows(conn, "minute_heatmap", params),
+        "rows": _rows(conn, "minute_heatmap", params) if session else [],
     }
 
 
 def latest_alerts(
     conn: psycopg.Connection, day: date, limit: int = ALERT_LIMIT, *, venue: Venue = Venue.KRX
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` alerts about ``day`` on ``venue`` (or no venue in particular); ``raised_at``
-    in KST with its offset."""
+    """The newest ``limit`` alerts about ``day`` on ``venue`` (or no venue in particular);
+    ``raised_at`` and ``resolved_at`` (None while open) in KST with their offset."""
     rows = _rows(conn, "latest_alerts", {"day": day, "venue": Venue(venue).value, "limit": limit})
-    return [
-        {**row, "raised_at": row["raised_at"].astimezone(KST).isoformat(timespec="seconds")} for row in rows
-    ]
+    return [{**row, "raised_at": _iso(row["raised_at"]), "resolved_at": _iso(row["resolved_at"])} for row in rows]
 
 
 def _rows(conn: psycopg.Connection, sql_name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -129,7 +139,7 @@ def _verification_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
         "volume_status": row["volume_status"],
         "missing": row["missing"],
         "unexpected": row["unexpected"],
-        "checked_at": row["checked_at"].astimezone(KST).isoformat(timespec="seconds"),
+        "checked_at": _iso(row["checked_at"]),
     }
 
 
@@ -145,4 +155,14 @@ def _session_json(session: Session | None) -> dict[str, Any] | None:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
+    """An aware moment (a timestamptz) in KST with its offset, to the second."""
+    return moment.astimezone(KST).isoformat(timespec="seconds") if moment is not None else None
+
+
+def _iso_bar(minute: datetime | str | None) -> str | None:
+    """A bar's naive KST minute (a datetime, or its ISO text from a JSON column) with its offset."""
+    if minute is None:
+        return None
+    if isinstance(minute, str):
+        minute = datetime.fromisoformat(minute)
+    return minute.replace(tzinfo=KST).isoformat()

@@ -1,6 +1,8 @@
 // The collection dashboard: reads the plugin's API (api/minute-status, api/heatmap) for one date and
 // venue, and Airflow's REST API for the run latencies, with the login cookie the Airflow UI already
-// set. URLs are relative, so the page works under any base path the API server is given.
+// set. URLs are relative, so the page works under any base path the API server is given. Every time
+// shown is KST and says so, whatever the browser's time zone: the API's times carry their +09:00
+// offset, and the page formats them, and its own clock, in Asia/Seoul.
 "use strict";
 
 const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", f: "#e9ecef" };
@@ -18,9 +20,24 @@ const venueInput = $("venue");
 let heatmapData = null;
 let refreshTimer = null;
 
-function todayKst() {
-  // en-CA formats as YYYY-MM-DD.
-  return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Seoul" }).format(new Date());
+const KST_PARTS = new Intl.DateTimeFormat("en-CA", {
+  timeZone: "Asia/Seoul", year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+});
+
+function kstParts(moment) {
+  // {date: "YYYY-MM-DD", time: "HH:MM:SS"} of a Date in KST.
+  const p = Object.fromEntries(KST_PARTS.formatToParts(moment).map((part) => [part.type, part.value]));
+  return { date: p.year + "-" + p.month + "-" + p.day, time: p.hour + ":" + p.minute + ":" + p.second };
+}
+
+function todayKst() { return kstParts(new Date()).date; }
+
+function kst(iso, day) {
+  // "HH:MM:SS KST" of an ISO time with its offset; with its date when that is not ``day``.
+  if (!iso) return "–";
+  const parts = kstParts(new Date(iso));
+  return (parts.date === day ? "" : parts.date + " ") + parts.time + " KST";
 }
 
 async function getJson(url) {
@@ -39,8 +56,13 @@ async function getJson(url) {
 }
 
 function text(id, value) { $(id).textContent = value; }
-function percent(value) { return value === null || value === undefined ? "–" : value.toFixed(2) + " %"; }
+function percent(value) {
+  // Three decimals, truncated as the API's: 97.9996 % must not read "98 %", a pass, against 98 %.
+  if (value === null || value === undefined) return "–";
+  return Math.floor(Math.round(value * 1e6) / 1e3) / 1000 + " %";
+}
 function count(value) { return Number(value).toLocaleString("en-US"); }
+// HH:MM of a bar's time ("2026-11-25T09:00:00+09:00", KST): the texts and columns showing it say KST.
 function clock(iso) { return iso ? iso.slice(11, 16) : "–"; }
 
 function cell(tag, content, className) {
@@ -67,7 +89,9 @@ function renderStatus(status) {
   text("rate-detail", count(status.today_total) + " of " + count(status.expected_total) + " expected bars"
     + (status.session ? " (" + status.session.bars_per_code + " per code)" : ", no session on this date"));
   text("codes", status.stock_count + " / " + status.codes.length);
-  text("codes-detail", "first bar " + clock(status.first_time) + ", last " + clock(status.last_time));
+  text("codes-detail", status.first_time
+    ? "first bar " + clock(status.first_time) + ", last " + clock(status.last_time) + " KST"
+    : status.session ? "no bar yet" : "no session on this date");
 
   const byStatus = {};
   for (const code of status.codes) {
@@ -77,28 +101,35 @@ function renderStatus(status) {
   const short = { complete: "complete", complete_with_explained_absences: "explained", unverifiable: "unverifiable", gap: "gap", no_data: "no data", "not verified": "not verified" };
   text("verification", Object.keys(short).filter((k) => byStatus[k]).map((k) => byStatus[k] + " " + short[k]).join(", ") || "–");
   const checked = status.codes.map((c) => c.verification && c.verification.checked_at).filter(Boolean).sort();
-  text("verification-detail", checked.length ? "checked " + checked[checked.length - 1].replace("T", " ").slice(0, 16) : "the backfill verifies after the close");
+  text("verification-detail", checked.length ? "checked " + kst(checked[checked.length - 1], status.date) : "the backfill verifies after the close");
 
   const alerts = $("alerts").tBodies[0];
   alerts.replaceChildren();
   for (const alert of status.alerts) {
+    // A resolved alert stays, greyed, with when (and, on hover, which run) a later fetch or
+    // verification settled it.
     const row = document.createElement("tr");
-    row.append(cell("td", alert.raised_at.slice(11, 19)), cell("td", alert.kind),
-      cell("td", alert.stock_code || ""), alertMessage(alert.message));
+    const state = cell("td", alert.resolved_at ? "resolved " + kst(alert.resolved_at, status.date) : "open");
+    if (alert.resolved_at) {
+      row.className = "resolved";
+      state.title = "by " + alert.resolved_by;
+    }
+    row.append(cell("td", kst(alert.raised_at, status.date)), cell("td", alert.kind),
+      cell("td", alert.stock_code || ""), alertMessage(alert.message), state);
     alerts.append(row);
   }
   if (!status.alerts.length) {
     const row = document.createElement("tr");
     const empty = cell("td", "No alerts for this date.", "muted");
-    empty.colSpan = 4;
+    empty.colSpan = 5;
     row.append(empty);
     alerts.append(row);
   }
 
   const perCode = $("per-code").tBodies[0];
   perCode.replaceChildren();
-  const sorted = [...status.codes].sort((a, b) => (a.completeness ?? 0) - (b.completeness ?? 0) || a.stock_code.localeCompare(b.stock_code));
-  for (const code of sorted) {
+  // The API lists them least complete first.
+  for (const code of status.codes) {
     const row = document.createElement("tr");
     const verification = code.verification ? code.verification.status : "";
     row.append(cell("td", code.stock_code), cell("td", count(code.bars), "num"), cell("td", count(code.expected), "num"),
@@ -165,10 +196,10 @@ function renderHeatmap(data) {
   const counts = { c: 0, a: 0, m: 0, f: 0 };
   for (const row of data.rows) for (const state of row.cells) counts[state] += 1;
   const due = counts.c + counts.a + counts.m;
-  text("due", due ? (100 * (counts.c + counts.a) / due).toFixed(2) + " %" : "–");
+  text("due", due ? percent(100 * (counts.c + counts.a) / due) : "–");
   text("due-detail", due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "") : "nothing due yet");
   text("heatmap-note", data.session
-    ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + data.generated_at.replace("T", " ").slice(0, 19) + " KST."
+    ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + kst(data.generated_at, data.date) + "."
     : "No " + venueInput.selectedOptions[0].textContent + " session on " + data.date + ": nothing is expected.");
 }
 
@@ -182,7 +213,7 @@ function showTip(event) {
   const i = Math.floor(x / cellWidth);
   const row = heatmapData.rows[r];
   if (x < 0 || !row || i < 0 || i >= row.cells.length) { tip.hidden = true; return; }
-  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + ": " + heatmapData.states[row.cells[i]].replaceAll("_", " ");
+  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + " KST: " + heatmapData.states[row.cells[i]].replaceAll("_", " ");
   tip.style.left = (event.clientX - rect.left + 12) + "px";
   tip.style.top = (event.clientY - rect.top + 12) + "px";
   tip.hidden = false;
@@ -223,7 +254,7 @@ function renderLatency(runs, deadline) {
     const color = point.running ? "#adb5bd" : point.run.state === "success" ? (point.seconds > deadline ? "#f08c00" : "#2f9e44") : "#e03131";
     const bar = svg("rect", { x: left + i * barWidth + 1, y: y(point.seconds), width: Math.max(1, barWidth - 2), height: y(0) - y(point.seconds), fill: color });
     const title = svg("title", {});
-    title.textContent = point.run.run_after.replace("T", " ").slice(0, 19) + " UTC: " + point.seconds.toFixed(1) + " s, " + point.run.state;
+    title.textContent = kst(point.run.run_after, todayKst()) + ": " + point.seconds.toFixed(1) + " s, " + point.run.state;
     bar.append(title);
     chart.append(bar);
   });
@@ -259,7 +290,7 @@ async function load() {
     renderHeatmap(heatmap);
     await loadLatency();
     $("error").hidden = true;
-    text("updated", "updated " + new Date().toLocaleTimeString("en-GB"));
+    text("updated", "updated " + kstParts(new Date()).time + " KST");
     document.body.dataset.state = "ready";
   } catch (error) {
     $("error").textContent = error.message;
