@@ -121,8 +121,16 @@ def running_airflow(
     processes: dict[str, subprocess.Popen] = {}
     airflow = str(airflow_env.VENV_BIN / "airflow")
     try:
-        for name in components:
+        # The API server first, and healthy before anything runs a task: a task started earlier
+        # cannot reach the Execution API and is killed ("Workload execution failed"), and its run
+        # then misses its deadline: a failure and an alert on every first start.
+        order = sorted(components, key=lambda name: name != "api-server")
+        for name in order:
             processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
+            if name == "api-server":
+                wait_for_http(
+                    f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
+                )
         for index in range(1, celery_workers + 1):
             own = airflow_env.celery_worker(index, free_port())
             worker = _start([airflow, *celery_worker_argv(index)], {**env, **own}, log_dir / f"celery-worker-{index}.log")
