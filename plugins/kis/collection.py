@@ -195,9 +195,7 @@ def fetch_batch(
             except KisError as err:
                 log.error("%s: %s", code, err)
                 failed[code] = str(err)
-    if fetched:
-        resolve_fetch_alerts(list(fetched), day, run, venue)
-    value = assemble(fetched) | {"venue": venue.value, "failed": failed}
+    value = assemble(fetched) | {"venue": venue.value, "fetched": list(fetched), "failed": failed}
     if not failed:
         return value
     if ti is not None:
@@ -217,8 +215,8 @@ def fetch_batch(
 
 
 def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: int, venue: Venue = Venue.KRX) -> None:
-    """The alert of a code its fetch task's last try failed; resolved by a later fetch of it (see
-    :func:`resolve_fetch_alerts`), hence its venue."""
+    """The alert of a code its fetch task's last try failed; resolved by a later run that fetched it
+    (see :func:`resolve_fetch_alerts`), hence its venue."""
     send_alert(
         Alert(
             kind=FETCH_FAILED,
@@ -234,13 +232,21 @@ def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: in
     )
 
 
-def resolve_fetch_alerts(codes: Sequence[str], day: date, run: Run, venue: Venue) -> None:
-    """Marks resolved the ``fetch_failed`` alerts of ``codes``, just fetched on ``day`` and ``venue``
-    (a cleared fetch task, or a later run): one statement for the task's whole batch. A failure is
-    logged, never raised: the bars fetched matter more than the alert's state."""
+def resolve_fetch_alerts(conn: Any, fetched: Sequence[Any], day: date, run: Run) -> None:
+    """Marks resolved the ``fetch_failed`` alerts of every code the run's fetch tasks fetched (their
+    XComs' ``"fetched"``): once per run, after the upsert stored them, one statement per venue. A
+    failure is logged, never raised: the bars stored matter more than the alert's state."""
+    by_venue: dict[str, list[str]] = {}
+    for result in fetched:
+        if isinstance(result, dict):  # a failed map index pulls None
+            by_venue.setdefault(result.get("venue", Venue.KRX.value), []).extend(result.get("fetched", ()))
     try:
-        with market_db() as conn:
-            resolved = alerts.resolve_fetched(conn, day, venue.value, codes, run_id=run.run_id)
+        with conn.transaction():  # a savepoint: a failure here leaves the caller's work standing
+            resolved = [
+                code
+                for venue, codes in by_venue.items()
+                for code in alerts.resolve_fetched(conn, day, venue, codes, run_id=run.run_id)
+            ]
     except Exception:
         log.exception("Could not mark the fetch_failed alerts of the fetched codes resolved")
         return

@@ -148,6 +148,8 @@ def verify_day(
     """
     if batches is None:
         raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
+    with collection.market_db() as conn:
+        collection.resolve_fetch_alerts(conn, fetched, target.day, run)
     threshold = float(collection.variable("kis_completeness_threshold", "0.98"))
     outcomes: list[verification.DayOutcome] = []
     for venue, session in target.sessions.items():

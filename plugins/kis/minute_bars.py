@@ -97,7 +97,8 @@ def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, 
 
 def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], run: Run) -> int:
     """Alerts, once per gap, the closed minutes of each venue still missing ``LIVE_GAP_AFTER`` after
-    they closed; then fails when a fetch task failed, so the run shows red until that task is cleared."""
+    they closed, and resolves the ``fetch_failed`` alerts of the codes fetched now; then fails when a
+    fetch task failed, so the run shows red until that task is cleared."""
     calendar = default_calendar()
     day = run.at.astimezone(KST).date()
     gaps: list[tuple[Venue, str, datetime]] = []
@@ -112,6 +113,7 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
             codes = collection.known_codes(batches, day, venue, conn)
             found = storage.live_gaps(conn, codes, minutes, run_id=run.run_id, venue=venue.value)
             gaps += [(venue, code, minute) for code, minute in found]
+        collection.resolve_fetch_alerts(conn, fetched, day, run)
     by_code: dict[tuple[Venue, str], list[datetime]] = {}
     for venue, code, minute in gaps:
         by_code.setdefault((venue, code), []).append(minute.replace(tzinfo=KST))
