@@ -125,7 +125,7 @@ def test_the_api_url_from_either_connection_type(conn_type, host, schema, port, 
 
 def test_the_test_gets_a_token_and_one_page_of_bars(point_kis_at: Callable[..., None]) -> None:
     with run_simulator() as sim:
-        point_kis_at(sim)
+        point_kis_at(sim, rate_limit=None)  # a form field left empty: the default applies
         ok, message = KisHook().test_connection()
         assert ok, message
         assert f"KIS at http://{sim.host}:{sim.port} (real) answered" in message
