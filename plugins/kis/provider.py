@@ -22,28 +22,25 @@ HOOK_CLASS_NAME = "kis.hook.KisHook"
 #: The real and the mock (paper-trading) endpoints: the host and port placeholders of the form.
 ENDPOINTS = {"real": ("https://openapi.koreainvestment.com", 9443), "mock": ("https://openapivts.koreainvestment.com", 29443)}
 
+
+def _select(label: str, description: str, options: dict[str, str]) -> dict[str, Any]:
+    """A field of the form chosen from ``options`` (value: what the select shows), the first by default."""
+    schema = {"type": ["string", "null"], "enum": list(options), "values_display": options, "default": next(iter(options))}
+    return {"label": label, "description": description, "schema": schema}
+
+
 #: The form's own fields, as provider.yaml's ``conn-fields``: label, description, JSON schema.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "environment": {
-        "label": "Environment",
-        "description": "The account the app key belongs to: real, or mock (paper trading).",
-        "schema": {
-            "type": ["string", "null"],
-            "enum": ["real", "mock"],
-            "values_display": {"real": "real", "mock": "mock (paper trading)"},
-            "default": "real",
-        },
-    },
-    "custtype": {
-        "label": "Customer type",
-        "description": "KIS's custtype header: P for a personal account, B for a corporate one.",
-        "schema": {
-            "type": ["string", "null"],
-            "enum": ["P", "B"],
-            "values_display": {"P": "P (personal)", "B": "B (corporate)"},
-            "default": "P",
-        },
-    },
+    "environment": _select(
+        "Environment",
+        "The account the app key belongs to: real, or mock (paper trading).",
+        {"real": "real", "mock": "mock (paper trading)"},
+    ),
+    "custtype": _select(
+        "Customer type",
+        "KIS's custtype header: P for a personal account, B for a corporate one.",
+        {"P": "P (personal)", "B": "B (corporate)"},
+    ),
     "rate_limit": {
         "label": "Rate limit",
         "description": "Requests per second of the app key, shared by every worker; empty: 18 real, 1 mock.",
