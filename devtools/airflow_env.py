@@ -46,16 +46,16 @@ def admin_password() -> str:
 
 def kis_connection(host: str, port: int, *, environment: str = "real", appkey: str = SIMULATOR_APPKEY,
                    appsecret: str = SIMULATOR_APPSECRET, scheme: str = "http", **extra: object) -> str:
-    """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default).
+    """``AIRFLOW_CONN_KIS_DEFAULT`` for a KIS-compatible endpoint (the simulator by default): a
+    connection of type ``kis``, as the UI's form makes it (the scheme in the host).
 
     :param extra: more of the hook's connection extras (``rate_limit``, ``token_issue_interval`` ...).
     """
     return json.dumps(
         {
-            "conn_type": "http",
-            "host": host,
+            "conn_type": "kis",
+            "host": f"{scheme}://{host}",
             "port": port,
-            "schema": scheme,
             "login": appkey,
             "password": appsecret,
             "extra": {"environment": environment, "custtype": "P", **extra},
@@ -80,6 +80,8 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The connection form's Test button and `airflow connections test` (KisHook.test_connection).
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # Twice the kis_api pool (8). The LocalExecutor of 3.3 starts `parallelism` worker processes
         # up front; bench/bench_minute_run.py measured 16 against 32: minute runs no slower (p50

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Creates .venv with exactly the pinned package set; a second run with unchanged pins does nothing.
+# Creates .venv with exactly the pinned package set and this project installed in it as an Airflow
+# provider; a second run with unchanged pins and pyproject.toml does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stamp=.venv/.installed-$(cat requirements.txt requirements-test.txt constraints.txt | sha1sum | cut -c1-16)
+stamp=.venv/.installed-$(cat requirements.txt requirements-test.txt constraints.txt pyproject.toml | sha1sum | cut -c1-16)
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -23,5 +24,8 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 echo "Installing the pinned packages into .venv (about half a minute)..."
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c constraints.txt
+# The project itself, as an Airflow provider (the kis connection type): editable, so plugins/kis is
+# the code that runs, and without dependencies, so the pinned set above stays exactly as it is.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -87,7 +87,11 @@ def test_config_succeeds_with_the_documented_settings(compose):
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.1"
     kis = json.loads(env["AIRFLOW_CONN_KIS_DEFAULT"])
-    assert (kis["host"], kis["port"], kis["login"]) == ("simulator", 8765, "SIMULATOR-APPKEY")
+    assert (kis["conn_type"], kis["host"], kis["port"], kis["login"]) == (
+        "kis", "http://simulator", 8765, "SIMULATOR-APPKEY"
+    )
+    # The connection form's Test button runs in the API server (KisHook.test_connection).
+    assert env["AIRFLOW__CORE__TEST_CONNECTION"] == "Enabled"
     assert env["AIRFLOW_CONN_KIS_MARKET_DB"].endswith("@postgres:5432/kis_market")
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
@@ -111,10 +115,9 @@ def test_real_credentials_come_from_the_environment(compose, tmp_path):
     env = _parsed(_config(compose, env_file=env_file))["services"]["airflow-scheduler"]["environment"]
     kis = json.loads(env["AIRFLOW_CONN_KIS_DEFAULT"])
     assert kis == {
-        "conn_type": "http",
-        "host": "openapivts.koreainvestment.com",
+        "conn_type": "kis",
+        "host": "https://openapivts.koreainvestment.com",
         "port": 29443,
-        "schema": "https",
         "login": "PSabc",
         "password": "c2VjcmV0+/=",
         "extra": {"environment": "mock", "custtype": "P"},

@@ -14,16 +14,10 @@ off the grid, one without the day's last bar (19:59, explained by its volumes), 
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +33,8 @@ from kis import schema, storage
 from kis.bars import KST, Bar
 from kis.calendar import default_calendar
 from kis.venues import Venue
+
+from browser import Secret, browser_fixture, log_in  # noqa: F401 - the browser fixture
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "test-output"
@@ -145,13 +141,6 @@ def admin_jwt(airflow_db: dict[str, str]) -> str:
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     return Secret(get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin")))
-
-
-class Secret(str):
-    """A token that pytest's failure reports show as *** (they print fixture values)."""
-
-    def __repr__(self) -> str:
-        return "'***'"
 
 
 def _get(client, path: str, token: str) -> dict[str, Any]:
@@ -398,145 +387,9 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
 # --- the dashboard in headless Chromium ------------------------------------------------------------
 
 
-def _chromium() -> str:
-    """Debian's chromium, installed on demand by scripts/ensure_chromium.sh; skips when impossible."""
-    result = subprocess.run(
-        [str(REPO / "scripts" / "ensure_chromium.sh")], capture_output=True, text=True, timeout=600
-    )
-    if result.returncode != 0:
-        pytest.skip(f"no headless Chromium: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout.strip().splitlines()[-1]
-
-
-class Browser:
-    """Headless Chromium driven over the DevTools protocol (a websocket per page, JSON messages).
-
-    Twenty lines of CDP instead of a driver package: ``websockets`` is already installed with
-    uvicorn, and the protocol gives what the test needs, cookies, console errors and screenshots.
-    """
-
-    def __init__(self, binary: str, profile: Path, size: tuple[int, int] = (1400, 1000)) -> None:
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                f"--window-size={size[0]},{size[1]}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.close()
-                raise RuntimeError("Chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page")
-        from websockets.sync.client import connect
-
-        self._stack = ExitStack()
-        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None))
-        self.next_id = 0
-        self.errors: list[str] = []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Sends one command and returns its result; events read meanwhile are checked for errors."""
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=30))
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-            self._note(message)
-
-    def _note(self, event: dict[str, Any]) -> None:
-        params = event.get("params", {})
-        if event.get("method") == "Runtime.exceptionThrown":
-            self.errors.append(
-                params["exceptionDetails"].get("exception", {}).get("description", "exception")
-            )
-        elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") == "error":
-            self.errors.append(
-                " ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"])
-            )
-        elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
-            self.errors.append(f"{params['entry']['text']} {params['entry'].get('url', '')}")
-
-    def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 30) -> Any:
-        """Polls ``expression`` until it is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.evaluate(expression)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{expression!r} still false after {timeout:.0f} s")
-            time.sleep(0.2)
-        return value
-
-    def screenshot(self, path: Path) -> None:
-        """The whole page, not only the window, as a PNG."""
-        height = self.evaluate("document.documentElement.scrollHeight")
-        width = self.evaluate("document.documentElement.scrollWidth")
-        self.call(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
-
-    def close(self) -> None:
-        if hasattr(self, "_stack"):
-            self._stack.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    binary = _chromium()
-    profile = Path(tempfile.mkdtemp(prefix="kis-chromium-"))
-    chrome = Browser(binary, profile)
-    try:
-        yield chrome
-    finally:
-        chrome.close()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _log_in(browser: Browser, base: str, token: str) -> None:
-    """What the UI's login page does after POST /auth/token: the ``_token`` cookie at path /."""
-    browser.call("Network.setCookie", name="_token", value=token, url=base + "/", path="/")
-
-
 def test_dashboard_in_a_browser(api_server, browser):
     base = api_server["base"]
-    _log_in(browser, base, api_server["token"])
+    log_in(browser, base, api_server["token"])
     browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
     state = browser.wait_for(
         "document.body && ['ready', 'error'].includes(document.body.dataset.state)"
@@ -636,7 +489,7 @@ def _sign_in_js(username: str, password: str) -> str:
 def test_dashboard_inside_the_airflow_ui(api_server, browser):
     """The external view: the UI's own page /plugin/kis-dashboard shows the dashboard in an iframe."""
     base = api_server["base"]
-    _log_in(browser, base, api_server["token"])
+    log_in(browser, base, api_server["token"])
     browser.call("Page.navigate", url=f"{base}/plugin/kis-dashboard")
     frame_state = (
         "(() => { const d = document.querySelector('iframe')?.contentDocument;"

@@ -23,6 +23,7 @@ from requests import Response
 
 from kis import endpoints
 from kis.errors import (
+    CREDENTIALS_REJECTED,
     RATE_LIMITED,
     TOKEN_REJECTED,
     TOKEN_THROTTLED,
@@ -73,6 +74,8 @@ class KisSettings:
     ) -> KisSettings:
         if not login or not password:
             raise ValueError("The KIS connection needs login (the app key) and password (the app secret)")
+        # The connection form writes a field left empty as null (or ""): the default applies.
+        extra = {key: value for key, value in extra.items() if value not in (None, "")}
         environment = str(extra.get("environment", "real")).lower()
         if environment not in DEFAULT_RATE_LIMIT:
             raise ValueError(f"KIS connection extra 'environment' must be 'real' or 'mock', got {environment!r}")
@@ -241,6 +244,8 @@ def check_envelope(response: Response) -> dict:
         raise KisRateLimited(msg_cd, msg1, status)
     if msg_cd in TOKEN_REJECTED or msg_cd == TOKEN_THROTTLED:
         raise KisTokenError(msg_cd, msg1, status)
+    if msg_cd in CREDENTIALS_REJECTED:
+        raise KisApiError(msg_cd, msg1, status)  # a wrong key stays wrong: no retry, though HTTP 500
     if status >= 500:
         raise KisTransientError(msg_cd or f"HTTP{status}", msg1, status)
     if status >= 400:

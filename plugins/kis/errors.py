@@ -13,6 +13,8 @@ RATE_LIMITED = "EGW00201"
 TOKEN_THROTTLED = "EGW00133"
 #: EGW00121 invalid, EGW00122 not found, EGW00123 expired: the token must be dropped and re-issued.
 TOKEN_REJECTED = frozenset({"EGW00121", "EGW00122", "EGW00123"})
+#: EGW00103 unknown app key, EGW00105 wrong app secret: on any HTTP status (KIS sends 500), never retried.
+CREDENTIALS_REJECTED = frozenset({"EGW00103", "EGW00105"})
 #: How KIS says a stock code does not exist. Unconfirmed for the real API (see docs/kis-api.md, K9): OPSQ1001
 #: is what the simulator answers; the hook also treats a price-0 quote without bars as unknown.
 UNKNOWN_CODE = frozenset({"OPSQ1001"})

@@ -5,10 +5,12 @@ DAG tasks see only :meth:`KisHook.recent_bars` and :meth:`KisHook.session_bars` 
 walks a day backwards; the requests themselves are :mod:`kis.endpoints` (one function per
 endpoint) over :class:`kis.client.KisClient` (transport, token, pacing, retries, errors).
 
-Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), an ``http`` connection:
+Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), of type ``kis`` (the form of
+:mod:`kis.provider`) or ``http``:
 
-- host/port/schema: ``https://openapi.koreainvestment.com:9443`` (real),
-  ``https://openapivts.koreainvestment.com:29443`` (mock), or the simulator (``http``);
+- host and port: ``https://openapi.koreainvestment.com`` 9443 (real),
+  ``https://openapivts.koreainvestment.com`` 29443 (mock), or the simulator (``http://...``); the
+  scheme in the host or in ``schema`` (default https for ``kis``, http for ``http``);
 - login: the app key; password: the app secret;
 - extra: ``environment`` ("real" | "mock"), ``custtype`` ("P"), ``rate_limit`` (requests per
   second, default 20 real / 2 mock), ``rate_limit_safety`` (fraction of it used, default 0.8),
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -35,6 +38,7 @@ from kis.client import KisClient, KisSettings
 from kis.endpoints import MinutePage
 from kis.errors import KisNotYet, KisUnsupported
 from kis.parsing import RejectedRow, validate_code
+from kis.provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
 from kis.resources import KIS_CONN_ID
 from kis.schema import migrate
 from kis.venues import Venue
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
     import psycopg
 
 ONE_MINUTE = timedelta(minutes=1)
+#: The stock whose minute bars :meth:`KisHook.test_connection` asks for (Samsung Electronics).
+PROBE_CODE = "005930"
 
 
 class SessionWindow(Protocol):
@@ -89,8 +95,8 @@ class KisHook(BaseHook):
 
     conn_name_attr = "kis_conn_id"
     default_conn_name = KIS_CONN_ID
-    conn_type = "http"
-    hook_name = "KIS Open API"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
 
     def __init__(self, kis_conn_id: str = default_conn_name, *, max_attempts: int = 12, backoff_max: float = 8.0):
         super().__init__()
@@ -99,6 +105,70 @@ class KisHook(BaseHook):
         self.backoff_max = backoff_max
         self._client: KisClient | None = None
         self._state_conn: psycopg.Connection[Any] | None = None
+
+    # --- the connection form and its Test button ------------------------------------------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's own fields as WTForms fields, for Airflow 3.0 and 3.1 (3.2 and later read
+        ``conn-fields`` of :func:`kis.provider.get_provider_info`, the same definitions)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import Optional, any_of
+
+        widgets = {}
+        for name, spec in CONN_FIELDS.items():
+            schema = spec["schema"]
+            enum = [any_of(schema["enum"])] if "enum" in schema else []
+            widgets[name] = (IntegerField if "integer" in schema["type"] else StringField)(
+                lazy_gettext(spec["label"]),
+                widget=BS3TextFieldWidget(),
+                description=spec["description"],
+                validators=[Optional(), *enum],
+                default=schema.get("default"),
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The standard fields' labels and placeholders, for Airflow 3.0 and 3.1 (see above)."""
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Gets a token (the shared one, or a new one) and asks KIS for one page of minute bars.
+
+        What the UI's Test button and ``airflow connections test`` show: ``(True, what KIS
+        answered)`` or ``(False, which step failed and why)``. The message never holds the app key
+        or secret. The hook needs its state database (extra ``state_conn_id``) for the token.
+        """
+        try:
+            settings = self.settings
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer, as a message
+            return False, f"The connection {self.kis_conn_id!r} is incomplete: {exc}"
+        step = (
+            f"Cannot use the state database {settings.state_conn_id!r} (extra state_conn_id), which keeps "
+            "the token and the rate limit every worker shares"
+        )
+        try:
+            client = self.get_conn()
+            step = f"The token request to KIS at {settings.base_url} failed"
+            client.tokens.get()
+            step = f"The minute-bar request ({PROBE_CODE}) to KIS at {settings.base_url} failed"
+            now = datetime.now(KST)
+            page = endpoints.today_minute_bars(client, PROBE_CODE, day=now.date(), until=now.time())
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer, without secrets
+            # kis.errors carry only KIS's code and text, and the client drops requests' exceptions (their
+        # request holds the secret headers): no credential reaches the message.
+            return False, f"{step}: {str(exc) or type(exc).__name__}"
+        finally:
+            self.close()
+        served = client.server_now()
+        clock = f", KIS's clock {served.astimezone(KST):%Y-%m-%d %H:%M} KST" if served else ""
+        return True, (
+            f"KIS at {settings.base_url} ({settings.environment}) answered: a token, and {page.rows} "
+            f"minute bars of {PROBE_CODE} ({endpoints.TODAY_MINUTES_TR_ID}{clock})."
+        )
 
     # --- connection handling -------------------------------------------------------------------
 
@@ -285,9 +355,12 @@ def _collect(result: BarsResult, page: MinutePage, *, keep: Callable[[datetime],
 
 
 def _base_url(conn: Any) -> str:
-    """``scheme://host:port`` of a connection, as the http provider builds it."""
-    host = conn.host or ""
-    if "://" in host:
-        return host
-    url = f"{conn.schema or 'http'}://{host}"
-    return f"{url}:{conn.port}" if conn.port else url
+    """``scheme://host:port`` of a connection: the scheme from the host (as the form's placeholder
+    shows it), else ``schema`` (as the http provider reads it), else https for a ``kis`` connection
+    and http for an ``http`` one; the port from ``port`` unless the host has one."""
+    host = (conn.host or "").rstrip("/")
+    if "://" not in host:
+        host = f"{conn.schema or ('https' if conn.conn_type == CONN_TYPE else 'http')}://{host}"
+    if conn.port and urlsplit(host).port is None:
+        host = f"{host}:{conn.port}"
+    return host
