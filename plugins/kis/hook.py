@@ -159,7 +159,7 @@ class KisHook(BaseHook):
             page = endpoints.today_minute_bars(client, PROBE_CODE, day=now.date(), until=now.time())
         except Exception as exc:  # noqa: BLE001 - any failure is the answer, without secrets
             # kis.errors carry only KIS's code and text, and the client drops requests' exceptions (their
-        # request holds the secret headers): no credential reaches the message.
+            # request holds the secret headers): no credential reaches the message.
             return False, f"{step}: {str(exc) or type(exc).__name__}"
         finally:
             self.close()
