@@ -14,10 +14,10 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
-from simulated_day import kst, task_states
+from simulated_day import CODES, kst, task_states
 
 from kis import collection, maintenance
-from kis.bars import KST
+from kis.bars import BAR_ROW, KST
 
 WEEK = [date(2026, 9, 7) + timedelta(days=n) for n in range(7)]  # Monday to Sunday, no holiday
 TICK = "09:31"
@@ -111,6 +111,16 @@ def test_a_week_of_minute_runs_is_trimmed_to_the_retention_and_stays_flat(market
     logs = {day: task_log(retention, "kis_minute_bars", runs[day], kst(f"{day.isoformat()}T{TICK}")) for day in WEEK}
     other_dag_log = task_log(retention, "someone_elses_dag", "old", kst("2026-09-01T09:00"))
     before = rows_of(list(runs.values()))
+    # A fetch task's XCom says its venue once and each code once, its bars as positional rows.
+    with metadata_db() as conn:
+        (value,) = conn.execute(
+            "SELECT value FROM xcom WHERE dag_id = 'kis_minute_bars' AND run_id = %s AND task_id = 'fetch_recent_bars'"
+            " AND map_index = 0 AND key = 'return_value'",
+            (runs[WEEK[0]],),
+        ).fetchone()
+    assert value["venue"] == "krx" and value["fetched"] == [CODES[0]] and list(value["bars"]) == [CODES[0]]
+    assert value["bars"][CODES[0]][-1] == ["2026-09-07T09:30:00", *value["bars"][CODES[0]][-1][1:]]
+    assert {len(row) for row in value["bars"][CODES[0]]} == {len(BAR_ROW)}
     monday_rows = before[runs[WEEK[0]]]
     assert all(monday_rows[table] > 0 for table in ("dag_run", "task_instance", "xcom", "log")), monday_rows
 
