@@ -37,12 +37,12 @@ METADATA_DB_CONN_ID = "airflow_db"
 # dag_id: it is trimmed for every DAG, but only the callbacks that are finished or whose deadline is
 # gone (its run deleted), which is what a run of ours leaves behind.
 RUN_TABLES = ("dag_run", "task_instance", "log", "callback")
+XCOM_TABLES = ("xcom",)  # on a shorter retention: the bulk of the bytes
 # Airflow 3.3.2 filters these by a dag_id column they no longer have, so with --dag-ids their own
 # pass fails ("Encountered error when attempting to clean table ..."); their rows go with their
 # run or task instance (ON DELETE CASCADE), so that failure is expected and costs nothing.
 CASCADED_WITHOUT_DAG_ID = frozenset({"deadline", "task_reschedule"})
 _TABLE_FAILED = re.compile(r"Encountered error when attempting to clean table '(\w+)'")
-XCOM_TABLES = ("xcom",)
 # The Variables of the retention, in days, and their defaults.
 RETENTION_DAYS = {
     "kis_metadata_retention_days": 14,
