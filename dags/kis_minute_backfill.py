@@ -107,7 +107,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
 
         fetched = fetch_session_bars.partial(batches=batches).expand_kwargs(batches)
 
-        upsert = collection.upsert_bars_step("fetch_session_bars", bars_key="bars")
+        upsert = collection.upsert_bars_step("fetch_session_bars")
 
         @task(trigger_rule="all_done")
         def verify_day(params=None, dag_run=None, ti=None) -> dict:

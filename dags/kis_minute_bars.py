@@ -78,7 +78,7 @@ def kis_minute_bars():
     batches = session_gate()
     fetched = fetch_recent_bars.expand_kwargs(batches)
 
-    upsert = collection.upsert_bars_step("fetch_recent_bars", bars_key="bars")
+    upsert = collection.upsert_bars_step("fetch_recent_bars")
 
     @task(trigger_rule="all_done")
     def check_live_gaps(batches: list[dict], dag_run=None, ti=None) -> int:

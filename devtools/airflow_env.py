@@ -104,6 +104,9 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW_CONN_KIS_MARKET_DB": cluster.dsn(market_db or f"kis_market_{name}"),
+        # The metadata database again, as a connection: kis_maintenance's `airflow db clean` needs
+        # it, because the Task SDK blanks AIRFLOW__DATABASE__SQL_ALCHEMY_CONN in task processes.
+        "AIRFLOW_CONN_AIRFLOW_DB": cluster.dsn(f"airflow_{name}"),
     }
     if kis_conn:
         env["AIRFLOW_CONN_KIS_DEFAULT"] = kis_conn

@@ -52,7 +52,7 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
 
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
     evening = dagbag.get_dag("kis_minute_backfill_nextrade")
-    assert set(dagbag.dag_ids) == {"kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade"}
+    assert set(dagbag.dag_ids) == {"kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance"}
     crons = {minute: "* 9-15 * * 1-5 + KRX special sessions", backfill: "0 16 * * 1-5", evening: "10 20 * * 1-5"}
     for dag, cron in crons.items():
         assert dag.timetable.summary == cron

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from kis import schema, storage
-from kis.bars import KST, Bar
+from kis.bars import BAR_ROW, KST, Bar, bars_by_code
 from kis.resources import SQL_DIR, load_sql
 
 CODES = ["005930", "000660", "0126Z0"]
@@ -211,7 +211,7 @@ def test_inserts_across_month_and_year_boundaries_need_no_manual_step(conn: psyc
         ({"volume": None}, psycopg.errors.NotNullViolation, "volume"),
         (dict.fromkeys(PRICES, -5), psycopg.errors.CheckViolation, "ck_minute_prices_positive"),
         ({"volume": -1}, psycopg.errors.CheckViolation, "ck_minute_volume_not_negative"),
-        ({"datetime": "2025-11-03T09:05:30"}, psycopg.errors.CheckViolation, "ck_minute_whole_minute"),
+        ({"minute": "2025-11-03T09:05:30"}, psycopg.errors.CheckViolation, "ck_minute_whole_minute"),
     ],
 )
 def test_a_bad_batch_is_rejected_whole_and_nothing_stored_is_lost(
@@ -222,11 +222,13 @@ def test_a_bad_batch_is_rejected_whole_and_nothing_stored_is_lost(
     before = stored_rows(conn)
 
     revised = [Bar("005930", b.minute, b.open, b.high + 50, b.low, b.close, b.volume + 1) for b in stored]
-    records = [b.as_record() for b in revised + simulated_day(DAY, ["000660"])[:3]]
-    records.append(stored[0].as_record() | {"datetime": "2025-11-03T10:05:00"} | change)
+    bars = bars_by_code(revised + simulated_day(DAY, ["000660"])[:3])
+    bad = dict(zip(BAR_ROW, stored[0].as_row(), strict=True)) | {"minute": "2025-11-03T10:05:00"} | change
+    code = bad.pop("stock_code", "005930")
+    bars.setdefault(code, []).append([bad[column] for column in BAR_ROW])
     with pytest.raises(error, match=constraint):
         with conn.transaction():
-            conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps(records)})
+            conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps([{"bars": bars}])})
     assert stored_rows(conn) == before
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 
 import psycopg
 import pytest
 
 from kis import schema, storage
-from kis.bars import KST, Bar
+from kis.bars import KST, Bar, bars_by_code
 from kis.calendar import default_calendar
 from kis.resources import load_sql
 from kis.venues import Venue
@@ -134,8 +135,9 @@ def test_a_populated_krx_database_is_upgraded_in_place(market_dsn: str) -> None:
             ("uk_minute_stock_venue_datetime", months),
         ]
 
-        # The statements of the new schema meet the old rows: re-reading the day changes nothing
+        # The statements of the current schema meet the old rows: re-reading the day changes nothing
         # on krx (the same key), the same bars on nxt are new rows, and the day re-verifies.
+        schema.migrate(conn, today=DAY)
         counts = storage.upsert_bars(conn, bars)
         assert (counts.inserted, counts.updated, counts.unchanged) == (0, 1, len(bars) - 1)  # the revised one
         assert storage.upsert_bars(conn, bars, venue=NXT).inserted == len(bars)
@@ -160,14 +162,14 @@ def test_the_same_minute_on_two_venues_is_two_rows_upserted_apart(conn: psycopg.
         "SELECT venue, close, volume, revision FROM stock_prices_minute ORDER BY venue"
     ).fetchall() == [("krx", 70_000, 1_000, 0), ("nxt", 70_300, 450, 1)]
 
-    # One batch may carry several venues (a record without one is krx): duplicates are per venue.
-    records = [
-        krx.as_record() | {"volume": 1_300, "high": 70_150},
-        krx.as_record() | {"venue": "krx", "volume": 1_200},
-        revised.as_record() | {"venue": "nxt"},
-        revised.as_record() | {"venue": "unified", "volume": 1_450},
+    # One parameter may carry several venues' batches (a batch without one is krx): duplicates are per venue.
+    batches = [
+        {"bars": bars_by_code([replace(krx, volume=1_300, high=70_150)])},
+        {"venue": "krx", "bars": bars_by_code([replace(krx, volume=1_200)])},
+        {"venue": "nxt", "bars": bars_by_code([revised])},
+        {"venue": "unified", "bars": bars_by_code([replace(revised, volume=1_450)])},
     ]
-    row = conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps(records)}).fetchone()
+    row = conn.execute(load_sql("upsert_minute_bars"), {"bars": json.dumps(batches)}).fetchone()
     assert row == (4, 1, 1, 1, 1)  # received, duplicates, inserted (unified), updated (krx), unchanged (nxt)
     assert conn.execute("SELECT venue, volume FROM stock_prices_minute ORDER BY venue").fetchall() == [
         ("krx", 1_300),
@@ -182,7 +184,7 @@ def test_an_unknown_venue_is_refused(conn: psycopg.Connection) -> None:
         storage.upsert_bars(conn, [bar], venue="NXT")
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_minute_venue"):
         conn.execute(
-            load_sql("upsert_minute_bars"), {"bars": json.dumps([bar.as_record() | {"venue": "kosdaq"}])}
+            load_sql("upsert_minute_bars"), {"bars": json.dumps([{"venue": "kosdaq", "bars": bars_by_code([bar])}])}
         )
     assert conn.execute("SELECT count(*) FROM stock_prices_minute").fetchone() == (0,)
 

@@ -3,4 +3,4 @@
 -- Parameter bars: the same JSON array as upsert_minute_bars.sql (run it first, same transaction).
 -- Returns the names of the partitions created (usually none: then it takes no lock at all).
 SELECT ensure_minute_partitions(min(datetime)::date, (max(datetime) + interval '1 month')::date) AS created
-FROM jsonb_to_recordset(%(bars)s::jsonb) AS r (datetime timestamp);
+FROM minute_bars_received(%(bars)s::jsonb);

@@ -1,38 +1,28 @@
 -- Upserts a whole batch of minute bars in one statement and returns one row of counts:
---   received    records in the batch
---   duplicates  records superseded by another record of the same code, venue and minute in the batch
+--   received    bars in the batch
+--   duplicates  bars superseded by another bar of the same code, venue and minute in the batch
 --   inserted    new bars
 --   updated     bars whose OHLCV changed (a forming bar overwritten, a correction)
 --   unchanged   bars already stored with the same values: no write, no dead tuple
 --
--- Parameter bars: a JSON array of Bar.as_record() objects (datetime a naive KST ISO string),
--- each optionally with a "source" (default KIS) and a "venue" (krx, nxt or unified; default krx:
--- a batch from before venues existed is KRX's). One parameter, so that Airflow's
--- SQLExecuteQueryOperator, which binds parameters to a single cursor.execute, can send a batch.
--- Run ensure_minute_partitions.sql with the same parameter first, in the same transaction.
+-- Parameter bars: a JSON array of the fetch tasks' values, each with its venue (default krx),
+-- optionally a source (default KIS), and its bars as positional rows under their codes
+-- (kis.bars.bars_by_code; read by minute_bars_received(), migration 014). One parameter, so that
+-- Airflow's SQLExecuteQueryOperator, which binds parameters to a single cursor.execute, can send a
+-- batch. Run ensure_minute_partitions.sql with the same parameter first, in the same transaction.
 --
--- A bad record (NULL, high < low, a code outside ^[0-9A-Z]{6}$ ...) fails a constraint of the
+-- A bad bar (NULL, high < low, a code outside ^[0-9A-Z]{6}$ ...) fails a constraint of the
 -- table, whose name says which rule: the statement, and so the whole batch, is rolled back.
 WITH received AS (
-    SELECT *
-    FROM ROWS FROM (
-        jsonb_to_recordset(%(bars)s::jsonb)
-            AS (stock_code text, datetime timestamp, open integer, high integer, low integer,
-                close integer, volume bigint, source text, venue text)
-    ) WITH ORDINALITY AS r (stock_code, datetime, open, high, low, close, volume, source, venue, position)
-),
-keyed AS (
-    SELECT stock_code, coalesce(venue, 'krx') AS venue, datetime, open, high, low, close, volume,
-           source, position
-    FROM received
+    SELECT * FROM minute_bars_received(%(bars)s::jsonb)
 ),
 -- ON CONFLICT cannot touch a row twice in one statement, so one record per code, venue and minute is
 -- kept: the highest volume (a bar's volume only grows while its minute forms, so it is the latest
 -- state whatever order the mapped fetches were concatenated in), then the last one received.
 latest AS (
     SELECT DISTINCT ON (stock_code, venue, datetime) *
-    FROM keyed
-    ORDER BY stock_code, venue, datetime, volume DESC, position DESC
+    FROM received
+    ORDER BY stock_code, venue, datetime, volume DESC, ordinal DESC
 ),
 written AS (
     INSERT INTO stock_prices_minute AS stored

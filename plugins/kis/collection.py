@@ -55,9 +55,10 @@ BATCH_LABEL = (
 )
 
 
-def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
+def upsert_bars_step(fetch_task_id: str):
     """The upsert task of both DAGs: one set-based statement over every bar the mapped fetches
-    returned (their XComs, or each XCom's ``bars_key``), concatenated into one JSON parameter.
+    returned (their XComs, each a venue's bars by code, see :func:`fetch_batch`), sent as one JSON
+    parameter.
 
     It runs as soon as the fetches are done, failed ones included: a fetch task with a failed code
     pushed the other codes' bars before failing (``fetch_batch``), and xcom_pull returns the XComs
@@ -67,14 +68,12 @@ def upsert_bars_step(fetch_task_id: str, *, bars_key: str | None = None):
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
     # A list of task ids makes xcom_pull return a list even when there is one mapped task.
-    pulled = f"ti.xcom_pull(task_ids=['{fetch_task_id}']) | reject('none')"
-    if bars_key:
-        pulled += f" | map(attribute='{bars_key}')"
+    pulled = f"ti.xcom_pull(task_ids=['{fetch_task_id}']) | reject('none') | list"
     return SQLExecuteQueryOperator(
         task_id="upsert_bars",
         conn_id=MARKET_DB_CONN_ID,
         sql=["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"],
-        parameters={"bars": "{{ " + pulled + " | sum(start=[]) | tojson }}"},
+        parameters={"bars": "{{ " + pulled + " | tojson }}"},
         trigger_rule="all_done",
         show_return_value_in_logs=True,
     )
@@ -155,8 +154,10 @@ def fetch_batch(
     """The return value of a mapped fetch task: each code of its batch fetched on its own, so that
     one code never takes the others down.
 
-    ``fetch_code(hook, code)`` fetches one code; ``assemble`` builds the task's value (its bars
-    under ``"bars"``) from the codes fetched, and ``"failed"`` (code: reason) is added. An unknown
+    ``fetch_code(hook, code)`` fetches one code; ``assemble`` builds the task's value from the codes
+    fetched, its bars under ``"bars"`` as ``kis.bars.bars_by_code`` lists them (the upsert's
+    format: the venue is said once, at the top); ``"venue"``, ``"fetched"`` and ``"failed"`` (code:
+    reason) are added. An unknown
     code is alerted at once (a retry of the task neither asks nor alerts it again); on Nextrade the
     same answer means Nextrade does not trade the code: it is reported once, as information, and
     left out. Any other ``KisError`` is recorded with its reason. When a code failed, the value is

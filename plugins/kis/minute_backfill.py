@@ -15,7 +15,7 @@ from typing import Any
 
 from kis import alerts, collection, storage, verification
 from kis.alerts import send_alert
-from kis.bars import KST
+from kis.bars import KST, bars_by_code
 from kis.calendar import Session, default_calendar, trading_day
 from kis.collection import CollectionFailed, Run
 from kis.venues import Venue
@@ -124,7 +124,7 @@ def fetch_session_bars(
 
     def assemble(fetched: dict[str, Any]) -> dict[str, Any]:
         return {
-            "bars": [bar.as_record() | {"venue": venue.value} for result in fetched.values() for bar in result.bars],
+            "bars": bars_by_code(bar for result in fetched.values() for bar in result.bars),
             "volumes": {
                 code: result.cumulative_volume for code, result in fetched.items() if result.cumulative_volume is not None
             },

@@ -10,7 +10,7 @@ from typing import Any
 
 from kis import collection, storage
 from kis.alerts import Alert, send_alert
-from kis.bars import KST
+from kis.bars import KST, Bar, bars_by_code
 from kis.calendar import ONE_MINUTE, default_calendar
 from kis.collection import Run
 from kis.venues import Venue
@@ -73,7 +73,7 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
 
 def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, *, ti: Any | None = None) -> dict[str, Any]:
     """The closed bars of the last 30 minutes before the run's minute for each code on ``venue``:
-    ``{"bars": records, "venue": ..., "failed": {code: reason}}``.
+    ``{"bars": {code: rows}, "venue": ..., "fetched": [...], "failed": {code: reason}}``.
 
     A code that fails is reported on its own and the others' bars still reach the upsert (see
     :func:`kis.collection.fetch_batch`); an unknown code is alerted once, later runs of the day
@@ -81,16 +81,16 @@ def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, 
     """
     until = default_calendar().last_closed_minute(run.at, venue)
     if until is None:
-        return {"bars": [], "venue": venue.value, "failed": {}}
+        return {"bars": {}, "venue": venue.value, "fetched": [], "failed": {}}
 
-    def fetch(hook: Any, code: str) -> list[dict[str, Any]]:
+    def fetch(hook: Any, code: str) -> list[Bar]:
         result = hook.recent_bars(code, until=until, venue=venue)
         collection.log_rejects(code, result.rejected)
         log.info("%s %s: %d closed bars up to %s", venue.value, code, len(result.bars), until.strftime("%H:%M"))
-        return [bar.as_record() | {"venue": venue.value} for bar in result.bars]
+        return result.bars
 
-    def assemble(fetched: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        return {"bars": [record for records in fetched.values() for record in records]}
+    def assemble(fetched: dict[str, list[Bar]]) -> dict[str, Any]:
+        return {"bars": bars_by_code(bar for bars in fetched.values() for bar in bars)}
 
     return collection.fetch_batch(codes, fetch, assemble, day=until.date(), run=run, venue=venue, ti=ti)
 
