@@ -10,7 +10,7 @@ as the fetch tasks' return values, one task per code (``kis_codes_per_task`` 1, 
 
 Former: ``{"bars": [Bar.as_record() + "venue" per bar], ...}``; current: ``{"bars": {code: rows}}``
 (``kis.bars.bars_by_code``). Printed per minute run, per backfill day and per trading day (the
-minute DAG fetches at 395 ticks a day, bench/README.md), as JSON text (what the Task SDK sends and
+minute DAG fetches in 381 runs a day, one per bar), as JSON text (what the Task SDK sends and
 ``jsonb::text`` shows) and as stored: ``pg_column_size`` of the values in a ``jsonb`` column, the
 type of Airflow's ``xcom.value``, on the private cluster (TOAST compresses values over ~2 kB).
 It also upserts the current encoding of the minute run and of the day through
@@ -44,7 +44,7 @@ from simulator.market import Market
 
 DATABASE = "bench_xcom"
 RECENT_BARS = 30  # what one request of the minute run returns
-MINUTE_RUNS_PER_DAY = 395  # ticks that fetch on a regular KRX day (bench/README.md)
+MINUTE_RUNS_PER_DAY = 381  # runs that fetch on a regular KRX day: one per bar (the gate skips the others)
 
 Encoding = Callable[[str, list[Bar]], dict[str, Any]]
 
