@@ -121,15 +121,16 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
         (lag,) = statsd.timers["kis.stored_lag.kis_minute_bars"]
         assert (before - tick).total_seconds() * 1000 <= lag <= (after - tick).total_seconds() * 1000
 
-        # The next minute stores one new bar per code; then the backfill the rest of the day, with
-        # the token KIS refuses (expired) replaced once.
+        # The next minute stores one new bar per code and rewrites the bars tampered with; then the
+        # backfill the rest of the day, with the token KIS refuses (expired) replaced once.
         market.sim.set_faults({})
+        market.query("UPDATE stock_prices_minute SET volume = volume + 1 WHERE datetime = %s", datetime(2026, 11, 25, 10, 30))
         assert market.run("kis_minute_bars", kst("2026-11-25T10:32")).state == "success"
         market.sim.expire_tokens()
         market.sim.reset_counters()
         statsd.settle()
-        stored_before = statsd.counters["kis.bars_stored.kis_minute_bars"]
-        assert stored_before == len(CODES) * 31
+        assert statsd.counters["kis.bars_stored.kis_minute_bars"] == len(CODES) * (30 + 1 + 1)
+        bars_before = market.query("SELECT count(*) FROM stock_prices_minute")[0][0]
         requests_before = statsd.kis()
         assert market.run("kis_minute_backfill", kst("2026-11-25T16:00")).state == "success"
         statsd.settle()
@@ -142,5 +143,5 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
             "kis.requests.token": 1,
         }
         assert sent["kis.token.refused"] == 1 and sent["kis.token.issued"] == 1
-        assert sent["kis.bars_stored.kis_minute_backfill"] == total - stored_before
+        assert sent["kis.bars_stored.kis_minute_backfill"] == total - bars_before
         assert statsd.gauges["kis.completeness.krx"] == 1.0
