@@ -3,6 +3,7 @@ Airflow's StatsD integration on and pointed at a UDP listener of the test's own 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import uuid
@@ -10,9 +11,11 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 
+import httpx
 import pytest
 from simulated_day import CODES, kst, wait_for
 
+from devtools import airflow_env, localpg
 from kis.endpoints import TODAY_MINUTES_TR_ID
 
 PREFIX = "airflow."
@@ -26,6 +29,7 @@ class StatsdListener:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
         self.counters: Counter[str] = Counter()
         self.gauges: dict[str, float] = {}
         self.timers: dict[str, list[float]] = {}
@@ -86,9 +90,8 @@ def statsd() -> Iterator[StatsdListener]:
     listener = StatsdListener()
     try:
         with pytest.MonkeyPatch.context() as env:
-            env.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-            env.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
-            env.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+            for name, value in airflow_env.statsd(listener.address).items():
+                env.setenv(name, value)
             set_up_stats()
             yield listener
     finally:
@@ -145,3 +148,50 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
         assert sent["kis.token.refused"] == 1 and sent["kis.token.issued"] == 1
         assert sent["kis.bars_stored.kis_minute_backfill"] == total - bars_before
         assert statsd.gauges["kis.completeness.krx"] == 1.0
+
+
+@pytest.mark.slow
+def test_supervised_task_processes_send_the_metrics(pg_cluster):
+    """Under the scheduler and the LocalExecutor each task runs in a process of its own, which sets
+    up its metrics from ``[metrics]`` at start: those of a minute run reach the StatsD server."""
+    from devtools.local_airflow import running_airflow
+    from devtools.net import free_port
+    from simulator.testing import run_simulator
+
+    statsd = StatsdListener()
+    port = free_port()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    try:
+        with run_simulator(now="2026-11-25T10:31:02+09:00") as sim:
+            env = airflow_env.environment(
+                f"metrics_{worker}", api_port=port,
+                kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+            )
+            env |= airflow_env.statsd(statsd.address) | {"AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
+            # Fresh databases: a run of the same logical date must not exist from an earlier session.
+            localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
+            localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+            with running_airflow(env):
+                api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+                login = {"username": "admin", "password": airflow_env.admin_password()}
+                api.headers["Authorization"] = f"Bearer {api.post('/auth/token', json=login).json()['access_token']}"
+                dag = "/api/v2/dags/kis_minute_bars"
+                wait_for("the dag-processor parses kis_minute_bars", lambda: api.get(dag).status_code == 200)
+                assert api.patch(dag, json={"is_paused": False}).status_code == 200
+                triggered = api.post(f"{dag}/dagRuns", json={"logical_date": "2026-11-25T10:31:00+09:00"})
+                assert triggered.status_code == 200, triggered.text
+                run = f"{dag}/dagRuns/{triggered.json()['dag_run_id']}"
+                state = wait_for(
+                    "the run ends", lambda: (s := api.get(run).json()["state"]) in ("success", "failed") and s
+                )
+                assert state == "success"
+                statsd.settle()
+                assert statsd.kis() == {
+                    f"kis.requests.{TODAY_MINUTES_TR_ID}": 2,
+                    "kis.requests.token": 1,
+                    "kis.token.issued": 1,
+                    "kis.bars_stored.kis_minute_bars": 2 * 30,
+                }
+                assert len(statsd.timers["kis.stored_lag.kis_minute_bars"]) == 1
+    finally:
+        statsd.close()
