@@ -9,14 +9,14 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import httpx
 import pytest
+from kis.endpoints import TODAY_MINUTES_TR_ID
 from simulated_day import CODES, kst, wait_for
 
 from devtools import airflow_env, localpg
-from kis.endpoints import TODAY_MINUTES_TR_ID
 
 PREFIX = "airflow."
 
@@ -104,9 +104,9 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
     # One answer in two an EGW00201 or a 503: retried by the client, counted on both sides.
     with simulated_market(faults={"http_5xx": 0.3, "rate_storm": 0.2}) as market:
         tick = kst("2026-11-25T10:31")
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         assert market.run("kis_minute_bars", tick).state == "success"
-        after = datetime.now(timezone.utc)
+        after = datetime.now(UTC)
         statsd.settle()
         sim = market.sim.counters()
         faults = sim["faults_injected"]

@@ -9,7 +9,7 @@ docs/operations.md, "Metrics", lists them.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.observability import stats
@@ -54,7 +54,7 @@ def bars_stored(context: Any) -> None:
     (_received, _duplicates, inserted, updated, _unchanged), = results[-1]
     stats.incr(f"kis.bars_stored.{dag_run.dag_id}", inserted + updated)
     at = dag_run.logical_date or dag_run.run_after
-    stats.timing(f"kis.stored_lag.{dag_run.dag_id}", datetime.now(timezone.utc) - at)
+    stats.timing(f"kis.stored_lag.{dag_run.dag_id}", datetime.now(UTC) - at)
 
 
 def day_verified(day: DayOutcome) -> None:
