@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from typing import Self
 
 import httpx
 import pytest
@@ -67,7 +68,10 @@ class StatsdListener:
     def kis(self, kind: str = "counters") -> dict:
         return {name: value for name, value in getattr(self, kind).items() if name.startswith("kis.")}
 
-    def close(self) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
@@ -78,8 +82,8 @@ def statsd() -> Iterator[StatsdListener]:
     """Airflow's StatsD metrics on, sent to a listener on 127.0.0.1: the ``[metrics]`` options set as
     a deployment sets them, then the Task SDK's stats set up from them as each task process does at
     start (``task_runner.main``); dag.test() runs the tasks in this process."""
-    from airflow.sdk._shared.observability.metrics import stats
     from airflow.sdk.configuration import conf
+    from airflow.sdk.observability import stats
     from airflow.sdk.observability.metrics import stats_utils
 
     def set_up_stats() -> None:
@@ -87,16 +91,15 @@ def statsd() -> Iterator[StatsdListener]:
             factory=stats_utils.get_stats_factory(), export_legacy_names=conf.getboolean("metrics", "legacy_names_on")
         )
 
-    listener = StatsdListener()
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            for name, value in airflow_env.statsd(listener.address).items():
-                env.setenv(name, value)
-            set_up_stats()
-            yield listener
-    finally:
-        set_up_stats()  # metrics off again for the tests after this one
-        listener.close()
+    with StatsdListener() as listener:
+        try:
+            with pytest.MonkeyPatch.context() as env:
+                for name, value in airflow_env.statsd(listener.address).items():
+                    env.setenv(name, value)
+                set_up_stats()
+                yield listener
+        finally:
+            set_up_stats()  # metrics off again for the tests after this one
 
 
 def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated_market, statsd):
@@ -125,10 +128,12 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
         assert (before - tick).total_seconds() * 1000 <= lag <= (after - tick).total_seconds() * 1000
 
         # The next minute stores one new bar per code and rewrites the bars tampered with; then the
-        # backfill the rest of the day, with the token KIS refuses (expired) replaced once.
+        # backfill the rest of the day but a lost minute, with the token KIS refuses (expired)
+        # replaced once.
         market.sim.set_faults({})
         market.query("UPDATE stock_prices_minute SET volume = volume + 1 WHERE datetime = %s", datetime(2026, 11, 25, 10, 30))
         assert market.run("kis_minute_bars", kst("2026-11-25T10:32")).state == "success"
+        market.sim.set_faults({"drop_minutes": [{"code": "005930", "minutes": ["09:00"], "date": day.isoformat()}]})
         market.sim.expire_tokens()
         market.sim.reset_counters()
         statsd.settle()
@@ -140,14 +145,14 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
         sim = market.sim.counters()["requests_by_endpoint"]
         sent = Counter(statsd.kis()) - Counter(requests_before)
         total = market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime::date = %s", day)[0][0]
-        assert total == len(CODES) * 381
+        assert total == len(CODES) * 381 - 1
         assert {name: n for name, n in sent.items() if name.startswith("kis.requests.")} == {
             f"kis.requests.{TODAY_MINUTES_TR_ID}": sim["inquire-time-itemchartprice"],
             "kis.requests.token": 1,
         }
         assert sent["kis.token.refused"] == 1 and sent["kis.token.issued"] == 1
         assert sent["kis.bars_stored.kis_minute_backfill"] == total - bars_before
-        assert statsd.gauges["kis.completeness.krx"] == 1.0
+        assert statsd.gauges["kis.completeness.krx"] == total / (len(CODES) * 381)
 
 
 @pytest.mark.slow
@@ -158,40 +163,33 @@ def test_supervised_task_processes_send_the_metrics(pg_cluster):
     from devtools.net import free_port
     from simulator.testing import run_simulator
 
-    statsd = StatsdListener()
     port = free_port()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    try:
-        with run_simulator(now="2026-11-25T10:31:02+09:00") as sim:
-            env = airflow_env.environment(
-                f"metrics_{worker}", api_port=port,
-                kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
-            )
-            env |= airflow_env.statsd(statsd.address) | {"AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
-            # Fresh databases: a run of the same logical date must not exist from an earlier session.
-            localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
-            localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
-            with running_airflow(env):
-                api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-                login = {"username": "admin", "password": airflow_env.admin_password()}
-                api.headers["Authorization"] = f"Bearer {api.post('/auth/token', json=login).json()['access_token']}"
-                dag = "/api/v2/dags/kis_minute_bars"
-                wait_for("the dag-processor parses kis_minute_bars", lambda: api.get(dag).status_code == 200)
-                assert api.patch(dag, json={"is_paused": False}).status_code == 200
-                triggered = api.post(f"{dag}/dagRuns", json={"logical_date": "2026-11-25T10:31:00+09:00"})
-                assert triggered.status_code == 200, triggered.text
-                run = f"{dag}/dagRuns/{triggered.json()['dag_run_id']}"
-                state = wait_for(
-                    "the run ends", lambda: (s := api.get(run).json()["state"]) in ("success", "failed") and s
-                )
-                assert state == "success"
-                statsd.settle()
-                assert statsd.kis() == {
-                    f"kis.requests.{TODAY_MINUTES_TR_ID}": 2,
-                    "kis.requests.token": 1,
-                    "kis.token.issued": 1,
-                    "kis.bars_stored.kis_minute_bars": 2 * 30,
-                }
-                assert len(statsd.timers["kis.stored_lag.kis_minute_bars"]) == 1
-    finally:
-        statsd.close()
+    with StatsdListener() as statsd, run_simulator(now="2026-11-25T10:31:02+09:00") as sim:
+        env = airflow_env.environment(
+            f"metrics_{worker}", api_port=port,
+            kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+        )
+        env |= airflow_env.statsd(statsd.address) | {"AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
+        # Fresh databases: a run of the same logical date must not exist from an earlier session.
+        localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
+        localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+        with running_airflow(env), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+            login = {"username": "admin", "password": airflow_env.admin_password()}
+            api.headers["Authorization"] = f"Bearer {api.post('/auth/token', json=login).json()['access_token']}"
+            dag = "/api/v2/dags/kis_minute_bars"
+            wait_for("the dag-processor parses kis_minute_bars", lambda: api.get(dag).status_code == 200)
+            assert api.patch(dag, json={"is_paused": False}).status_code == 200
+            triggered = api.post(f"{dag}/dagRuns", json={"logical_date": "2026-11-25T10:31:00+09:00"})
+            assert triggered.status_code == 200, triggered.text
+            run = f"{dag}/dagRuns/{triggered.json()['dag_run_id']}"
+            state = wait_for("the run ends", lambda: (s := api.get(run).json()["state"]) in ("success", "failed") and s)
+            assert state == "success"
+        statsd.settle()
+        assert statsd.kis() == {
+            f"kis.requests.{TODAY_MINUTES_TR_ID}": 2,
+            "kis.requests.token": 1,
+            "kis.token.issued": 1,
+            "kis.bars_stored.kis_minute_bars": 2 * 30,
+        }
+        assert len(statsd.timers["kis.stored_lag.kis_minute_bars"]) == 1
