@@ -110,7 +110,22 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
     }
     if kis_conn:
         env["AIRFLOW_CONN_KIS_DEFAULT"] = kis_conn
+    if address := os.environ.get("KIS_STATSD"):
+        env |= statsd(address)
     return env
+
+
+def statsd(address: str) -> dict[str, str]:
+    """The variables that send Airflow's metrics, the collection's ``kis.*`` among them, to the
+    StatsD server at ``host:port`` (``KIS_STATSD`` for `make airflow` and the demo)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"KIS_STATSD must be host:port, got {address!r}")
+    return {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": host,
+        "AIRFLOW__METRICS__STATSD_PORT": port,
+    }
 
 
 def celery(env: dict[str, str], broker_url: str, *, concurrency: int = 8) -> dict[str, str]:

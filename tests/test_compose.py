@@ -225,3 +225,15 @@ def test_the_worker_file_names_what_it_misses(compose, tmp_path):
 
 def _target(volume: dict | str) -> str:
     return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+
+
+def test_metrics_are_off_until_the_env_turns_statsd_on(compose, tmp_path):
+    services = _parsed(_config(compose))["services"]
+    assert services["airflow-scheduler"]["environment"]["AIRFLOW__METRICS__STATSD_ON"] == "false"
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "AIRFLOW_STATSD_ON=true\nAIRFLOW_STATSD_HOST=10.0.0.20\n")
+    for name, service in _parsed(_config(compose, env_file=env_file))["services"].items():
+        if name in AIRFLOW_SERVICES:
+            env = service["environment"]
+            assert (env["AIRFLOW__METRICS__STATSD_ON"], env["AIRFLOW__METRICS__STATSD_HOST"]) == ("true", "10.0.0.20")
+            assert env["AIRFLOW__METRICS__STATSD_PORT"] == "8125"

@@ -21,7 +21,7 @@ import requests
 import tenacity
 from requests import Response
 
-from kis import endpoints
+from kis import endpoints, metrics
 from kis.errors import (
     CREDENTIALS_REJECTED,
     RATE_LIMITED,
@@ -171,6 +171,7 @@ class KisClient:
             if exc.msg_cd not in TOKEN_REJECTED:
                 raise
             self.counters["token_refused"] += 1
+            metrics.token_refused()
             log.warning("KIS refused the token (%s): getting a new one and retrying once", exc.msg_cd)
             self.tokens.invalidate(token)
             token = self.tokens.get()
@@ -181,6 +182,7 @@ class KisClient:
         """One paced request; returns the status and JSON body, or raises a typed error."""
         self.limiter.acquire()
         self.counters["requests"] += 1
+        metrics.request_sent(headers.get("tr_id"))
         try:
             response = self.session.request(
                 method, f"{self.settings.base_url}{endpoint}", headers=headers, timeout=self.settings.timeout, **request
@@ -213,6 +215,7 @@ class KisClient:
         exc = state.outcome.exception() if state.outcome else None
         kind = "rate_limited" if isinstance(exc, KisRateLimited) else "transient"
         self.counters[kind] += 1
+        metrics.request_retried(kind)
         log.warning(
             "KIS %s (attempt %s of %s); retrying in %.2f s",
             getattr(exc, "msg_cd", exc),

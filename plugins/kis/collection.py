@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from kis import alerts, schema
+from kis import alerts, metrics, schema
 from kis.alerts import Alert, send_alert
 from kis.errors import KisError, KisUnknownCode, KisUnsupported
 from kis.resources import KIS_CONN_ID, MARKET_DB_CONN_ID
@@ -76,6 +76,7 @@ def upsert_bars_step(fetch_task_id: str):
         parameters={"bars": "{{ " + pulled + " | tojson }}"},
         trigger_rule="all_done",
         show_return_value_in_logs=True,
+        on_success_callback=metrics.bars_stored,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from kis import alerts, collection, storage, verification
+from kis import alerts, collection, metrics, storage, verification
 from kis.alerts import send_alert
 from kis.bars import KST, bars_by_code
 from kis.calendar import Session, default_calendar, trading_day
@@ -177,6 +177,7 @@ def verify_day(
         if day.alerted:
             send_alert(verification.shortfall_alert(day, text, dag_id=run.dag_id, run_id=run.run_id))
         outcomes.append(day)
+        metrics.day_verified(day)
     short = [day for day in outcomes if not day.passed]
     if short:
         raise CollectionFailed(

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kis import metrics
 from kis.errors import TOKEN_THROTTLED, KisError, KisTokenError
 from kis.resources import load_sql
 
@@ -168,8 +169,11 @@ class TokenStore:
             try:
                 return self._issue()
             except KisTokenError as exc:
+                if exc.msg_cd != TOKEN_THROTTLED:
+                    raise
+                metrics.token_throttled()
                 throttled += 1
-                if exc.msg_cd != TOKEN_THROTTLED or throttled > self.throttle_retries:
+                if throttled > self.throttle_retries:
                     raise
                 log.warning("KIS throttled token issuance (%s); waiting before asking again", exc.msg_cd)
                 since_last_issue = 0.0
@@ -183,5 +187,6 @@ class TokenStore:
             {**self._key, "token_ciphertext": ciphertext, "expires_in": issued.expires_in, "refresh_in": refresh_in},
         )
         self.issued += 1
+        metrics.token_issued()
         self._remember(issued.access_token, ciphertext, refresh_in)
         log.info("Issued a new KIS access token (valid %.0f s); stored encrypted for every worker", issued.expires_in)
