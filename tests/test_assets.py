@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 import psycopg
-from simulated_day import CODES, announced, kst, task_states
+from simulated_day import CODES, DAGS_FOLDER, announced, kst, task_states
 
 from kis import storage
 
@@ -66,6 +66,29 @@ def test_a_verified_day_is_announced_and_its_resampled_bars_materialized(market)
     assert market.run_on_events("kis_resampled_bars", [event], kst("2026-11-25T16:31")).state == "success"
     again = resampled_table(market, DAY)
     assert again == resampled_view(market, DAY, CODES) and len(again) == len(table) and again != table
+
+
+def test_the_documented_subscriber_runs_on_the_event(market, tmp_path, capsys):
+    """The DAG of docs/bars-out.md ("Subscribing a DAG of your own"), run on a backfill's event."""
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    backfill = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
+    (event,) = announced(backfill)
+    doc = (DAGS_FOLDER.parent / "docs" / "bars-out.md").read_text()
+    sample = doc.split("### Subscribing a DAG of your own")[1].split("```python\n")[1].split("```")[0]
+    assert "...  # your model" in sample
+    (tmp_path / "my_daily_model.py").write_text(
+        sample.replace("...  # your model", "print('scored', code, len(frame), frame.index[-1].isoformat())")
+    )
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert bag.import_errors == {}
+    sync_bag_to_db(bag, "dags-folder", None)  # as the dag-processor would, so that a run can be made
+    market.dagbag = bag
+    run = market.run_on_events("my_daily_model", [event], kst("2026-11-25T16:30"))
+    assert run.state == "success", task_states(run)
+    out = capsys.readouterr().out
+    for code in CODES:
+        assert f"scored {code} 14 2026-11-25T15:30:00+09:00" in out, code  # 30-minute bars: 13 and the close
 
 
 def test_a_run_without_events_materializes_nothing(market):
