@@ -5,12 +5,16 @@ The fixtures that build one (``dagbag``, ``simulated_market``, ``market``) are i
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from unittest.mock import patch
 
+import httpx
 import psycopg
 
 from devtools import airflow_env
@@ -108,6 +112,32 @@ def announced(dag_run) -> list[AssetEvent]:
                 .order_by(Event.id)
             )
         )
+
+
+@contextmanager
+def local_airflow(name: str, sim: SimulatorHandle, **variables: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A local Airflow (scheduler, dag-processor, triggerer, api-server) on fresh metadata and
+    market databases, whose KIS is ``sim``, with the environment ``variables`` (e.g.
+    ``AIRFLOW_VAR_KIS_WATCHLIST``); yields a client of its REST API logged in as admin, and the
+    market database's DSN."""
+    from devtools import localpg
+    from devtools.local_airflow import running_airflow
+    from devtools.net import free_port
+
+    port = free_port()
+    env = airflow_env.environment(
+        f"{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", api_port=port,
+        kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+    ) | variables
+    # Fresh databases: no run, event or bar of an earlier session.
+    localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
+    market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+    with running_airflow(env):
+        base = f"http://127.0.0.1:{port}"
+        login = {"username": "admin", "password": airflow_env.admin_password()}
+        token = httpx.post(f"{base}/auth/token", json=login).json()["access_token"]
+        with httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+            yield api, market_dsn
 
 
 def task_states(dag_run) -> dict[str, list[str]]:

@@ -9,18 +9,12 @@ test_dags.py and test_venues.py.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
-import httpx
 import psycopg
 import pytest
-from simulated_day import CODES, DAGS_FOLDER, announced, kst, task_states, wait_for
+from simulated_day import CODES, DAGS_FOLDER, announced, kst, local_airflow, task_states, wait_for
 
-from devtools import airflow_env, localpg
-from devtools.local_airflow import running_airflow
-from devtools.net import free_port
 from kis import storage
 from simulator.testing import run_simulator
 
@@ -130,61 +124,41 @@ def test_an_event_without_a_day_fails_the_run_at_once_and_materializes_nothing(m
 # --- under the real scheduler ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def scheduler_on_a_simulated_day(pg_cluster) -> Iterator[tuple[str, dict[str, str], str]]:
-    """A local Airflow (scheduler, dag-processor, triggerer, api-server) whose KIS is the simulator
-    at 16:00:02 KST on DAY, with one code on the watch-list."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    port = free_port()
-    with run_simulator(now="2026-11-25T16:00:02+09:00") as sim:
-        env = airflow_env.environment(
-            f"assets_{worker}", api_port=port,
-            kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
-        )
-        env["AIRFLOW_VAR_KIS_WATCHLIST"] = "005930"
-        # Fresh databases: no run, event or bar of an earlier session.
-        localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
-        market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
-        with running_airflow(env):
-            yield f"http://127.0.0.1:{port}", env, market_dsn
-
-
 @pytest.mark.slow
-def test_the_scheduler_runs_the_resampling_when_the_backfill_verifies_a_day(scheduler_on_a_simulated_day):
-    base, _env, market_dsn = scheduler_on_a_simulated_day
-    token = httpx.post(
-        f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
-    ).json()["access_token"]
-    api = httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    for dag_id in ("kis_minute_backfill", "kis_resampled_bars"):
-        wait_for(f"the dag-processor parses {dag_id}", lambda d=dag_id: api.get(f"/dags/{d}").status_code == 200)
-        assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-    triggered = api.post("/dags/kis_minute_backfill/dagRuns", json={"logical_date": "2026-11-25T16:00:00+09:00"})
-    assert triggered.status_code == 200, triggered.text
-    backfill_run = triggered.json()["dag_run_id"]
+def test_the_scheduler_runs_the_resampling_when_the_backfill_verifies_a_day():
+    with (
+        run_simulator(now="2026-11-25T16:00:02+09:00") as sim,
+        local_airflow("assets", sim, AIRFLOW_VAR_KIS_WATCHLIST="005930") as (api, market_dsn),
+    ):
+        for dag_id in ("kis_minute_backfill", "kis_resampled_bars"):
+            wait_for(f"the dag-processor parses {dag_id}", lambda d=dag_id: api.get(f"/dags/{d}").status_code == 200)
+            assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        triggered = api.post("/dags/kis_minute_backfill/dagRuns", json={"logical_date": "2026-11-25T16:00:00+09:00"})
+        assert triggered.status_code == 200, triggered.text
+        backfill_run = triggered.json()["dag_run_id"]
 
-    def resampling_run():
-        runs = api.get("/dags/kis_resampled_bars/dagRuns").json()["dag_runs"]
-        return next((run for run in runs if run["state"] in ("success", "failed")), None)
+        def resampling_run():
+            runs = api.get("/dags/kis_resampled_bars/dagRuns").json()["dag_runs"]
+            return next((run for run in runs if run["state"] in ("success", "failed")), None)
 
-    run = wait_for("kis_resampled_bars runs on the verified day", resampling_run, timeout=600)
-    assert (run["state"], run["run_type"]) == ("success", "asset_triggered")
-    backfill = api.get(f"/dags/kis_minute_backfill/dagRuns/{backfill_run}").json()
-    assert backfill["state"] == "success"
-    events = api.get("/assets/events", params={"source_run_id": backfill_run}).json()["asset_events"]
-    assert [(e["uri"], e["extra"]["date"], e["extra"]["codes"]) for e in events] == [
-        ("kis://minute-bars/krx", "2026-11-25", ["005930"])
-    ]
-    with psycopg.connect(market_dsn) as conn:
-        table = conn.execute(
-            "SELECT stock_code, minutes, bucket_start, open, high, low, close, volume, bar_count, run_id"
-            " FROM stock_prices_resampled ORDER BY 1, 2, 3"
-        ).fetchall()
-        start = datetime.combine(DAY, time())
-        view = sorted(
-            (bar.stock_code, minutes, bar.bucket_start, bar.open, bar.high, bar.low, bar.close, bar.volume,
-             bar.bar_count, run["dag_run_id"])
-            for minutes in (5, 10, 30, 60)
-            for bar in storage.resampled_bars(conn, ["005930"], start, start + timedelta(days=1), minutes=minutes)
-        )
-    assert table == view and len(table) == 77 + 39 + 14 + 7
+        run = wait_for("kis_resampled_bars runs on the verified day", resampling_run, timeout=600)
+        assert (run["state"], run["run_type"]) == ("success", "asset_triggered")
+        backfill = api.get(f"/dags/kis_minute_backfill/dagRuns/{backfill_run}").json()
+        assert backfill["state"] == "success"
+        events = api.get("/assets/events", params={"source_run_id": backfill_run}).json()["asset_events"]
+        assert [(e["uri"], e["extra"]["date"], e["extra"]["codes"]) for e in events] == [
+            ("kis://minute-bars/krx", "2026-11-25", ["005930"])
+        ]
+        with psycopg.connect(market_dsn) as conn:
+            table = conn.execute(
+                "SELECT stock_code, minutes, bucket_start, open, high, low, close, volume, bar_count, run_id"
+                " FROM stock_prices_resampled ORDER BY 1, 2, 3"
+            ).fetchall()
+            start = datetime.combine(DAY, time())
+            view = sorted(
+                (bar.stock_code, minutes, bar.bucket_start, bar.open, bar.high, bar.low, bar.close, bar.volume,
+                 bar.bar_count, run["dag_run_id"])
+                for minutes in (5, 10, 30, 60)
+                for bar in storage.resampled_bars(conn, ["005930"], start, start + timedelta(days=1), minutes=minutes)
+            )
+        assert table == view and len(table) == 77 + 39 + 14 + 7
