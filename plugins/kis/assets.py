@@ -83,11 +83,11 @@ def verified_days(events: Iterable[Any]) -> list[VerifiedDay]:
     for event in events:
         extra = event.extra or {}
         try:
-            found[date.fromisoformat(extra["date"]), Venue(extra["venue"])] = VerifiedDay(
-                date.fromisoformat(extra["date"]), Venue(extra["venue"]), _codes(extra.get("codes"))
-            )
+            day = VerifiedDay(date.fromisoformat(extra["date"]), Venue(extra["venue"]), _codes(extra.get("codes")))
         except (KeyError, ValueError, TypeError) as err:
             bad.append(f"{event.asset.name} event of {event.timestamp} ({type(err).__name__}: {err}): {extra!r}")
+            continue
+        found[day.day, day.venue] = day
     if bad:
         raise ValueError("Asset events without a valid date and venue in their extra: " + "; ".join(bad))
     return list(found.values())
