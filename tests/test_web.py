@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
