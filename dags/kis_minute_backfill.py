@@ -40,7 +40,7 @@ import pendulum
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
-from kis import collection, minute_backfill
+from kis import assets, collection, minute_backfill
 from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
 from kis.venues import Venue
@@ -109,12 +109,14 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
 
         upsert = collection.upsert_bars_step("fetch_session_bars")
 
-        @task(trigger_rule="all_done")
-        def verify_day(params=None, dag_run=None, ti=None) -> dict:
+        @task(trigger_rule="all_done", outlets=[assets.VERIFIED_DAYS])
+        def verify_day(params=None, dag_run=None, ti=None, outlet_events=None) -> dict:
             # Pulled, not passed: a failed gate leaves None here instead of skipping the verification.
             batches = ti.xcom_pull(task_ids="trading_day_gate")
             fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
-            return minute_backfill.verify_day(backfill_day(params, dag_run), batches, fetched, collection.Run.of(dag_run))
+            return minute_backfill.verify_day(
+                backfill_day(params, dag_run), batches, fetched, collection.Run.of(dag_run), outlet_events
+            )
 
         # Blocked by a lock, it fails after its lock timeout and is retried later; off the path to
         # verify_day, it never fails the day's verification.

@@ -5,16 +5,24 @@ The fixtures that build one (``dagbag``, ``simulated_market``, ``market``) are i
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest.mock import patch
 
+import httpx
 import psycopg
 
 from devtools import airflow_env
 from kis.bars import KST, Bar
 from simulator.testing import SimulatorHandle
+
+if TYPE_CHECKING:
+    from airflow.models.asset import AssetEvent
 
 DAGS_FOLDER = airflow_env.REPO / "dags"
 CODES = ["005930", "000660", "0126Z0", "035720"]
@@ -54,8 +62,82 @@ class Market:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
+    def run_on_events(self, dag_id: str, events: list[AssetEvent], tick: datetime):
+        """One run of ``dag_id`` at ``tick`` triggered by ``events``, as the scheduler runs an asset-
+        scheduled DAG: ``dag.test()`` makes a manual run, and the run is given the events to consume
+        as the scheduler's ``_create_dag_runs_asset_triggered`` gives them (its tasks read them as
+        ``triggering_asset_events``)."""
+        from airflow.models import dagrun
+        from airflow.models.asset import AssetEvent as Event
+        from sqlalchemy import select
+
+        create = dagrun.get_or_create_dagrun
+
+        def with_events(*, session, **kwargs):
+            run = create(session=session, **kwargs)
+            ids = [event.id for event in events]
+            run.consumed_asset_events.extend(session.scalars(select(Event).where(Event.id.in_(ids))))
+            session.commit()
+            return run
+
+        with patch.object(dagrun, "get_or_create_dagrun", with_events):
+            return self.dagbag.get_dag(dag_id).test(logical_date=tick)
+
     def data_requests(self) -> int:
         return sum(n for endpoint, n in self.sim.counters()["requests_by_endpoint"].items() if "inquire" in endpoint)
+
+
+def announced(dag_run) -> list[AssetEvent]:
+    """The asset events ``verify_day`` of ``dag_run`` emitted (dag.test() reuses run ids: only
+    those since the task started), oldest first."""
+    from airflow.models.asset import AssetEvent as Event
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    (verify,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == "verify_day"]
+    if verify.start_date is None:  # skipped: never ran
+        return []
+    with create_session() as session:
+        return list(
+            session.scalars(
+                select(Event)
+                .options(joinedload(Event.asset))
+                .where(
+                    Event.source_dag_id == dag_run.dag_id,
+                    Event.source_run_id == dag_run.run_id,
+                    Event.source_task_id == "verify_day",
+                    Event.timestamp >= verify.start_date,
+                )
+                .order_by(Event.id)
+            )
+        )
+
+
+@contextmanager
+def local_airflow(name: str, sim: SimulatorHandle, **variables: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A local Airflow (scheduler, dag-processor, triggerer, api-server) on fresh metadata and
+    market databases, whose KIS is ``sim``, with the environment ``variables`` (e.g.
+    ``AIRFLOW_VAR_KIS_WATCHLIST``); yields a client of its REST API logged in as admin, and the
+    market database's DSN."""
+    from devtools import localpg
+    from devtools.local_airflow import running_airflow
+    from devtools.net import free_port
+
+    port = free_port()
+    env = airflow_env.environment(
+        f"{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", api_port=port,
+        kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+    ) | variables
+    # Fresh databases: no run, event or bar of an earlier session.
+    localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
+    market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
+    with running_airflow(env):
+        base = f"http://127.0.0.1:{port}"
+        login = {"username": "admin", "password": airflow_env.admin_password()}
+        token = httpx.post(f"{base}/auth/token", json=login).json()["access_token"]
+        with httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+            yield api, market_dsn
 
 
 def task_states(dag_run) -> dict[str, list[str]]:

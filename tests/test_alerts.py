@@ -186,7 +186,7 @@ def test_a_day_short_of_the_threshold_never_reads_as_reaching_it() -> None:
     from kis.verification import DayOutcome, percent, shortfall_alert
 
     day = DayOutcome(
-        day=date(2026, 11, 25), venue=Venue.KRX, codes=1, present=244_999, explained_absences=0,
+        day=date(2026, 11, 25), venue=Venue.KRX, stock_codes=("005930",), present=244_999, explained_absences=0,
         expected=250_000, threshold=0.98, codes_with_gaps=("005930",), codes_without_data=(),
         unverifiable=(), missing={}, unexpected={},
     )

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
-from simulated_day import CODES, DAGS_FOLDER, kst, task_states
+from simulated_day import CODES, DAGS_FOLDER, announced, kst, task_states
 
 from devtools import airflow_env
 from kis import storage
@@ -50,19 +50,33 @@ def fetch_tries(dag_run, task_id: str) -> list[tuple[str, str, int]]:
 def test_every_dag_is_wired_as_operators_expect(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
+    from airflow.sdk import AssetAny
+
+    from kis.assets import MINUTE_BARS, VERIFIED_DAYS
+
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
-    evening = dagbag.get_dag("kis_minute_backfill_nextrade")
-    assert set(dagbag.dag_ids) == {"kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance"}
+    evening, resampled = dagbag.get_dag("kis_minute_backfill_nextrade"), dagbag.get_dag("kis_resampled_bars")
+    assert set(dagbag.dag_ids) == {
+        "kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance", "kis_resampled_bars"
+    }
     crons = {minute: "* 9-15 * * 1-5 + KRX special sessions", backfill: "0 16 * * 1-5", evening: "10 20 * * 1-5"}
-    for dag, cron in crons.items():
-        assert dag.timetable.summary == cron
-        assert str(dag.timetable._timezone.name) == "Asia/Seoul"
+    for dag in (*crons, resampled):
         assert dag.catchup is False and dag.max_active_runs == 1
         assert dag.tags and dag.doc_md
         for task in dag.tasks:
             assert task.owner == "market-data"
             assert task.retries >= 2
+    for dag, cron in crons.items():
+        assert dag.timetable.summary == cron
+        assert str(dag.timetable._timezone.name) == "Asia/Seoul"
         assert isinstance(dag.get_task("upsert_bars"), SQLExecuteQueryOperator)
+    # Data-aware: the verification announces the days through the alias, the resampling runs on any venue's.
+    for dag in (backfill, evening):
+        assert dag.get_task("verify_day").outlets == [VERIFIED_DAYS]
+        assert not any(task.outlets for task in dag.tasks if task.task_id != "verify_day")
+    assert not any(task.outlets for task in minute.tasks)
+    condition = resampled.timetable.asset_condition
+    assert isinstance(condition, AssetAny) and list(condition.objects) == list(MINUTE_BARS.values())
     assert minute.get_task("fetch_recent_bars").pool == "kis_api"
     for dag in (backfill, evening):
         assert dag.get_task("fetch_session_bars").pool == "kis_api"
@@ -286,6 +300,7 @@ def test_backfill_fails_and_alerts_when_lost_minutes_put_the_day_below_the_thres
         dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
         assert dag_run.state == "failed"
         assert task_states(dag_run)["verify_day"] == ["failed"]
+        assert announced(dag_run) == []  # a day that fell short is never announced
         (status, missing), = market.query(
             "SELECT status, missing_minutes FROM minute_verification WHERE stock_code = '000660'"
         )

@@ -434,7 +434,7 @@ def test_the_live_gap_check_alerts_each_gap_once(conn: psycopg.Connection) -> No
 # --- resampled bars -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("minutes", [5, 10, 30, 60])
+@pytest.mark.parametrize("minutes", [1, 5, 10, 30, 60])
 def test_resampled_bars_equal_pandas_resample(conn: psycopg.Connection, minutes: int) -> None:
     codes = ["005930", "0126Z0"]
     bars = simulated_day(DAY, codes, seed=11)
@@ -462,6 +462,10 @@ def test_resampled_bars_equal_pandas_resample(conn: psycopg.Connection, minutes:
     expected = expected[expected["bar_count"] > 0].astype("int64")
     expected.index.names = ["stock_code", "minute"]
     pd.testing.assert_frame_equal(got, expected, check_index_type=False)
+    # One code's day, indexed by its minutes alone: the same bars.
+    day_frame = storage.bars_frame(conn, "0126Z0", DAY, minutes=minutes)
+    assert day_frame.index.name == "minute" and str(day_frame.index.tz) == "Asia/Seoul"
+    pd.testing.assert_frame_equal(day_frame, expected.loc["0126Z0"], check_index_type=False, check_freq=False)
 
     # The closing-auction bar: its own 15:30 bucket up to 30 minutes, the end of the 15:00 bucket at 60.
     (_, last_start), last = got.index[-1], got.iloc[-1]
@@ -472,6 +476,43 @@ def test_resampled_bars_equal_pandas_resample(conn: psycopg.Connection, minutes:
     else:
         assert (last_start.time(), last.bar_count) == (time(15, 30), 1)
         assert last.volume == closing_bar.volume
+
+
+def test_a_frame_needs_a_whole_day_or_a_range(conn: psycopg.Connection) -> None:
+    with pytest.raises(ValueError, match="a start minute needs an end"):
+        storage.bars_frame(conn, "005930", datetime(2025, 11, 3, 9, 0))
+    with pytest.raises(ValueError, match="a start date means that whole day"):
+        storage.bars_frame(conn, "005930", DAY, datetime(2025, 11, 3, 12, 0))
+    with pytest.raises(ValueError, match="minutes must be"):
+        storage.bars_frame(conn, "005930", DAY, minutes=0)
+
+
+def test_materializing_a_day_replaces_it_with_the_resampled_bars(conn: psycopg.Connection) -> None:
+    codes = ["005930", "0126Z0"]
+    storage.upsert_bars(conn, simulated_day(DAY, codes, seed=5))
+    storage.upsert_bars(conn, simulated_day(DAY + timedelta(days=1), codes, seed=6))  # another day, kept
+    storage.materialize_resampled(conn, DAY + timedelta(days=1), None, run_id="other-day")
+    stored = "SELECT stock_code, minutes, bucket_start, open, high, low, close, volume, bar_count FROM stock_prices_resampled"
+    day_rows = f"{stored} WHERE bucket_start::date = %s ORDER BY 1, 2, 3"
+    written = storage.materialize_resampled(conn, DAY, codes, run_id="r1")
+    start = datetime.combine(DAY, time())
+    expected = [
+        (bar.stock_code, minutes, bar.bucket_start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.bar_count)
+        for minutes in (5, 10, 30, 60)
+        for bar in storage.resampled_bars(conn, codes, start, start + timedelta(days=1), minutes=minutes)
+    ]
+    assert written == len(expected) == 2 * (77 + 39 + 14 + 7)  # 09:00-15:19 and the 15:30 closing bar
+    assert conn.execute(day_rows, (DAY,)).fetchall() == sorted(expected)
+    # A bar corrected since, and a code left out of the re-run: the day is replaced, not added to.
+    conn.execute("UPDATE stock_prices_minute SET close = low WHERE stock_code = '005930' AND datetime = %s", (start + timedelta(hours=15, minutes=30),))
+    assert storage.materialize_resampled(conn, DAY, ["005930"], run_id="r2") == written // 2
+    rows = conn.execute(day_rows, (DAY,)).fetchall()
+    assert {row[0] for row in rows} == {"005930"}
+    corrected = storage.resampled_bars(conn, ["005930"], start, start + timedelta(days=1), minutes=60)[-1]
+    assert ("005930", 60, corrected.bucket_start, corrected.close) in {(r[0], r[1], r[2], r[6]) for r in rows}
+    assert conn.execute("SELECT DISTINCT run_id FROM stock_prices_resampled WHERE bucket_start::date = %s", (DAY,)).fetchall() == [("r2",)]
+    # The other day and the other venues were not touched.
+    assert conn.execute(f"{stored} WHERE bucket_start::date > %s", (DAY,)).rowcount == written
 
 
 # --- the statements as Airflow runs them ---------------------------------------------------------

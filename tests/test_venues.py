@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from simulated_day import kst, task_states
+from simulated_day import announced, kst, task_states
 
 DAY = date(2026, 11, 25)
 CODES = ["005930", "000660"]
@@ -48,6 +48,7 @@ def test_a_unified_day_from_the_pre_market_to_the_after_market(simulated_market,
         # KRX's 16:00 backfill has nothing to do; the 20:10 backfill covers the unified day.
         krx = market.run("kis_minute_backfill", at("16:00"))
         assert krx.state == "success" and set(task_states(krx)["fetch_session_bars"]) == {"skipped"}
+        assert announced(krx) == []  # KRX is not collected: no KRX day to announce
         assert market.data_requests() == requests
         evening = market.run("kis_minute_backfill_nextrade", at("20:10"))
         assert evening.state == "success", task_states(evening)
@@ -61,6 +62,10 @@ def test_a_unified_day_from_the_pre_market_to_the_after_market(simulated_market,
             assert status in ("complete", "complete_with_explained_absences", "unverifiable"), (code, status)
         labels = sorted(ti.rendered_map_index for ti in evening.get_task_instances() if ti.task_id == "fetch_session_bars")
         assert labels == [f"unified {code}" for code in sorted(CODES)]
+        # The unified day is announced, never Nextrade's, which this backfill covers but did not verify.
+        assert [(e.asset.name, e.extra["date"], e.extra["codes"]) for e in announced(evening)] == [
+            ("kis_minute_bars_unified", "2026-11-25", sorted(CODES))
+        ]
 
 
 def test_a_code_nextrade_does_not_trade_is_reported_once_and_not_asked_again(simulated_market, monkeypatch):
@@ -98,6 +103,8 @@ def test_a_minute_the_grid_did_not_predict_is_stored_and_reported(simulated_mark
         _status, expected, present, count, unexpected = verification(market, "nxt")[code]
         assert [m.strftime("%H:%M") for m in unexpected] == ["15:25", "20:00"]
         assert count == len(stored) == present + 2 and expected == 690
+        # Nextrade's day is announced, never the unified one, which this backfill covers too.
+        assert [(e.asset.name, e.extra["venue"]) for e in announced(evening)] == [("kis_minute_bars_nxt", "nxt")]
 
 
 def test_the_default_asks_nothing_outside_krx_hours(market):

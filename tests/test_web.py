@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -251,6 +252,84 @@ def test_an_unknown_venue_is_rejected_with_the_choices(app_client, admin_jwt):
         assert error["loc"] == ["query", "venue"] and error["msg"] == "Input should be 'krx', 'nxt' or 'unified'"
 
 
+def _stored_bars(dsn: str, code: str, day: date, venue: str = "krx") -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT datetime, open, high, low, close, volume FROM stock_prices_minute"
+            " WHERE stock_code = %s AND venue = %s AND datetime::date = %s ORDER BY datetime",
+            (code, venue, day),
+        ).fetchall()
+
+
+def _csv(response) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0] == "time,open,high,low,close,volume,bar_count"
+    return [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+
+
+def test_a_days_bars_as_csv_are_the_stored_bars(app_client, admin_jwt, market_db):
+    headers = {"Authorization": f"Bearer {admin_jwt}"}
+    stored = _stored_bars(market_db, GAPPY, GAP_DAY)
+    minute_rows = _csv(app_client.get(f"/api/bars?code={GAPPY}&date={GAP_DAY}&format=csv", headers=headers))
+    assert [
+        (datetime.fromisoformat(r["time"]), int(r["open"]), int(r["high"]), int(r["low"]), int(r["close"]), int(r["volume"]))
+        for r in minute_rows
+    ] == [(minute.replace(tzinfo=KST), *values) for minute, *values in stored]
+    assert minute_rows[0]["time"] == "2026-11-25T09:00:00+09:00" and {r["bar_count"] for r in minute_rows} == {"1"}
+
+    # 5-minute bars: the stored minutes grouped by their 5-minute bucket from 09:00, the closing
+    # auction's 15:30 bar in a bucket of its own.
+    response = app_client.get(f"/api/bars?code={GAPPY}&date={GAP_DAY}&interval=5&format=csv", headers=headers)
+    assert response.headers["content-disposition"] == f'attachment; filename="{GAPPY}_krx_{GAP_DAY}_5min.csv"'
+    buckets: dict[datetime, list[tuple]] = {}
+    for minute, *values in stored:
+        buckets.setdefault(minute.replace(minute=minute.minute - minute.minute % 5), []).append(values)
+    expected = [
+        (start.replace(tzinfo=KST).isoformat(), bars[0][0], max(b[1] for b in bars), min(b[2] for b in bars),
+         bars[-1][3], sum(b[4] for b in bars), len(bars))
+        for start, bars in buckets.items()
+    ]
+    got = [
+        (r["time"], *(int(r[c]) for c in ("open", "high", "low", "close", "volume", "bar_count")))
+        for r in _csv(response)
+    ]
+    assert got == expected
+    assert got[-1][0] == "2026-11-25T15:30:00+09:00" and got[-1][-1] == 1
+    assert len(got) == 77 - GAP_MINUTES // 5  # 09:00-15:19 and the close, less the two buckets of the gap
+
+
+def test_a_days_bars_as_json_per_venue_and_interval(app_client, admin_jwt, market_db):
+    body = _get(app_client, f"/api/bars?code={COMPLETE}&date={GAP_DAY}&venue=nxt&interval=60", admin_jwt)
+    assert (body["code"], body["venue"], body["date"], body["interval"]) == (COMPLETE, "nxt", "2026-11-25", 60)
+    # Nextrade's 08:00 to 19:59, and the bar it served off the grid (08:55), in the 08:00 bucket.
+    assert [bar["time"][11:16] for bar in body["bars"]] == [f"{hour:02d}:00" for hour in range(8, 20)]
+    assert body["bars"][0]["bar_count"] == 50 + 1
+    assert sum(bar["volume"] for bar in body["bars"]) == sum(row[-1] for row in _stored_bars(market_db, COMPLETE, GAP_DAY, "nxt"))
+    # The default interval is the minute bars; a code without bars has none.
+    assert len(_get(app_client, f"/api/bars?code={COMPLETE}&date={GAP_DAY}", admin_jwt)["bars"]) == BARS_PER_DAY
+    assert _get(app_client, f"/api/bars?code={EMPTY}&date={GAP_DAY}", admin_jwt)["bars"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("code=5930", "code", "String should match pattern '^[0-9A-Z]{6}$'"),
+        ("code=005930&interval=15", "interval", "Value error, interval must be one of 1, 5, 10, 30, 60 (minutes), got 15"),
+        ("code=005930&interval=five", "interval", "Input should be a valid integer, unable to parse string as an integer"),
+        ("code=005930&format=xlsx", "format", "Input should be 'json' or 'csv'"),
+        ("code=005930&date=2026-13-01", "date", "Input should be a valid date or datetime, month value is outside expected range of 1-12"),
+        ("date=2026-11-25", "code", "Field required"),
+    ],
+)
+def test_bad_bars_queries_are_rejected_naming_the_parameter(app_client, admin_jwt, query, field, message):
+    response = app_client.get(f"/api/bars?{query}", headers={"Authorization": f"Bearer {admin_jwt}"})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert (error["loc"], error["msg"]) == (["query", field], message)
+
+
 def test_minutes_not_due_yet_are_not_missing(market_db):
     """On the day itself, at 10:00:30, the bars up to 09:58 are due; 09:59 is still being collected."""
     from kis.web import status
@@ -292,6 +371,7 @@ def test_every_route_needs_a_login(app_client):
     for path in (
         f"/api/minute-status?date={COMPLETE_DAY}",
         "/api/heatmap",
+        f"/api/bars?code={COMPLETE}&date={COMPLETE_DAY}&format=csv",
         "/dashboard",
         "/static/dashboard.js",
     ):
@@ -384,6 +464,27 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
     assert ours["fastapi_apps"][0]["url_prefix"] == "/kis"
 
 
+def test_curl_gets_a_days_5_minute_csv(api_server):
+    """As docs/bars-out.md shows it: a token from /auth/token, then curl."""
+    base, token = api_server["base"], api_server["token"]
+    url = f"{base}/kis/api/bars?code={COMPLETE}&date={GAP_DAY}&interval=5&format=csv"
+    curl = subprocess.run(
+        ["curl", "--silent", "--fail-with-body", "--header", f"Authorization: Bearer {token}", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert curl.returncode == 0, curl.stdout
+    lines = curl.stdout.splitlines()
+    assert lines[0] == "time,open,high,low,close,volume,bar_count"
+    assert lines[1].startswith("2026-11-25T09:00:00+09:00,1000,1010,990,1000,") and lines[1].endswith(",5")
+    assert lines[-1].startswith("2026-11-25T15:30:00+09:00,") and lines[-1].endswith(",1")
+    assert len(lines) == 1 + 77
+    unauthenticated = subprocess.run(
+        ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert unauthenticated.stdout == "401"
+
+
 # --- the dashboard in headless Chromium ------------------------------------------------------------
 
 
@@ -414,6 +515,18 @@ def test_dashboard_in_a_browser(api_server, browser):
         "document.getElementById('latency-note').textContent"
     )
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
+    # Each code's row links to its bars of the day as CSV, which the logged-in browser downloads.
+    links = browser.evaluate(
+        f"[...[...document.querySelectorAll('#per-code tbody tr')].find(r => r.cells[0].textContent === '{GAPPY}')"
+        ".querySelectorAll('.bars-out a')].map(a => a.href)"
+    )
+    assert links == [
+        f"{base}/kis/api/bars?code={GAPPY}&date={GAP_DAY}&venue=krx&interval={m}&format=csv" for m in (1, 5, 10, 30, 60)
+    ]
+    csv_text = browser.call(
+        "Runtime.evaluate", expression=f"fetch({json.dumps(links[1])}).then(r => r.text())", awaitPromise=True
+    )["result"]["value"]
+    assert csv_text.startswith("time,open,high,low,close,volume,bar_count\n2026-11-25T09:00:00+09:00,")
 
     # The venue selector: Nextrade's day of the same date, remembered in the URL.
     browser.evaluate(

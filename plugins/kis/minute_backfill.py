@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from kis import alerts, collection, metrics, storage, verification
+from kis import alerts, assets, collection, metrics, storage, verification
 from kis.alerts import send_alert
 from kis.bars import KST, bars_by_code
 from kis.calendar import Session, default_calendar, trading_day
@@ -135,10 +135,15 @@ def fetch_session_bars(
 
 
 def verify_day(
-    target: BackfillDay, batches: Sequence[dict[str, Any]] | None, fetched: Sequence[dict[str, Any]], run: Run
+    target: BackfillDay,
+    batches: Sequence[dict[str, Any]] | None,
+    fetched: Sequence[dict[str, Any]],
+    run: Run,
+    outlet_events: Any = None,
 ) -> dict[str, Any]:
     """Verifies the day of each venue backfilled into the report table; raises, after alerting,
-    when a venue's day falls short.
+    when a venue's day falls short. Otherwise announces each venue's day on its Asset through
+    ``outlet_events`` (:mod:`kis.assets`): Airflow emits the events when the task succeeds.
 
     A day falls short when its completeness is under the Variable ``kis_completeness_threshold``
     (0.98): the expected bars that are stored or explained (a VI, a halt, a minute without trades,
@@ -190,4 +195,6 @@ def verify_day(
             + " (see the reports above)"
         )
     collection.fail_when_fetches_failed(batches, fetched)
+    if outlet_events is not None:
+        assets.announce_verified_days(outlet_events, outcomes)
     return {day.venue.value: day.summary() for day in outcomes}

@@ -37,6 +37,7 @@ __all__ = [
     "RETENTION_MONTHS_ENV",
     "RetentionBlocked",
     "DayVerification",
+    "IntervalBar",
     "MinuteStatus",
     "UpsertCounts",
     "apply_retention",
@@ -45,7 +46,9 @@ __all__ = [
     "codes_with_closing_bar",
     "ensure_partitions",
     "live_gaps",
+    "materialize_resampled",
     "minute_status",
+    "resampled_bars",
     "retention_months",
     "upsert_bars",
     "verify_day",
@@ -91,6 +94,21 @@ class DayVerification:
     status: str  # complete | complete_with_explained_absences | unverifiable | gap | no_data
     run_id: str
     checked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalBar:
+    """A bar of ``minute_bars_resampled``: one minute bar, or the minute bars of a bucket."""
+
+    stock_code: str
+    venue: str
+    bucket_start: datetime  # naive KST: the bar's first minute
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    bar_count: int  # the minute bars in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +313,7 @@ def minute_status(
     return status
 
 
-def bars_frame(
+def resampled_bars(
     conn: psycopg.Connection,
     codes: Sequence[str],
     start: datetime,
@@ -303,17 +321,13 @@ def bars_frame(
     *,
     minutes: int = 1,
     venue: str = Venue.KRX,
-) -> pandas.DataFrame:
-    """The stored bars of ``codes`` on ``venue`` in ``[start, end)``, for notebooks and downstream DAGs.
-
-    A DataFrame indexed by ``(stock_code, minute)`` (the bar's start, aware KST) with the int64
-    columns ``open high low close volume bar_count``. ``minutes`` > 1 resamples as the
-    ``minute_bars_resampled`` view does (buckets from 09:00; the closing-auction bar is its own
-    bucket up to 30 minutes and closes the 15:00 bucket at 60), which equals ``pandas.resample``
-    of the minute bars with ``origin`` 09:00, closed and labelled left.
-    """
-    import pandas
-
+) -> list[IntervalBar]:
+    """The bars of ``codes`` on ``venue`` in ``[start, end)`` resampled to ``minutes`` (1: the
+    minute bars themselves), by code and time: ``minute_bars_resampled.sql``, the one resampling
+    of the project (buckets from 09:00, labelled by their start; the closing-auction bar is its
+    own 15:30 bucket up to 30 minutes and closes the 15:00 bucket at 60)."""
+    if minutes < 1:
+        raise ValueError(f"minutes must be a whole number of minutes >= 1, got {minutes}")
     params = {
         "bucket": timedelta(minutes=minutes),
         "from_ts": _naive_kst(start),
@@ -321,13 +335,61 @@ def bars_frame(
         "codes": list(codes),
         "venue": _venue(venue),
     }
-    rows = conn.execute(load_sql("minute_bars_resampled"), params).fetchall()
-    columns = ["stock_code", "venue", "minute", "open", "high", "low", "close", "volume", "bar_count"]
-    # One venue was asked for: the frame stays indexed by (stock_code, minute) as before venues.
-    frame = pandas.DataFrame(rows, columns=columns).drop(columns="venue")
-    frame = frame.astype({c: "int64" for c in columns[3:]})
+    with conn.cursor(row_factory=class_row(IntervalBar)) as cur:
+        return cur.execute(load_sql("minute_bars_resampled"), params).fetchall()
+
+
+def bars_frame(
+    conn: psycopg.Connection,
+    codes: str | Sequence[str],
+    start: date | datetime,
+    end: datetime | None = None,
+    *,
+    minutes: int = 1,
+    venue: str = Venue.KRX,
+) -> pandas.DataFrame:
+    """The stored bars of ``codes`` on ``venue`` as a DataFrame, for notebooks and downstream DAGs.
+
+    ``bars_frame(conn, "005930", date(2026, 11, 25), minutes=5)`` is one code's day in 5-minute
+    bars, indexed by ``minute`` (the bar's start, aware KST); with a list of codes the index is
+    ``(stock_code, minute)``. The columns are ``open high low close volume bar_count`` (int64;
+    ``bar_count``: the minute bars in the bar). ``minutes`` > 1 resamples as
+    :func:`resampled_bars` does, which equals ``pandas.resample`` of the minute bars with
+    ``origin`` 09:00, closed and labelled left.
+
+    :param start: the first minute (aware, or naive KST), or a date: that whole day.
+    :param end: the end of the range, excluded; left out with a date ``start``.
+    """
+    import pandas
+
+    if not isinstance(start, datetime):
+        if end is not None:
+            raise ValueError("end goes with a start minute; a start date means that whole day")
+        start = datetime.combine(start, datetime.min.time())
+        end = start + timedelta(days=1)
+    elif end is None:
+        raise ValueError("a start minute needs an end")
+    one = isinstance(codes, str)
+    rows = resampled_bars(conn, [codes] if one else codes, start, end, minutes=minutes, venue=venue)
+    columns = ["open", "high", "low", "close", "volume", "bar_count"]
+    frame = pandas.DataFrame(
+        [(bar.stock_code, bar.bucket_start, *(getattr(bar, c) for c in columns)) for bar in rows],
+        columns=["stock_code", "minute", *columns],
+    ).astype({c: "int64" for c in columns})
     frame["minute"] = pandas.to_datetime(frame["minute"]).dt.tz_localize(KST)
-    return frame.set_index(["stock_code", "minute"])
+    return frame.drop(columns="stock_code").set_index("minute") if one else frame.set_index(["stock_code", "minute"])
+
+
+def materialize_resampled(
+    conn: psycopg.Connection, day: date, codes: Sequence[str] | None, *, venue: str = Venue.KRX, run_id: str
+) -> int:
+    """Replaces the 5/10/30/60-minute bars of ``day`` on ``venue`` in ``stock_prices_resampled``
+    (``materialize_resampled_bars.sql``) in one transaction; ``codes`` None: every code stored
+    that day. Returns the rows written."""
+    params = {"day": day, "venue": _venue(venue), "codes": None if codes is None else list(codes), "run_id": run_id}
+    with conn.transaction():
+        (written,) = conn.execute(load_sql("materialize_resampled_bars"), params).fetchone()
+    return written
 
 
 def _venue(venue: str) -> str:

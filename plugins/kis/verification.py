@@ -36,7 +36,7 @@ class DayOutcome:
 
     day: date
     venue: Venue
-    codes: int
+    stock_codes: tuple[str, ...]  # the codes verified, in the report's order
     present: int
     explained_absences: int
     expected: int
@@ -46,6 +46,10 @@ class DayOutcome:
     unverifiable: tuple[str, ...]
     missing: dict[str, list[str]]  # code -> ISO minutes, of every code with minutes missing
     unexpected: dict[str, list[str]]  # code -> ISO minutes served outside the grid
+
+    @property
+    def codes(self) -> int:
+        return len(self.stock_codes)
 
     @property
     def completeness(self) -> float:
@@ -84,7 +88,7 @@ def outcome(day: date, report: Sequence[DayVerification], threshold: float, *, v
     return DayOutcome(
         day=day,
         venue=venue,
-        codes=len(report),
+        stock_codes=tuple(r.stock_code for r in report),
         present=sum(r.present for r in report),
         explained_absences=sum(
             r.expected - r.present for r in report if r.status == "complete_with_explained_absences"

@@ -6,6 +6,9 @@ The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
   completeness and verification, the latest alerts (see :func:`kis.web.status.minute_status`);
 - ``GET /kis/api/heatmap?date=YYYY-MM-DD&venue=krx``: codes x minutes states
   (:func:`kis.web.status.heatmap`);
+- ``GET /kis/api/bars?code=005930&date=YYYY-MM-DD&interval=5&format=csv&venue=krx``: one code's
+  bars of a day, the minute bars (``interval=1``, the default) or resampled to 5, 10, 30 or 60
+  minutes, as JSON (the default) or CSV with a header line (:mod:`kis.web.bars`);
 - ``GET /kis/dashboard``: the page, shown inside the Airflow UI as an external view; it reads the
   two endpoints above and the run latencies from Airflow's own REST API.
 
@@ -25,20 +28,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kis.bars import KST
 from kis.calendar import KrxCalendar, default_calendar
+from kis.parsing import CODE_PATTERN
 from kis.resources import MARKET_DB_CONN_ID
 from kis.venues import Venue
-from kis.web import status
+from kis.web import bars, status
 
 __all__ = ["COLLECTION_DAG_ID", "LOGIN_PATH", "Sources", "create_app"]
 
@@ -59,6 +64,15 @@ DateParam = Annotated[
 VenueParam = Annotated[
     Venue, Query(description="The venue: krx, nxt (Nextrade) or unified (KRX + Nextrade).")
 ]
+CodeParam = Annotated[
+    str, Query(pattern=f"^{CODE_PATTERN.pattern}$", description="The stock code: six of 0-9 or A-Z, e.g. 005930.")
+]
+IntervalParam = Annotated[
+    int,
+    AfterValidator(bars.interval),
+    Query(description="Minutes per bar: 1 (the minute bars), 5, 10, 30 or 60."),
+]
+FormatParam = Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv (with a header line).")]
 AlertLimit = Annotated[int, Query(ge=0, le=200, description="How many of the latest alerts to return.")]
 
 
@@ -160,6 +174,22 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         with market_db() as conn:
             body = status.heatmap(conn, day_of(day), src.codes(), src.calendar(), src.now(), venue=venue)
         return JSONResponse(body, headers=NO_STORE)
+
+    @app.get("/api/bars", summary="One code's bars of a date, per minute or resampled, as JSON or CSV")
+    def day_bars(
+        code: CodeParam,
+        day: DateParam = None,
+        interval: IntervalParam = 1,
+        venue: VenueParam = Venue.KRX,
+        output: FormatParam = "json",
+    ) -> Response:
+        with market_db() as conn:
+            body = bars.day_bars(conn, code, day_of(day), interval, venue)
+        if output == "json":
+            return JSONResponse(body, headers=NO_STORE)
+        name = f"{code}_{body['venue']}_{body['date']}_{interval}min.csv"
+        headers = NO_STORE | {"Content-Disposition": f'attachment; filename="{name}"'}
+        return PlainTextResponse(bars.day_bars_csv(body), media_type="text/csv", headers=headers)
 
     @app.get("/dashboard", response_class=HTMLResponse, summary="The collection dashboard")
     def dashboard() -> HTMLResponse:

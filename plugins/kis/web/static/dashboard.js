@@ -72,6 +72,18 @@ function cell(tag, content, className) {
   return element;
 }
 
+// The code's bars of the day and venue shown, as CSV from api/bars: the minute bars and each interval.
+function barsLinks(code, status) {
+  const td = cell("td", "", "bars-out");
+  for (const interval of [1, 5, 10, 30, 60]) {
+    const link = cell("a", interval + "m");
+    link.href = "api/bars?" + new URLSearchParams({ code, date: status.date, venue: status.venue, interval, format: "csv" });
+    link.title = code + ", " + status.date + ", " + interval + "-minute bars (CSV)";
+    td.append(link, " ");
+  }
+  return td;
+}
+
 function alertMessage(message) {
   // The day's verification alert carries its whole report after the first line: folded away.
   const [first, ...rest] = message.split("\n");
@@ -134,7 +146,7 @@ function renderStatus(status) {
     const verification = code.verification ? code.verification.status : "";
     row.append(cell("td", code.stock_code), cell("td", count(code.bars), "num"), cell("td", count(code.expected), "num"),
       cell("td", percent(code.completeness), "num"), cell("td", clock(code.first_time)), cell("td", clock(code.last_time)),
-      cell("td", verification.replaceAll("_", " "), "status-" + verification));
+      cell("td", verification.replaceAll("_", " "), "status-" + verification), barsLinks(code.stock_code, status));
     perCode.append(row);
   }
 }
