@@ -36,13 +36,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 from kis import assets, collection, minute_backfill
 from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 from kis.venues import Venue
 
 
@@ -54,8 +54,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
     @dag(
         dag_id=dag_id,
         dag_display_name=f"KIS minute backfill: {title}",
-        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},

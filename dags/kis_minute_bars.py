@@ -36,18 +36,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 from kis import collection, minute_bars
 from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
-from kis.timetable import KrxSessionTimetable
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KrxSessionTimetable
 from kis.venues import Venue
 
 
 @dag(
-    schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul", venues=collection.configured_venues()),
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+    schedule=KrxSessionTimetable(
+        "* 9-15 * * 1-5",
+        timezone="Asia/Seoul",
+        venues=collection.configured_venues(),
+        run_immediately=FIRST_RUN_AT_NEXT_TICK,
+    ),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),
