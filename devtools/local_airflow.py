@@ -32,9 +32,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import date
 from pathlib import Path
 
-from devtools import airflow_env, localpg, localredis
+from devtools import airflow_env, localpg, localredis, replay
 from devtools.net import free_port
 
 PLUGINS = airflow_env.REPO / "plugins"
@@ -176,8 +177,11 @@ def running_simulator(
         _stop({"simulator": process}, grace=5)
 
 
-def migrate_market_db(env: dict[str, str]) -> list[str]:
-    """Brings the market schema up to date, so that the dashboard works before the first DAG run."""
+def migrate_market_db(env: dict[str, str], today: date | None = None) -> list[str]:
+    """Brings the market schema up to date, so that the dashboard works before the first DAG run.
+
+    :param today: the day whose month is partitioned (default: today in KST).
+    """
     import psycopg
 
     # The kis package lives in plugins/, which Airflow (not this process) puts on sys.path.
@@ -186,7 +190,7 @@ def migrate_market_db(env: dict[str, str]) -> list[str]:
     from kis import schema
 
     with psycopg.connect(env["AIRFLOW_CONN_KIS_MARKET_DB"]) as conn:
-        return schema.migrate(conn)
+        return schema.migrate(conn, today=today)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -225,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--redis-port", type=int, default=6389, help="the private Redis's port (with Celery)")
     parser.add_argument(
+        "--replay",
+        default=os.environ.get("KIS_REPLAY") or None,
+        metavar="DAY[THH:MM]",
+        help="play a past session live on the wall clock, from a minute before its open or from HH:MM KST,"
+        " in a world of its own under libfaketime (devtools/replay.py; env KIS_REPLAY)",
+    )
+    parser.add_argument(
+        "--replay-pg-port", type=int, default=None, help="the replay cluster's port (default: any free one)"
+    )
+    parser.add_argument(
         "command",
         nargs=argparse.REMAINDER,
         help="instead of starting Airflow, run this command in its environment, e.g. airflow dags test ...",
@@ -232,6 +246,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     kis_conn = os.environ.get("AIRFLOW_CONN_KIS_DEFAULT")
+    replaying = None
+    if args.replay:
+        if kis_conn or args.command:
+            parser.error("--replay plays the simulator's market in a world of its own: without"
+                         " AIRFLOW_CONN_KIS_DEFAULT and without a command")
+        try:
+            replaying = replay.Replay.parse(args.replay, args.replay_pg_port or free_port())
+        except ValueError as error:
+            parser.error(str(error))
+        replay.enter(replaying)
     # The environment names the cluster's password: on a fresh machine the cluster is made first.
     localpg.start()
     localpg.wait_until_accepting()
@@ -265,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print("Starting the simulator, PostgreSQL and Airflow (about 30 s)...", flush=True)
         with simulator, redis, running_airflow(env, log_dir=log_dir, celery_workers=args.celery_workers):
-            applied = migrate_market_db(env)
+            applied = migrate_market_db(env, today=replaying.day if replaying else None)
             endpoint = (
                 "AIRFLOW_CONN_KIS_DEFAULT"
                 if kis_conn
@@ -274,7 +298,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(
                 f"\nAirflow UI:    {base}   login: admin / {airflow_env.admin_password()}\n"
                 f"Dashboard:     {base}/kis/dashboard   (also 'Minute bars' in the UI's side bar)\n"
-                f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
+                + (
+                    f"Replaying:     {replaying.day} from {replaying.start:%H:%M} KST: every clock of this stack,"
+                    " its database's too, reads that day and runs on in real time\n"
+                    if replaying
+                    else ""
+                )
+                + f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
                 f"KIS endpoint:  {endpoint}\n"
                 + (
                     f"Executor:      CeleryExecutor, {args.celery_workers} workers (kis-worker-1...),"
@@ -291,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 signal.pause()
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
+    finally:
+        if replaying:
+            localpg.stop()  # the replay's own cluster; the checkout's stays up, as always
 
 
 if __name__ == "__main__":
