@@ -1,5 +1,5 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test install lock bench airflow simulator
+.PHONY: demo test install lock bench airflow simulator check-first-start
 
 demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
 	@scripts/demo.sh $(DEMO_ARGS)
@@ -18,3 +18,6 @@ airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, trigger
 
 simulator:  ## the KIS simulator alone on 127.0.0.1:8765; SIM_ARGS="--help" for its options
 	@scripts/bootstrap.sh && PYTHONPATH=plugins .venv/bin/python -m simulator $(SIM_ARGS)
+
+check-first-start:  ## the README's first-start check: make airflow (replayed session) from a new state directory, two minutes without a failure or an alert
+	@scripts/test.sh tests/test_first_start.py
