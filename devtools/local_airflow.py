@@ -5,6 +5,7 @@ with ``--skip-serve-logs`` (the task logs stay readable from the shared log fold
 own process group so that stopping them ends their children too and nothing else.
 
     python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443] [--celery-workers N]
+    python -m devtools.local_airflow --replay 2026-11-27[T14:50]
     python -m devtools.local_airflow airflow dags test kis_minute_backfill 2026-11-25
 
 The first form (`make airflow`) starts the simulator (the default KIS endpoint until
@@ -12,6 +13,9 @@ The first form (`make airflow`) starts the simulator (the default KIS endpoint u
 and the login, and stops everything on Ctrl-C (or SIGTERM, or the terminal closing). The second
 runs a command in the same environment (metadata database, connections, secrets), for ``airflow
 dags test`` and the other CLI commands, while the first one runs in another terminal.
+
+``--replay DAY`` (``make airflow REPLAY=DAY``) plays a past session live on the wall clock, the
+whole stack in a world of its own under libfaketime (``devtools/replay.py``).
 
 ``--celery-workers N`` (or ``KIS_CELERY_WORKERS=N``) runs a CeleryExecutor instead of the
 LocalExecutor: a private Redis on 127.0.0.1 (``devtools.localredis``, Debian's ``redis-server``,
@@ -124,14 +128,19 @@ def running_airflow(
     try:
         # The API server first, and healthy before anything runs a task: a task started earlier
         # cannot reach the Execution API and is killed ("Workload execution failed"), and its run
-        # then misses its deadline: a failure and an alert on every first start.
-        order = sorted(components, key=lambda name: name != "api-server")
-        for name in order:
+        # then misses its deadline: a failure and an alert on every first start. The dag-processor
+        # runs no task: it starts beside the API server, so that the DAGs are parsed (and their
+        # first tick set) by the time the UI answers, not half a minute later.
+        early = [name for name in ("api-server", "dag-processor") if name in components]
+        for name in early:
             processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
-            if name == "api-server":
-                wait_for_http(
-                    f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
-                )
+        if "api-server" in processes:
+            wait_for_http(
+                f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
+            )
+        for name in components:
+            if name not in early:
+                processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
         for index in range(1, celery_workers + 1):
             own = airflow_env.celery_worker(index, free_port())
             worker = _start([airflow, *celery_worker_argv(index)], {**env, **own}, log_dir / f"celery-worker-{index}.log")
