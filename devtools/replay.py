@@ -19,6 +19,7 @@ runs of a later minute, from an earlier replay, would hold the schedule back unt
 from __future__ import annotations
 
 import glob
+import math
 import os
 import shutil
 import subprocess
@@ -70,7 +71,7 @@ class Replay:
 
     def faketime(self, now: datetime) -> dict[str, str]:
         """The variables that set a process's clocks to this replay, ``now`` being the real time."""
-        offset = round((self.start - now).total_seconds())
+        offset = math.ceil((self.start - now).total_seconds())  # never before the asked start
         return {
             "LD_PRELOAD": _library(),
             "FAKETIME": f"{offset:+d}",
