@@ -11,9 +11,9 @@ import sys
 from datetime import datetime
 
 import pytest
+from kis.bars import KST
 
 from devtools.replay import Replay
-from kis.bars import KST
 
 
 def kst(text: str) -> datetime:
