@@ -26,9 +26,9 @@ from devtools.local_airflow import wait_for_http
 from devtools.net import free_port
 
 pytestmark = pytest.mark.slow
-# A Friday's regular session, mid-morning: every minute from the start on is a tick that fetches
-# (from the open, the 09:00 tick finds no closed bar and the first fetch waits for 09:01).
-REPLAY = "2026-11-27T10:00"
+# A Friday's regular session, from a minute before its open as the README's REPLAY=2026-11-27:
+# started later, the first minute run would report the minutes before the start as gaps.
+REPLAY = "2026-11-27"
 WATCH_SECONDS = 120
 
 
@@ -101,6 +101,6 @@ def test_a_fresh_start_fetches_bars_and_fails_and_alerts_nothing(fresh_make_airf
     ]
     seen = {"bars, minutes": bars, "runs": runs, "alerts": alerts, "failed tasks": unhappy}
     # Minute runs of the replayed day only (no backfill of a day before the start), with bars stored.
-    assert runs and {logical_date[:10] for logical_date, *_ in runs} == {REPLAY[:10]}, seen
+    assert runs and {logical_date[:10] for logical_date, *_ in runs} == {REPLAY}, seen
     assert bars[0] > 0, seen
     assert alerts == [] and unhappy == [], seen
