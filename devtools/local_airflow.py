@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--replay",
         default=os.environ.get("KIS_REPLAY") or None,
         metavar="DAY[THH:MM]",
-        help="play a past session live on the wall clock, from a minute before its open or from HH:MM KST,"
+        help="play a past session live on the wall clock, from its open or from HH:MM KST,"
         " in a world of its own under libfaketime (devtools/replay.py; env KIS_REPLAY)",
     )
     parser.add_argument(

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 from devtools import airflow_env, localpg
@@ -37,8 +37,6 @@ from kis.bars import KST
 from kis.calendar import default_calendar
 
 FAKETIME_LIBRARY = "/usr/lib/*/faketime/libfaketimeMT.so.1"  # the thread-safe build
-# Started a minute before the open, the first minute run (open + 1) is usually the stack's first tick.
-LEAD = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,12 @@ class Replay:
 
     @classmethod
     def parse(cls, text: str, pg_port: int) -> Replay:
-        """``2026-11-27`` (a minute before that day's KRX open) or ``2026-11-27T14:50`` (KST).
+        """``2026-11-27`` (that day's KRX open) or ``2026-11-27T14:50`` (KST).
+
+        From the open, the stack parses the DAGs during the first minute and the first run is at
+        open + 1 (or + 2 on a slow start), about a minute after the UI answers: its 30 closed bars
+        reach back to the open, so no minute is missed. (A minute earlier, the UI answered a minute
+        before the first bar, and the open's own tick only skips.)
 
         :raises ValueError: not a date, or a day without a KRX session.
         """
@@ -62,7 +65,7 @@ class Replay:
         if session is None:
             raise ValueError(f"replay: KRX has no session on {moment.date():%Y-%m-%d (%A)}: pick a trading day")
         if len(text) == len("YYYY-MM-DD"):
-            return cls(session.open - LEAD, pg_port)
+            return cls(session.open, pg_port)
         return cls(moment.replace(tzinfo=moment.tzinfo or KST).astimezone(KST), pg_port)
 
     @property

@@ -26,7 +26,7 @@ from devtools.local_airflow import wait_for_http
 from devtools.net import free_port
 
 pytestmark = pytest.mark.slow
-# A Friday's regular session, from a minute before its open as the README's REPLAY=2026-11-27:
+# A Friday's regular session, from its open as the README's REPLAY=2026-11-27:
 # started later, the first minute run would report the minutes before the start as gaps.
 REPLAY = "2026-11-27"
 WATCH_SECONDS = 120

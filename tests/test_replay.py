@@ -23,8 +23,8 @@ def kst(text: str) -> datetime:
 @pytest.mark.parametrize(
     ("asked", "start"),
     [
-        ("2026-11-27", "2026-11-27T08:59"),  # a minute before the open: the 09:01 run fetches first
-        ("2026-11-19", "2026-11-19T09:59"),  # CSAT day opens at 10:00
+        ("2026-11-27", "2026-11-27T09:00"),  # the open
+        ("2026-11-19", "2026-11-19T10:00"),  # CSAT day opens at 10:00
         ("2026-11-27T14:50", "2026-11-27T14:50"),  # KST when it has no offset
         ("2026-11-27T05:50+00:00", "2026-11-27T14:50"),
     ],
