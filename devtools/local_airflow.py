@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             replaying = replay.Replay.parse(args.replay, args.replay_pg_port or free_port())
         except ValueError as error:
             parser.error(str(error))
-        replay.enter(replaying)
+        replay_dags = replay.enter(replaying)
     # The environment names the cluster's password: on a fresh machine the cluster is made first.
     localpg.start()
     localpg.wait_until_accepting()
@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
     # Airflow's default, paused, for a deployment).
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    if replaying:
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = str(replay_dags)
     if args.celery_workers:
         env |= airflow_env.celery(env, localredis.broker_url(args.redis_port))
     if args.command:

@@ -14,6 +14,11 @@ turns Python's ``time.sleep`` (an absolute ``clock_nanosleep`` on it) into ``EIN
 
 Each replay starts from nothing (``<state dir>/replay``, removed first): a metadata database with
 runs of a later minute, from an earlier replay, would hold the schedule back until then.
+
+File times are not shifted (Debian's libfaketime does not fake ``stat``): the DAG files of the
+checkout would be days newer than the replayed clock, and the dag-processor, which parses again a
+file modified after its last parse, would parse them every second and reset the first tick while
+no run exists yet. The replay parses a copy of ``dags/`` dated at the replay's start instead.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def enter(replay: Replay) -> Path:
     """Points this process's environment, and so every process it starts, at a fresh replay world.
 
     The world keeps the checkout's UI login; its cluster listens on ``replay.pg_port``. Returns its
-    state directory.
+    DAGs folder (see the module's docstring).
     """
     password = airflow_env.admin_password()
     world = localpg.state_dir() / "replay"
@@ -96,8 +101,12 @@ def enter(replay: Replay) -> Path:
     world.chmod(0o755)  # the server user must reach its cluster inside
     (world / "admin.password").write_text(password)
     (world / "admin.password").chmod(0o600)
+    dags = shutil.copytree(airflow_env.REPO / "dags", world / "dags")
+    dated = replay.start.timestamp()
+    for path in [dags, *dags.rglob("*")]:
+        os.utime(path, (dated, dated))
     os.environ |= replay.faketime(datetime.now(KST))
-    return world
+    return dags
 
 
 def _library() -> str:
