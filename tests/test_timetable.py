@@ -217,6 +217,7 @@ def test_serialize_round_trip_keeps_the_venues() -> None:
         ("kis_minute_bars", "19:00:00", "2026-12-01T09:00"),
         ("kis_minute_backfill", "19:00:00", "2026-12-01T16:00"),
         ("kis_minute_backfill_nextrade", "21:00:00", "2026-12-01T20:10"),
+        ("kis_maintenance", "19:00:00", "2026-12-01T05:30"),
         # In the session: a whole minute to start up, not the minute that is under way.
         ("kis_minute_bars", "10:00:30", "2026-11-30T10:01"),
         # Minutes after a tick, when Airflow's ``run_immediately=False`` would still run it (5 min).
