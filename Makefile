@@ -1,5 +1,5 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test install lock bench airflow simulator
+.PHONY: demo test install lock bench airflow simulator check-first-start
 
 demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
 	@scripts/demo.sh $(DEMO_ARGS)
@@ -13,8 +13,11 @@ install:  ## create .venv with the pinned packages
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
 	@scripts/lock.sh
 
-airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; KIS_CELERY_WORKERS=N for Celery; Ctrl-C stops it
-	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow
+airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; KIS_CELERY_WORKERS=N for Celery; REPLAY=YYYY-MM-DD[THH:MM] plays a past session live; Ctrl-C stops it
+	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow $(if $(REPLAY),--replay $(REPLAY))
 
 simulator:  ## the KIS simulator alone on 127.0.0.1:8765; SIM_ARGS="--help" for its options
 	@scripts/bootstrap.sh && PYTHONPATH=plugins .venv/bin/python -m simulator $(SIM_ARGS)
+
+check-first-start:  ## the README's first-start check: make airflow (replayed session) from a new state directory, two minutes without a failure or an alert
+	@scripts/test.sh tests/test_first_start.py

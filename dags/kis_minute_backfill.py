@@ -5,10 +5,11 @@ Every time here is KST (Asia/Seoul). `kis_minute_backfill` covers KRX at 16:00 K
 and must be done by **17:30 KST**; `kis_minute_backfill_nextrade` covers Nextrade and the unified
 view (KRX + Nextrade) at 20:10 KST, after their 20:00 close, and must be done by **21:40 KST**
 (`KIS_BACKFILL_DEADLINE_MINUTES`, 90 min after the start; a late run raises `deadline_missed`;
-the UI's deadline card rounds 90 minutes to "2 hours", its note says 90 min). Each backfills the
-venues of the Variable `kis_venues` it covers, and skips when there is none; a run's mapped tasks
-are labelled with their venue (unless KRX). Any date can be triggered from the UI with the `date`
-parameter:
+the UI's deadline card rounds 90 minutes to "2 hours", the alert's name beside it says 17:30 KST).
+A new DAG's first run is its next 16:00 (20:10): a day before it was first started is backfilled
+by triggering it. Each backfills the venues of the Variable `kis_venues` it covers, and skips when
+there is none; a run's mapped tasks are labelled with their venue (unless KRX). Any date can be
+triggered from the UI with the `date` parameter:
 
 1. **trading_day_gate**: skips days without a session; a past date on a mock account fails here,
    with the reason (KIS serves past minute bars to real accounts only).
@@ -36,13 +37,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 from kis import assets, collection, minute_backfill
 from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 from kis.venues import Venue
 
 
@@ -54,8 +55,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
     @dag(
         dag_id=dag_id,
         dag_display_name=f"KIS minute backfill: {title}",
-        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
@@ -71,7 +71,9 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
                 description=f"The date to backfill and verify on {title} (KST). Empty: the run's own date.",
             ),
         },
-        deadline=deadline_alerts("backfill", after_logical_date=minute_backfill.backfill_deadline()),
+        deadline=deadline_alerts(
+            "backfill", after_logical_date=minute_backfill.backfill_deadline(), scheduled_at=minute_backfill.start_time(cron)
+        ),
         doc_md=__doc__,
     )
     def backfill():

@@ -8,7 +8,8 @@ session the cron misses (`include/krx_special_sessions.csv`: CSAT day runs to 16
 ticks until 16:35) and, with Nextrade, its day from 08:01 to 20:05 KST
 (`include/venue_sessions.csv`). Each run must be done **50 s after its minute**
 (`KIS_MINUTE_RUN_DEADLINE_SECONDS`; a late run raises `deadline_missed`). The venues are read when
-the DAG file is parsed: a change of `kis_venues` reaches the schedule at the next parse.
+the DAG file is parsed: a change of `kis_venues` reaches the schedule at the next parse. A new
+DAG's first run is its next tick, never a minute that was over before it was first started.
 
 1. **session_gate**: skips the run, without a request to KIS, outside the session (weekends,
    holidays, before a late open, after the close and its closing print) and when no bar has
@@ -36,18 +37,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 from kis import collection, minute_bars
 from kis.alerts import deadline_alerts
 from kis.resources import INCLUDE_DIR
-from kis.timetable import KrxSessionTimetable
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KrxSessionTimetable
 from kis.venues import Venue
 
 
 @dag(
-    schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul", venues=collection.configured_venues()),
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Seoul"),
+    schedule=KrxSessionTimetable(
+        "* 9-15 * * 1-5",
+        timezone="Asia/Seoul",
+        venues=collection.configured_venues(),
+        run_immediately=FIRST_RUN_AT_NEXT_TICK,
+    ),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),

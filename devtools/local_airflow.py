@@ -5,6 +5,7 @@ with ``--skip-serve-logs`` (the task logs stay readable from the shared log fold
 own process group so that stopping them ends their children too and nothing else.
 
     python -m devtools.local_airflow [--api-port 8080] [--simulator-port 9443] [--celery-workers N]
+    python -m devtools.local_airflow --replay 2026-11-27[T14:50]
     python -m devtools.local_airflow airflow dags test kis_minute_backfill 2026-11-25
 
 The first form (`make airflow`) starts the simulator (the default KIS endpoint until
@@ -12,6 +13,9 @@ The first form (`make airflow`) starts the simulator (the default KIS endpoint u
 and the login, and stops everything on Ctrl-C (or SIGTERM, or the terminal closing). The second
 runs a command in the same environment (metadata database, connections, secrets), for ``airflow
 dags test`` and the other CLI commands, while the first one runs in another terminal.
+
+``--replay DAY`` (``make airflow REPLAY=DAY``) plays a past session live on the wall clock, the
+whole stack in a world of its own under libfaketime (``devtools/replay.py``).
 
 ``--celery-workers N`` (or ``KIS_CELERY_WORKERS=N``) runs a CeleryExecutor instead of the
 LocalExecutor: a private Redis on 127.0.0.1 (``devtools.localredis``, Debian's ``redis-server``,
@@ -32,9 +36,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import date
 from pathlib import Path
 
-from devtools import airflow_env, localpg, localredis
+from devtools import airflow_env, localpg, localredis, replay
 from devtools.net import free_port
 
 PLUGINS = airflow_env.REPO / "plugins"
@@ -123,14 +128,19 @@ def running_airflow(
     try:
         # The API server first, and healthy before anything runs a task: a task started earlier
         # cannot reach the Execution API and is killed ("Workload execution failed"), and its run
-        # then misses its deadline: a failure and an alert on every first start.
-        order = sorted(components, key=lambda name: name != "api-server")
-        for name in order:
+        # then misses its deadline: a failure and an alert on every first start. The dag-processor
+        # runs no task: it starts beside the API server, so that the DAGs are parsed (and their
+        # first tick set) by the time the UI answers, not half a minute later.
+        early = [name for name in ("api-server", "dag-processor") if name in components]
+        for name in early:
             processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
-            if name == "api-server":
-                wait_for_http(
-                    f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
-                )
+        if "api-server" in processes:
+            wait_for_http(
+                f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
+            )
+        for name in components:
+            if name not in early:
+                processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
         for index in range(1, celery_workers + 1):
             own = airflow_env.celery_worker(index, free_port())
             worker = _start([airflow, *celery_worker_argv(index)], {**env, **own}, log_dir / f"celery-worker-{index}.log")
@@ -176,8 +186,11 @@ def running_simulator(
         _stop({"simulator": process}, grace=5)
 
 
-def migrate_market_db(env: dict[str, str]) -> list[str]:
-    """Brings the market schema up to date, so that the dashboard works before the first DAG run."""
+def migrate_market_db(env: dict[str, str], today: date | None = None) -> list[str]:
+    """Brings the market schema up to date, so that the dashboard works before the first DAG run.
+
+    :param today: the day whose month is partitioned (default: today in KST).
+    """
     import psycopg
 
     # The kis package lives in plugins/, which Airflow (not this process) puts on sys.path.
@@ -186,7 +199,7 @@ def migrate_market_db(env: dict[str, str]) -> list[str]:
     from kis import schema
 
     with psycopg.connect(env["AIRFLOW_CONN_KIS_MARKET_DB"]) as conn:
-        return schema.migrate(conn)
+        return schema.migrate(conn, today=today)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -225,6 +238,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--redis-port", type=int, default=6389, help="the private Redis's port (with Celery)")
     parser.add_argument(
+        "--replay",
+        default=os.environ.get("KIS_REPLAY") or None,
+        metavar="DAY[THH:MM]",
+        help="play a past session live on the wall clock, from its open or from HH:MM KST,"
+        " in a world of its own under libfaketime (devtools/replay.py; env KIS_REPLAY)",
+    )
+    parser.add_argument(
+        "--replay-pg-port", type=int, default=None, help="the replay cluster's port (default: any free one)"
+    )
+    parser.add_argument(
         "command",
         nargs=argparse.REMAINDER,
         help="instead of starting Airflow, run this command in its environment, e.g. airflow dags test ...",
@@ -232,6 +255,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     kis_conn = os.environ.get("AIRFLOW_CONN_KIS_DEFAULT")
+    replaying = None
+    if args.replay:
+        if kis_conn or args.command:
+            parser.error("--replay plays the simulator's market in a world of its own: without"
+                         " AIRFLOW_CONN_KIS_DEFAULT and without a command")
+        try:
+            replaying = replay.Replay.parse(args.replay, args.replay_pg_port or free_port())
+        except ValueError as error:
+            parser.error(str(error))
+        replay_dags = replay.enter(replaying)
     # The environment names the cluster's password: on a fresh machine the cluster is made first.
     localpg.start()
     localpg.wait_until_accepting()
@@ -243,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
     # Airflow's default, paused, for a deployment).
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    if replaying:
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = str(replay_dags)
     if args.celery_workers:
         env |= airflow_env.celery(env, localredis.broker_url(args.redis_port))
     if args.command:
@@ -265,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print("Starting the simulator, PostgreSQL and Airflow (about 30 s)...", flush=True)
         with simulator, redis, running_airflow(env, log_dir=log_dir, celery_workers=args.celery_workers):
-            applied = migrate_market_db(env)
+            applied = migrate_market_db(env, today=replaying.day if replaying else None)
             endpoint = (
                 "AIRFLOW_CONN_KIS_DEFAULT"
                 if kis_conn
@@ -274,7 +309,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(
                 f"\nAirflow UI:    {base}   login: admin / {airflow_env.admin_password()}\n"
                 f"Dashboard:     {base}/kis/dashboard   (also 'Minute bars' in the UI's side bar)\n"
-                f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
+                + (
+                    f"Replaying:     {replaying.day} from {replaying.start:%H:%M} KST: every clock of this stack,"
+                    " its database's too, reads that day and runs on in real time\n"
+                    if replaying
+                    else ""
+                )
+                + f"Status API:    {base}/kis/api/minute-status?date=YYYY-MM-DD   (Bearer token or UI login)\n"
                 f"KIS endpoint:  {endpoint}\n"
                 + (
                     f"Executor:      CeleryExecutor, {args.celery_workers} workers (kis-worker-1...),"
@@ -291,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 signal.pause()
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
+    finally:
+        if replaying:
+            localpg.stop()  # the replay's own cluster; the checkout's stays up, as always
 
 
 if __name__ == "__main__":

@@ -102,7 +102,12 @@ def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
         assert alert.callback.path == "kis.alerts.deadline_missed"
     # The UI's deadline card humanizes the interval (90 min: "2 hours"); the name beside it is exact.
     assert bag.get_dag("kis_minute_bars").deadline[0].name == "minute run due 50 s after its scheduled time"
-    assert bag.get_dag("kis_minute_backfill").deadline[0].name == "backfill due 90 min after its scheduled time"
+    assert bag.get_dag("kis_minute_backfill").deadline[0].name == (
+        "backfill due by 17:30 KST, 90 min after its 16:00 KST start"
+    )
+    assert bag.get_dag("kis_minute_backfill_nextrade").deadline[0].name == (
+        "backfill due by 21:40 KST, 90 min after its 20:10 KST start"
+    )
 
 
 # --- kis_minute_bars ----------------------------------------------------------------------------

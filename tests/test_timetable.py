@@ -205,3 +205,33 @@ def test_serialize_round_trip_keeps_the_venues() -> None:
     restored = KrxSessionTimetable.deserialize(timetable.serialize())
     assert restored == timetable and restored != KrxSessionTimetable()
     assert ticks(restored, REGULAR) == ticks(timetable, REGULAR)
+
+
+# --- the first schedule: what a fresh start runs ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "now", "first"),
+    [
+        # After the close: no minute run of 15:35 (past its deadline), no backfill of the day.
+        ("kis_minute_bars", "19:00:00", "2026-12-01T09:00"),
+        ("kis_minute_backfill", "19:00:00", "2026-12-01T16:00"),
+        ("kis_minute_backfill_nextrade", "21:00:00", "2026-12-01T20:10"),
+        ("kis_maintenance", "19:00:00", "2026-12-01T05:30"),
+        # In the session: a whole minute to start up, not the minute that is under way.
+        ("kis_minute_bars", "10:00:30", "2026-11-30T10:01"),
+        # Minutes after a tick, when Airflow's ``run_immediately=False`` would still run it (5 min).
+        ("kis_minute_bars", "16:03:00", "2026-12-01T09:00"),
+        ("kis_minute_backfill", "16:04:00", "2026-12-01T16:00"),
+    ],
+)
+def test_a_dags_first_run_is_its_next_tick(dagbag, monkeypatch, dag_id: str, now: str, first: str) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables import trigger
+
+    monday = date(2026, 11, 30)
+    monkeypatch.setattr(trigger, "utcnow", lambda: pendulum.instance(kst(monday, now)).in_timezone("UTC"))
+    # As the scheduler has the DAG: serialized by the DAG processor, deserialized elsewhere.
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))
+    info = dag.next_dagrun_info(last_automated_run_info=None)
+    assert info.logical_date == info.run_after == datetime.fromisoformat(first + "+09:00")

@@ -511,9 +511,16 @@ def test_dashboard_in_a_browser(api_server, browser):
     # The pixel of GAPPY's first missing minute is red, COMPLETE's at the same minute green.
     assert browser.evaluate(_pixel_js(GAPPY, 100)) == [224, 49, 49]
     assert browser.evaluate(_pixel_js(COMPLETE, 100)) == [47, 158, 68]
-    assert "No runs of kis_minute_bars" in browser.evaluate(
-        "document.getElementById('latency-note').textContent"
+    # The latency panel follows the chosen date: the runs of that KST day, not the latest of any.
+    assert browser.evaluate("document.getElementById('latency-note').textContent") == (
+        f"No runs of kis_minute_bars on {GAP_DAY}."
     )
+    asked = browser.evaluate(
+        "performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/dagRuns'))"
+    )
+    assert asked and {
+        (httpx.URL(url).params["run_after_gte"], httpx.URL(url).params["run_after_lt"]) for url in asked
+    } == {(f"{GAP_DAY}T00:00:00+09:00", f"{GAP_DAY + timedelta(days=1)}T00:00:00+09:00")}
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
     # Each code's row links to its bars of the day as CSV, which the logged-in browser downloads.
     links = browser.evaluate(

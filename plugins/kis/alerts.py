@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +169,14 @@ def kst_text(moment: datetime | str) -> str:
     return moment.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
 
 
-def deadline_alerts(what: str, *, after_logical_date: timedelta) -> list[Any]:
+def deadline_alerts(what: str, *, after_logical_date: timedelta, scheduled_at: time | None = None) -> list[Any]:
     """The Deadline Alert of a DAG: the run must be done ``after_logical_date`` after its tick.
 
-    Its name says the exact deadline: the UI's deadline card shows the interval humanized ("within
-    2 hours" for 90 minutes, "a minute" for 50 s) and the name beside it in parentheses.
+    Its name says the exact deadline: Airflow 3.3.2's deadline card renders "Must complete within
+    {interval} of {reference}" with the interval humanized by dayjs ("2 hours" for 90 minutes, "a
+    minute" for 50 s), a fixed template with no option, and the name beside it in parentheses. A
+    daily run's name gives the clock time (``scheduled_at``, KST): "backfill due by 17:30 KST, 90
+    min after its 16:00 KST start".
 
     Airflow 3.3.2's ``dags test`` fails every run of a DAG that declares deadlines, after all its
     tasks succeeded (``DagRun.update_state`` reads the in-memory DAG's alert definitions as if they
@@ -192,9 +195,16 @@ def deadline_alerts(what: str, *, after_logical_date: timedelta) -> list[Any]:
             reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
             interval=after_logical_date,
             callback=AsyncCallback(deadline_missed, kwargs={"what": what}),
-            name=f"{what} due {_span(after_logical_date)} after its scheduled time",
+            name=_deadline_name(what, after_logical_date, scheduled_at),
         )
     ]
+
+
+def _deadline_name(what: str, interval: timedelta, scheduled_at: time | None) -> str:
+    if scheduled_at is None:
+        return f"{what} due {_span(interval)} after its scheduled time"
+    due = (datetime.combine(date.min, scheduled_at) + interval).time()
+    return f"{what} due by {due:%H:%M} KST, {_span(interval)} after its {scheduled_at:%H:%M} KST start"
 
 
 def _span(interval: timedelta) -> str:

@@ -10,8 +10,10 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
+
+from croniter import croniter
 
 from kis import alerts, assets, collection, metrics, storage, verification
 from kis.alerts import send_alert
@@ -27,6 +29,12 @@ def backfill_deadline() -> timedelta:
     """How long after 16:00 the backfill must be done (``KIS_BACKFILL_DEADLINE_MINUTES``): by
     default 17:30, an hour after the latest close (16:30 on a CSAT day)."""
     return timedelta(minutes=int(os.environ.get("KIS_BACKFILL_DEADLINE_MINUTES", "90")))
+
+
+def start_time(cron: str) -> time:
+    """When a backfill cron (KST) first starts a run on a weekday: 16:00 for ``0 16 * * 1-5``."""
+    monday = datetime(2026, 11, 30)
+    return croniter(cron, monday - timedelta(seconds=1)).get_next(datetime).time()
 
 
 @dataclass(frozen=True)

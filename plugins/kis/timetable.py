@@ -21,9 +21,15 @@ if TYPE_CHECKING:
     from pendulum import DateTime
     from pendulum.tz.timezone import FixedTimezone, Timezone
 
-__all__ = ["DEFAULT_CRON", "KrxSessionTimetable"]
+__all__ = ["DEFAULT_CRON", "FIRST_RUN_AT_NEXT_TICK", "KrxSessionTimetable"]
 
 DEFAULT_CRON = "* 9-15 * * 1-5"
+# ``run_immediately`` of our DAGs: a DAG's first run is its next tick, never a tick missed before it
+# was first scheduled (a newcomer starting at 19:00 gets no backfill of the day, and no minute run
+# of 15:35, already past its deadline). Airflow 3.3.2 reads ``False`` as ``None`` (the past tick
+# still runs when it is within 10 % of the interval or 5 minutes) and ignores the option when the
+# DAG has a ``start_date``, so our DAGs have none and say ``timedelta(0)``.
+FIRST_RUN_AT_NEXT_TICK = timedelta(0)
 ONE_MINUTE = timedelta(minutes=1)
 # KRX never closes for more than about ten days in a row (New Year, Chuseok); a month of days
 # without a session means the calendar has none to add, and the cron's own ticks go on.

@@ -31,7 +31,11 @@ function kstParts(moment) {
   return { date: p.year + "-" + p.month + "-" + p.day, time: p.hour + ":" + p.minute + ":" + p.second };
 }
 
-function todayKst() { return kstParts(new Date()).date; }
+function nextDay(day) {
+  // "YYYY-MM-DD" of the calendar day after ``day``.
+  const [y, m, d] = day.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + 1)).toISOString().slice(0, 10);
+}
 
 function kst(iso, day) {
   // "HH:MM:SS KST" of an ISO time with its offset; with its date when that is not ``day``.
@@ -237,16 +241,16 @@ function svg(tag, attributes) {
   return element;
 }
 
-function renderLatency(runs, deadline) {
+function renderLatency(runs, deadline, day, now) {
+  // ``now``: the server's clock (ms), which the runs' times are on, not the browser's.
   const box = $("latency");
   box.replaceChildren();
-  const now = Date.now();
   const points = runs.reverse().map((run) => {
     const end = run.end_date ? Date.parse(run.end_date) : now;
     return { run, seconds: Math.max(0, (end - Date.parse(run.run_after)) / 1000), running: !run.end_date };
   });
   if (!points.length) {
-    text("latency-note", "No runs of " + document.body.dataset.dagId + " yet.");
+    text("latency-note", "No runs of " + document.body.dataset.dagId + " on " + day + ".");
     return;
   }
   const width = 600, height = 180, left = 36, bottom = 16;
@@ -266,26 +270,32 @@ function renderLatency(runs, deadline) {
     const color = point.running ? "#adb5bd" : point.run.state === "success" ? (point.seconds > deadline ? "#f08c00" : "#2f9e44") : "#e03131";
     const bar = svg("rect", { x: left + i * barWidth + 1, y: y(point.seconds), width: Math.max(1, barWidth - 2), height: y(0) - y(point.seconds), fill: color });
     const title = svg("title", {});
-    title.textContent = kst(point.run.run_after, todayKst()) + ": " + point.seconds.toFixed(1) + " s, " + point.run.state;
+    title.textContent = kst(point.run.run_after, day) + ": " + point.seconds.toFixed(1) + " s, " + point.run.state;
     bar.append(title);
     chart.append(bar);
   });
   box.append(chart);
   const finished = points.filter((p) => !p.running).map((p) => p.seconds).sort((a, b) => a - b);
   const median = finished.length ? finished[Math.floor(finished.length / 2)] : null;
-  text("latency-note", points.length + " latest runs, from their tick to their end; median "
+  text("latency-note", points.length + " latest runs of " + day + ", from their tick to their end; median "
     + (median === null ? "–" : median.toFixed(1) + " s") + ", deadline " + deadline + " s (dashed).");
 }
 
-async function loadLatency() {
-  const dagId = document.body.dataset.dagId;
-  // The "~" form lists runs of every DAG the user may read, filtered by id: it answers 200 with an
-  // empty list before the DAG was ever parsed, where /dags/<id>/dagRuns would answer 404.
-  const url = "../api/v2/dags/~/dagRuns?dag_id_pattern=" + encodeURIComponent(dagId)
+function runsOfDay(dagId, day) {
+  // The latest runs of ``day`` (KST). The "~" form lists runs of every DAG the user may read,
+  // filtered by id: it answers 200 with an empty list before the DAG was ever parsed, where
+  // /dags/<id>/dagRuns would answer 404.
+  return "../api/v2/dags/~/dagRuns?dag_id_pattern=" + encodeURIComponent(dagId)
+    + "&run_after_gte=" + encodeURIComponent(day + "T00:00:00+09:00")
+    + "&run_after_lt=" + encodeURIComponent(nextDay(day) + "T00:00:00+09:00")
     + "&order_by=-run_after&limit=" + RUNS_SHOWN;
+}
+
+async function loadLatency(day, now) {
+  const dagId = document.body.dataset.dagId;
   try {
-    const body = await getJson(url);
-    renderLatency(body.dag_runs.filter((run) => run.dag_id === dagId), Number(document.body.dataset.runDeadline));
+    const body = await getJson(runsOfDay(dagId, day));
+    renderLatency(body.dag_runs.filter((run) => run.dag_id === dagId), Number(document.body.dataset.runDeadline), day, now);
   } catch (error) {
     $("latency").replaceChildren();
     text("latency-note", "Run latencies unavailable: " + error.message);
@@ -293,16 +303,22 @@ async function loadLatency() {
 }
 
 async function load() {
-  const day = dateInput.value || todayKst();
-  const query = "?date=" + encodeURIComponent(day) + "&venue=" + encodeURIComponent(venueInput.value);
+  // No date chosen: the server's today (KST), which its answer names; the browser's clock may be
+  // another day's (a replayed session, a skewed clock).
+  const query = "?" + (dateInput.value ? "date=" + encodeURIComponent(dateInput.value) + "&" : "")
+    + "venue=" + encodeURIComponent(venueInput.value);
   document.body.dataset.state = "loading";
+  let following = false;
   try {
     const [status, heatmap] = await Promise.all([getJson("api/minute-status" + query), getJson("api/heatmap" + query)]);
+    dateInput.value = status.date;
+    const serverNow = Date.parse(heatmap.generated_at);
+    following = kstParts(new Date(serverNow)).date === status.date;
     renderStatus(status);
     renderHeatmap(heatmap);
-    await loadLatency();
+    await loadLatency(status.date, serverNow);
     $("error").hidden = true;
-    text("updated", "updated " + kstParts(new Date()).time + " KST");
+    text("updated", "updated " + kstParts(new Date(serverNow)).time + " KST");
     document.body.dataset.state = "ready";
   } catch (error) {
     $("error").textContent = error.message;
@@ -311,24 +327,25 @@ async function load() {
   }
   clearTimeout(refreshTimer);
   // Only today changes by itself; a past date is reloaded when the user asks.
-  if (day === todayKst()) refreshTimer = setTimeout(load, REFRESH_MS);
+  if (following) refreshTimer = setTimeout(load, REFRESH_MS);
 }
 
 function start() {
   const requested = new URLSearchParams(window.location.search).get("date");
-  dateInput.value = requested || todayKst();
+  dateInput.value = requested || "";
   const venue = new URLSearchParams(window.location.search).get("venue");
   if ([...venueInput.options].some((option) => option.value === venue)) venueInput.value = venue;
   const applyChoice = () => {
     const url = new URL(window.location.href);
-    url.searchParams.set("date", dateInput.value);
+    if (dateInput.value) url.searchParams.set("date", dateInput.value);
+    else url.searchParams.delete("date");
     url.searchParams.set("venue", venueInput.value);
     history.replaceState(null, "", url);
     load();
   };
   dateInput.addEventListener("change", applyChoice);
   venueInput.addEventListener("change", applyChoice);
-  $("today").addEventListener("click", () => { dateInput.value = todayKst(); dateInput.dispatchEvent(new Event("change")); });
+  $("today").addEventListener("click", () => { dateInput.value = ""; dateInput.dispatchEvent(new Event("change")); });
   $("refresh").addEventListener("click", load);
   $("heatmap").addEventListener("mousemove", showTip);
   $("heatmap").addEventListener("mouseleave", () => { $("tip").hidden = true; });
