@@ -24,7 +24,10 @@ DAG's first run is its next tick, never a minute that was over before it was fir
    runs even when some codes failed (a fetch task with a failed code still hands over the others'
    bars, alerts the code with its reason on its last try, then ends failed), so one code never
    holds back the others.
-4. **check_live_gaps**: a closed minute still missing two minutes later raises one alert.
+4. **check_live_gaps**: a closed minute still missing two minutes later raises one alert. It
+   checks the minutes from the day's first minute run minus the 30 bars that run re-read: those
+   before (a start in the middle of a session) were within no run's reach, so they are left to
+   the backfill's verification, as the first run's log says. A later outage is alerted.
 
 Clear one failed `fetch_recent_bars` task in the grid to fetch and store that code again.
 Configuration: Variables `kis_watchlist`, `kis_codes_per_task` and `kis_venues`; connections `kis_default` and

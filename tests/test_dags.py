@@ -6,6 +6,7 @@ seconds after the run's tick, as the scheduler would find it.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from datetime import date, datetime, timedelta
@@ -255,10 +256,35 @@ def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
         gap_alerts = market.query(
             "SELECT stock_code, minutes FROM collection_alerts WHERE kind = 'gap' AND stock_code = '000660'"
         )
-        # 09:00-10:04 were alerted by the first run (the day started late); 10:05 exactly once, after 10:07.
+        # 10:05 exactly once, after 10:07; 09:00-09:35, before the first run's reach, are the backfill's.
         alerted = [m for _, minutes in gap_alerts for m in minutes]
-        assert alerted.count(datetime(2026, 11, 25, 10, 5)) == 1
-        assert datetime(2026, 11, 25, 10, 6) not in alerted
+        assert alerted == [datetime(2026, 11, 25, 10, 5)]
+
+
+def first_run_notes(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "kis.minute_bars" and "began with" in r.getMessage()]
+
+
+def test_a_start_in_the_middle_of_the_session_alerts_no_gap_before_its_first_run(market, caplog):
+    caplog.set_level(logging.INFO, logger="kis.minute_bars")
+    for tick in ("2026-11-25T10:01", "2026-11-25T10:05"):
+        assert market.run("kis_minute_bars", kst(tick)).state == "success"
+    # The 10:01 run re-read 09:31-10:00: the minutes before were never within a run's reach.
+    assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'gap'") == [(0,)]
+    assert first_run_notes(caplog) == [
+        "Collection of 2026-11-25 on KRX began with the 10:01 run: 09:00-09:30 KST are left to the backfill's verification"
+    ]
+
+
+def test_an_outage_after_collection_began_is_alerted_live(market, caplog):
+    caplog.set_level(logging.INFO, logger="kis.minute_bars")
+    for tick in ("09:01", "09:31", "10:01", "10:31", "11:00", "12:05"):  # none 11:01-12:04
+        assert market.run("kis_minute_bars", kst(f"2026-11-25T{tick}")).state == "success"
+    # The 12:05 run re-read 11:35-12:04: 11:00-11:34 are lost to the outage, alerted as gaps.
+    outage = [datetime(2026, 11, 25, 11, 0) + timedelta(minutes=k) for k in range(35)]
+    alerted = market.query("SELECT stock_code, minutes FROM collection_alerts WHERE kind = 'gap' ORDER BY 1")
+    assert alerted == [(code, outage) for code in sorted(CODES)]
+    assert first_run_notes(caplog) == []
 
 
 # --- kis_minute_backfill ------------------------------------------------------------------------
@@ -266,9 +292,10 @@ def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
 
 def test_backfill_makes_the_day_equal_to_the_exchange_and_reports_it_complete(market, monkeypatch):
     day = date(2026, 11, 25)
-    market.run("kis_minute_bars", kst("2026-11-25T11:00"))  # a partial day, as after a bad morning
+    for tick in ("2026-11-25T09:01", "2026-11-25T11:00"):  # a partial day, as after a bad morning
+        market.run("kis_minute_bars", kst(tick))
     open_gaps = "SELECT count(*) FROM collection_alerts WHERE kind = 'gap' AND resolved_at IS NULL"
-    assert market.query(open_gaps) == [(len(CODES),)]  # 09:00-10:29 of each code, not fetched at 11:00
+    assert market.query(open_gaps) == [(len(CODES),)]  # 09:01-10:29 of each code, not fetched at 11:00
     with psycopg.connect(market.dsn) as conn:  # a bar of last year, older than the retention
         storage.upsert_bars(conn, [Bar("005930", kst("2025-06-02T09:00"), 100, 110, 90, 105, 7)])
     assert market.query("SELECT to_regclass('stock_prices_minute_p2025_06')::text") == [("stock_prices_minute_p2025_06",)]

@@ -431,6 +431,24 @@ def test_the_live_gap_check_alerts_each_gap_once(conn: psycopg.Connection) -> No
     assert conn.execute("SELECT run_id FROM alerted_gaps ORDER BY datetime").fetchall() == [("r1",), ("r1",)]
 
 
+def test_the_day_s_first_minute_run_is_the_earliest_that_ever_ran(conn: psycopg.Connection) -> None:
+    ten, nine = datetime(2025, 11, 3, 10, 1, tzinfo=KST), datetime(2025, 11, 3, 9, 1, tzinfo=KST)
+    assert storage.record_minute_run(conn, DAY, ten) == datetime(2025, 11, 3, 10, 1)
+    assert storage.record_minute_run(conn, DAY, ten + timedelta(minutes=1)) == datetime(2025, 11, 3, 10, 1)
+    # A rerun of an earlier minute (the day's 09:01 run cleared afterwards) lowers it; nothing raises it again.
+    assert storage.record_minute_run(conn, DAY, nine) == datetime(2025, 11, 3, 9, 1)
+    assert storage.record_minute_run(conn, DAY, ten) == datetime(2025, 11, 3, 9, 1)
+    # Each venue and day on its own.
+    assert storage.record_minute_run(conn, DAY, ten, venue="nxt") == datetime(2025, 11, 3, 10, 1)
+    assert storage.record_minute_run(conn, DAY + timedelta(days=1), ten + timedelta(days=1)) == datetime(2025, 11, 4, 10, 1)
+    rows = conn.execute("SELECT trading_date, venue, first_run_at FROM minute_collection_start ORDER BY 1, 2").fetchall()
+    assert rows == [
+        (DAY, "krx", datetime(2025, 11, 3, 9, 1)),
+        (DAY, "nxt", datetime(2025, 11, 3, 10, 1)),
+        (date(2025, 11, 4), "krx", datetime(2025, 11, 4, 10, 1)),
+    ]
+
+
 # --- resampled bars -----------------------------------------------------------------------------
 
 

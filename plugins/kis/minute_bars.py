@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from kis import collection, storage
+from kis import collection, endpoints, storage
 from kis.alerts import Alert, send_alert
 from kis.bars import KST, Bar, bars_by_code
 from kis.calendar import ONE_MINUTE, default_calendar
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # A closed minute still missing this long after it closed is a live gap: every run re-reads the
 # last 30 minutes, so a minute one run missed is normally healed by the next.
 LIVE_GAP_AFTER = timedelta(minutes=2)
+# How far back a minute run reaches: the closed bars of one page of the today endpoint.
+RUN_REACH = endpoints.TODAY_MINUTES_PAGE_ROWS * ONE_MINUTE
 
 
 def minute_run_deadline() -> timedelta:
@@ -68,7 +70,12 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
             for batch in batches:
                 if batch["venue"] == venue.value:
                     batch["codes"] = [code for code in batch["codes"] if code not in done]
-        return [batch for batch in batches if batch["codes"]]
+        handed_out = [batch for batch in batches if batch["codes"]]
+        # Recorded before any fetch: the live gap check covers what this run could fetch, even
+        # when its own check never runs.
+        for venue in {batch["venue"] for batch in handed_out}:
+            storage.record_minute_run(conn, day, run.at, venue=venue)
+        return handed_out
 
 
 def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, *, ti: Any | None = None) -> dict[str, Any]:
@@ -98,7 +105,11 @@ def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, 
 def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], run: Run) -> int:
     """Alerts, once per gap, the closed minutes of each venue still missing ``LIVE_GAP_AFTER`` after
     they closed, and resolves the ``fetch_failed`` alerts of the codes fetched now; then fails when a
-    fetch task failed, so the run shows red until that task is cleared."""
+    fetch task failed, so the run shows red until that task is cleared.
+
+    Only the minutes some minute run of the day could fetch are checked: from the day's first run
+    minus ``RUN_REACH``. The minutes before (a start in the middle of a session) are the backfill's.
+    """
     calendar = default_calendar()
     day = run.at.astimezone(KST).date()
     gaps: list[tuple[Venue, str, datetime]] = []
@@ -108,8 +119,9 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
             horizon = calendar.last_closed_minute(run.at - LIVE_GAP_AFTER, venue) if session else None
             if horizon is None:
                 continue
+            reach = collection_reach(conn, day, venue, run)
             # The closing bar may print up to five minutes late; the day's verification checks it.
-            minutes = [m for m in session.bar_minutes if m <= horizon and m != session.closing_bar]
+            minutes = [m for m in session.bar_minutes if reach <= m <= horizon and m != session.closing_bar]
             codes = collection.known_codes(batches, day, venue, conn)
             found = storage.live_gaps(conn, codes, minutes, run_id=run.run_id, venue=venue.value)
             gaps += [(venue, code, minute) for code, minute in found]
@@ -136,3 +148,18 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
         )
     collection.fail_when_fetches_failed(batches, fetched)
     return len(gaps)
+
+
+def collection_reach(conn: Any, day: date, venue: Venue, run: Run) -> datetime:
+    """The first minute some minute run of ``day`` on ``venue`` could fetch: the day's earliest run
+    (this one included) minus ``RUN_REACH``. Logs, at the first run, the minutes left to the backfill."""
+    first = storage.record_minute_run(conn, day, run.at, venue=venue.value).replace(tzinfo=KST)
+    reach = first - RUN_REACH
+    session = default_calendar().session(day, venue)
+    before = [m for m in session.bar_minutes if m < reach] if session else []
+    if before and first == run.at.astimezone(KST):
+        log.info(
+            "Collection of %s on %s began with the %s run: %s-%s KST are left to the backfill's verification",
+            day, venue.label, f"{first:%H:%M}", f"{before[0]:%H:%M}", f"{before[-1]:%H:%M}",
+        )
+    return reach

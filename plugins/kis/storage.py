@@ -48,6 +48,7 @@ __all__ = [
     "live_gaps",
     "materialize_resampled",
     "minute_status",
+    "record_minute_run",
     "resampled_bars",
     "retention_months",
     "upsert_bars",
@@ -282,6 +283,15 @@ def live_gaps(
     }
     with conn.transaction():
         return [(code, minute) for code, minute in conn.execute(load_sql("live_gap_check"), params)]
+
+
+def record_minute_run(conn: psycopg.Connection, day: date, run_at: datetime, *, venue: str = Venue.KRX) -> datetime:
+    """Records a minute run of ``day`` on ``venue`` at ``run_at`` (its minute) and returns the
+    day's earliest run minute, this one included, naive KST (see record_minute_run.sql)."""
+    params = {"day": day, "venue": _venue(venue), "run_at": _naive_kst(run_at)}
+    with conn.transaction():
+        (first,) = conn.execute(load_sql("record_minute_run"), params).fetchone()
+    return first
 
 
 def codes_with_closing_bar(
