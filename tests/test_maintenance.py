@@ -10,7 +10,7 @@ it on that day, which is what ``airflow db clean`` reads.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 import psycopg
 import pytest
@@ -182,6 +182,7 @@ def test_alerts_and_verification_history_keep_their_own_retention_and_no_bar_is_
                 "INSERT INTO alerted_gaps (stock_code, venue, datetime, run_id) VALUES ('005930', 'krx', %s, 'r')",
                 (datetime.combine(day, datetime.min.time()).replace(hour=15, minute=19),),
             )
+            storage.record_minute_run(conn, day, datetime.combine(day, time(9, 1), tzinfo=KST))
             for table in ("minute_verification", "minute_verification_history"):
                 conn.execute(
                     f"INSERT INTO {table} (trading_date, stock_code, venue, expected, stored, present,"
@@ -195,11 +196,14 @@ def test_alerts_and_verification_history_keep_their_own_retention_and_no_bar_is_
         def dates(sql: str) -> list[date]:
             return [today - day for (day,) in conn.execute(sql).fetchall()]
 
-        assert (deleted["alerts"], deleted["alerted_gaps"], deleted["verification_history"]) == (5, 5, 2)
+        assert (deleted["alerts"], deleted["alerted_gaps"], deleted["collection_starts"], deleted["verification_history"]) == (
+            5, 5, 5, 2
+        )
         assert deleted["alerts_before"] == "2026-06-16" and deleted["verifications_before"] == "2025-08-10"
         keep_alerts = [timedelta(days=n) for n in (0, 89, 90)]
         assert dates("SELECT trading_date FROM collection_alerts ORDER BY 1 DESC") == keep_alerts
         assert dates("SELECT datetime::date FROM alerted_gaps ORDER BY 1 DESC") == keep_alerts
+        assert dates("SELECT trading_date FROM minute_collection_start ORDER BY 1 DESC") == keep_alerts
         assert dates("SELECT trading_date FROM minute_verification_history ORDER BY 1 DESC") == [
             timedelta(days=n) for n in (0, 89, 90, 91, 399, 400)
         ]

@@ -259,6 +259,9 @@ def test_retention_drops_or_detaches_whole_old_months(conn: psycopg.Connection) 
     old = Bar("005930", datetime(2025, 7, 1, 9, 0, tzinfo=KST), 100, 100, 100, 100, 1)
     kept = Bar("005930", datetime(2025, 8, 1, 9, 0, tzinfo=KST), 100, 100, 100, 100, 1)
     storage.upsert_bars(conn, [old, kept])
+    for bar in (old, kept):
+        conn.execute("SELECT materialize_resampled_bars(%s, 'krx', NULL, 'r')", (bar.minute.date(),))
+    resampled_months = "SELECT DISTINCT date_trunc('month', bucket_start)::date FROM stock_prices_resampled ORDER BY 1"
 
     # November 2025, keep 3 months: August, September, October and November stay.
     assert storage.apply_retention(conn, 3, today=date(2025, 11, 20), detach_only=True) == [
@@ -268,9 +271,11 @@ def test_retention_drops_or_detaches_whole_old_months(conn: psycopg.Connection) 
     # Detached, its rows kept:
     assert conn.execute("SELECT count(*) FROM stock_prices_minute_p2025_07").fetchone() == (1,)
     assert "stock_prices_minute_p2025_07" not in partitions(conn)
+    assert conn.execute(resampled_months).fetchall() == [(date(2025, 8, 1),)]
     assert storage.apply_retention(conn, 2, today=date(2025, 11, 20)) == ["stock_prices_minute_p2025_08"]
     assert conn.execute("SELECT to_regclass('stock_prices_minute_p2025_08')").fetchone() == (None,)
     assert conn.execute("SELECT count(*) FROM stock_prices_minute").fetchone() == (0,)
+    assert conn.execute(resampled_months).fetchall() == []
 
 
 def test_retention_waits_for_a_reader_at_most_its_lock_timeout_and_never_blocks_it(

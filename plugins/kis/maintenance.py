@@ -152,8 +152,8 @@ def trim_task_logs(run: collection.Run, retention: Retention, base_log_folder: P
 
 
 def trim_market_side_tables(run: collection.Run, retention: Retention, conn: Any = None) -> dict[str, Any]:
-    """Deletes the alerts and alerted gaps of the trading dates more than ``retention.alerts`` days
-    before the run's KST date, and the verification history more than ``retention.verifications``
+    """Deletes the alerts, alerted gaps and collection starts of the trading dates more than
+    ``retention.alerts`` days before the run's KST date, and the verification history more than ``retention.verifications``
     days before it, in one statement (include/sql/trim_side_tables.sql). Never a bar."""
     if conn is None:
         with collection.market_db() as own:
@@ -165,9 +165,10 @@ def trim_market_side_tables(run: collection.Run, retention: Retention, conn: Any
     }
     with conn.transaction():
         row = conn.execute(load_sql("trim_side_tables"), before).fetchone()
-    deleted = dict(zip(("alerts", "alerted_gaps", "verification_history"), row, strict=True))
+    deleted = dict(zip(("alerts", "alerted_gaps", "collection_starts", "verification_history"), row, strict=True))
     log.info(
-        "Deleted %(alerts)d alerts and %(alerted_gaps)d alerted gaps before %(alerts_before)s, "
+        "Deleted %(alerts)d alerts, %(alerted_gaps)d alerted gaps and %(collection_starts)d collection "
+        "starts before %(alerts_before)s, "
         "%(verification_history)d verification history rows before %(verifications_before)s",
         deleted | before,
     )

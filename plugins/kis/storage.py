@@ -183,7 +183,8 @@ def apply_retention(
     detach_only: bool = False,
     lock_timeout: timedelta = RETENTION_LOCK_TIMEOUT,
 ) -> list[str]:
-    """Drops (or detaches) the monthly partitions older than ``keep_months`` whole months.
+    """Drops (or detaches) the monthly partitions older than ``keep_months`` whole months, and
+    deletes the resampled bars (``stock_prices_resampled``) of those months.
 
     With ``keep_months=24`` on 2026-03-15 the current month and the 24 before it are kept
     (2024-03 onwards); 2024-02 and older go. Returns the names of the partitions handled.
@@ -228,6 +229,8 @@ def apply_retention(
                 ) from err
             handled.append(name)
         conn.execute("DELETE FROM alerted_gaps WHERE datetime < %s", (cutoff,))
+        # The materialized 5-60-minute bars are the minute bars' derivative: they go with them.
+        conn.execute("DELETE FROM stock_prices_resampled WHERE bucket_start < %s", (cutoff,))
     finally:
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous,))
     return handled
