@@ -155,8 +155,7 @@ class KisHook(BaseHook):
             step = f"The token request to KIS at {settings.base_url} failed"
             client.tokens.get()
             step = f"The minute-bar request ({PROBE_CODE}) to KIS at {settings.base_url} failed"
-            now = datetime.now(KST)
-            page = endpoints.today_minute_bars(client, PROBE_CODE, day=now.date(), until=now.time())
+            page = _probe_page(client)
         except Exception as exc:  # noqa: BLE001 - any failure is the answer, without secrets
             # kis.errors carry only KIS's code and text, and the client drops requests' exceptions (their
             # request holds the secret headers): no credential reaches the message.
@@ -341,6 +340,20 @@ class KisHook(BaseHook):
         result.rate_limited += client.counters["rate_limited"] - rate_limited
         result.pages += 1
         return answer
+
+
+def _probe_page(client: KisClient) -> MinutePage:
+    """One page of :data:`PROBE_CODE`'s minute bars up to KIS's now. KIS's clock, not this
+    machine's, says what today is: when its answer tells another time than the one asked (a
+    simulator replaying a past day, a stored token leaving the clock unread), the page is asked
+    again at KIS's time."""
+    asked = (client.server_now() or datetime.now(KST)).astimezone(KST)
+    page = endpoints.today_minute_bars(client, PROBE_CODE, day=asked.date(), until=asked.time())
+    served = client.server_now()
+    if served is not None and abs(served - asked) > ONE_MINUTE:
+        served = served.astimezone(KST)
+        page = endpoints.today_minute_bars(client, PROBE_CODE, day=served.date(), until=served.time())
+    return page
 
 
 def _collect(result: BarsResult, page: MinutePage, *, keep: Callable[[datetime], bool]) -> None:
