@@ -95,6 +95,8 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             pool="kis_api",
             map_index_template=collection.BATCH_LABEL,
             show_return_value_in_logs=False,
+            # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
+            multiple_outputs=False,
         )
         def fetch_session_bars(codes: list[str], venue: str, batches: list[dict], params=None, dag_run=None, ti=None) -> dict:
             return minute_backfill.fetch_session_bars(

@@ -52,7 +52,7 @@ from kis.venues import Venue
     schedule=KrxSessionTimetable(
         "* 9-15 * * 1-5",
         timezone="Asia/Seoul",
-        venues=collection.configured_venues(),
+        venues=collection.scheduled_venues(),
         run_immediately=FIRST_RUN_AT_NEXT_TICK,
     ),
     catchup=False,
@@ -78,6 +78,8 @@ def kis_minute_bars():
         pool="kis_api",
         map_index_template=collection.BATCH_LABEL,
         show_return_value_in_logs=False,
+        # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
+        multiple_outputs=False,
     )
     def fetch_recent_bars(codes: list[str], venue: str, dag_run=None, ti=None) -> dict:
         return minute_bars.fetch_recent_bars(codes, collection.Run.of(dag_run), Venue(venue), ti=ti)

@@ -20,7 +20,7 @@ from kis import alerts, metrics, schema
 from kis.alerts import Alert, send_alert
 from kis.errors import KisError, KisUnknownCode, KisUnsupported
 from kis.resources import KIS_CONN_ID, MARKET_DB_CONN_ID
-from kis.venues import Venue, parse_venues
+from kis.venues import DEFAULT_VENUES, Venue, parse_venues
 from kis.watchlist import load_watchlist
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,15 @@ def kis_hook():
 def configured_venues() -> tuple[Venue, ...]:
     """The venues of the Variable ``kis_venues`` (default ``["krx"]``)."""
     return parse_venues(variable("kis_venues"))
+
+
+def scheduled_venues() -> tuple[Venue, ...]:
+    """The venues a DAG file's schedule ticks for: :func:`configured_venues`, except in a task's
+    own parse of its DAG file (Airflow's parsing context then names the task), which runs no
+    schedule: the default, without a Variable request to the API server from every task."""
+    from airflow.sdk import get_parsing_context
+
+    return DEFAULT_VENUES if get_parsing_context().task_id is not None else configured_venues()
 
 
 def watchlist_batches(conn, day: date, venues: Sequence[Venue] = (Venue.KRX,)) -> list[dict[str, Any]]:
