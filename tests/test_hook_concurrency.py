@@ -17,6 +17,7 @@ import pytest
 
 # Imported here, before the fork, as in a real task process: mask_secret() imports it on first use.
 import airflow.sdk.execution_time.task_runner  # noqa: F401
+from kis import schema
 from kis.bars import KST
 from kis.hook import KisHook
 from simulator.testing import SimulatorHandle, run_simulator
@@ -144,9 +145,8 @@ def test_the_shared_limiter_spaces_slots_by_rate_times_safety(
     interval = 1 / (rate * 0.8)  # the rate set below, and the connection's default safety (0.8)
     with run_simulator(mode=mode) as sim:  # only the connection is needed: no request is sent
         point_kis_at(sim, rate_limit=rate)
-        with KisHook() as hook:
-            hook.get_conn()  # creates the limiter's table
         with psycopg.connect(market_dsn, autocommit=True) as conn:
+            schema.migrate(conn)  # the limiter's table, as the gate or the first request creates it
             conn.execute(SLOT_LOG_SQL)
         barrier, results, release = FORK.Barrier(processes), FORK.Queue(), FORK.Event()
         workers = [FORK.Process(target=_acquirer, args=(barrier, results, release, calls)) for _ in range(processes)]

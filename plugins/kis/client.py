@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import tenacity
+from psycopg import errors
 from requests import Response
 
 from kis import endpoints, metrics
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Per app key, across every process: KIS portal notice of 2026-04-20 (docs/kis-api.md, "Rate limit").
 DEFAULT_RATE_LIMIT = {"real": 18.0, "mock": 1.0}
@@ -105,6 +107,9 @@ class KisClient:
     :param state_conn: an autocommit connection to the state database (owned by the caller).
     :param max_attempts: attempts per request for EGW00201, 5xx, timeouts and bad bodies.
     :param backoff_max: the longest wait between two attempts, seconds.
+    :param prepare_state: brings the state database's tables up to date and returns what it
+        applied; called when a request finds them missing or behind (a new database), and the
+        request is made once more.
     """
 
     def __init__(
@@ -114,8 +119,10 @@ class KisClient:
         *,
         max_attempts: int = 12,
         backoff_max: float = 8.0,
+        prepare_state: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self._prepare_state = prepare_state
         self.max_attempts = max_attempts
         self.backoff_max = backoff_max
         #: requests sent, and the failures retried by kind (rate_limited, transient, token_refused)
@@ -158,12 +165,34 @@ class KisClient:
         at, seen = self._server_clock
         return at + timedelta(seconds=time.monotonic() - seen)
 
+    def token(self) -> str:
+        """The app key's access token (the shared one, or a newly issued one)."""
+        return self._with_state(self.tokens.get)
+
     def post(self, endpoint: str, payload: Mapping[str, Any]) -> tuple[int, dict]:
         """An unauthorized POST (the token endpoint), retried; returns the status and body."""
-        return self._with_retries(lambda: self._send("POST", endpoint, headers={}, json=dict(payload)))
+        return self._with_state(
+            lambda: self._with_retries(lambda: self._send("POST", endpoint, headers={}, json=dict(payload)))
+        )
 
     def get(self, endpoint: str, tr_id: str, params: Mapping[str, str]) -> dict:
         """An authorized GET, retried; a refused token is replaced and the call retried once."""
+        return self._with_state(lambda: self._get(endpoint, tr_id, params))
+
+    def _with_state(self, call: Callable[[], T]) -> T:
+        """``call()``, and once more after ``prepare_state`` when the state tables are missing or
+        behind: the database tells at the call's first statement, before anything is sent to KIS."""
+        try:
+            return call()
+        except (errors.UndefinedTable, errors.UndefinedColumn, errors.UndefinedFunction):
+            if self._prepare_state is None:
+                raise
+            # Maybe by another process meanwhile: whoever applied it, the call is made once more.
+            if applied := self._prepare_state():
+                log.info("State database upgraded: %s", ", ".join(applied))
+            return call()
+
+    def _get(self, endpoint: str, tr_id: str, params: Mapping[str, str]) -> dict:
         token = self.tokens.get()
         try:
             _, body = self._with_retries(lambda: self._send("GET", endpoint, headers=_auth(token, tr_id), params=params))

@@ -153,7 +153,7 @@ class KisHook(BaseHook):
         try:
             client = self.get_conn()
             step = f"The token request to KIS at {settings.base_url} failed"
-            client.tokens.get()
+            client.token()
             step = f"The minute-bar request ({PROBE_CODE}) to KIS at {settings.base_url} failed"
             page = _probe_page(client)
         except Exception as exc:  # noqa: BLE001 - any failure is the answer, without secrets
@@ -185,16 +185,21 @@ class KisHook(BaseHook):
         return settings
 
     def get_conn(self) -> KisClient:
-        """The client of this hook, made on first use with the state database's tables ensured."""
+        """The client of this hook, made on first use. A state database without the token and
+        limiter tables gets them at the client's first request (``prepare_state``): no task pays a
+        schema check, and a new database needs no step of its own."""
         if self._client is None:
             from airflow.providers.postgres.hooks.postgres import PostgresHook
 
             state_conn = PostgresHook(postgres_conn_id=self.settings.state_conn_id).get_conn()
             state_conn.autocommit = True
-            migrate(state_conn)  # the token and limiter tables (010_kis_api_state.sql); one query when current
             self._state_conn = state_conn
             self._client = KisClient(
-                self.settings, state_conn, max_attempts=self.max_attempts, backoff_max=self.backoff_max
+                self.settings,
+                state_conn,
+                max_attempts=self.max_attempts,
+                backoff_max=self.backoff_max,
+                prepare_state=lambda: migrate(state_conn),
             )
         return self._client
 
