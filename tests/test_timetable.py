@@ -235,3 +235,25 @@ def test_a_dags_first_run_is_its_next_tick(dagbag, monkeypatch, dag_id: str, now
     dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))
     info = dag.next_dagrun_info(last_automated_run_info=None)
     assert info.logical_date == info.run_after == datetime.fromisoformat(first + "+09:00")
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["* 9-15 * * 1-5", "*/7 8-17 * * MON-FRI", "0,30 * 1,15 * 1-5", "* 16 * 11 4", "* * * * 0,7", "* 10-16 * * 0-6"],
+)
+def test_the_extra_minutes_of_a_session_are_those_croniter_never_ticks_at(cron: str) -> None:
+    """extra_minutes tests each minute against the cron's expanded fields; croniter's own walk over
+    the session (what the fields cannot express falls back to) must find the same minutes."""
+    from croniter import croniter
+
+    timetable = KrxSessionTimetable(cron, timezone="Asia/Seoul")
+    sessions = [default_calendar().session(date(2026, 11, 19)), default_calendar().session(date(2026, 11, 25)),
+                default_calendar().session(date(2026, 11, 25), Venue.UNIFIED)]  # CSAT day, a regular day, 08:00-20:00
+    for session in sessions:
+        first, last = session.open + timedelta(minutes=1), session.close + CLOSING_PRINT_GRACE
+        walk = croniter(cron, start_time=(first - timedelta(minutes=1)).replace(tzinfo=None))
+        ticked = set()
+        while (tick := walk.get_next(datetime).replace(tzinfo=KST)) <= last:
+            ticked.add(tick)
+        minutes = [first + timedelta(minutes=i) for i in range(int((last - first).total_seconds() // 60) + 1)]
+        assert timetable.extra_minutes(session) == [m for m in minutes if m not in ticked], (cron, session)

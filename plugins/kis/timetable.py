@@ -6,7 +6,9 @@ rebuild a custom timetable from its serialized form when a plugin names its clas
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -127,16 +129,19 @@ class KrxSessionTimetable(CronTriggerTimetable):
     def extra_minutes(self, session: Session) -> list[datetime]:
         """The collection minutes of ``session`` that the base cron does not tick at."""
         first, last = _collection_window(session)
-        # One croniter walked over the window's cron ticks (the mixin builds one per call, ~20x slower);
-        # the description lists these for every special session at each parse of the DAG file.
+        every = (first + i * ONE_MINUTE for i in itertools.count())
+        minutes = list(itertools.takewhile(lambda m: m <= last, every))
+        # The description lists these for every special session, and Airflow reads the description
+        # wherever the DAG file is parsed, each task process included (isinstance against its
+        # Timetable protocol reads every attribute): a test per minute, not a walk of croniter.
         local = self._timezone
+        if (ticks := _cron_ticks(self._expression)) is not None:
+            return [m for m in minutes if not ticks(m.astimezone(local))]
         start = pendulum.instance(first - ONE_MINUTE).in_timezone(local).naive()
         cron = croniter(self._expression, start_time=start)
         covered: set[datetime] = set()
         while (tick := pendulum.instance(cron.get_next(datetime), tz=local)) <= last:
             covered.add(tick)
-        every = (first + i * ONE_MINUTE for i in itertools.count())
-        minutes = itertools.takewhile(lambda m: m <= last, every)
         return [m for m in minutes if m not in covered]
 
     # --- what the UI shows ----------------------------------------------------------------------
@@ -208,6 +213,30 @@ class KrxSessionTimetable(CronTriggerTimetable):
 
     def __hash__(self) -> int:
         return super().__hash__()
+
+
+@functools.cache
+def _cron_ticks(expression: str) -> Callable[[datetime], bool] | None:
+    """Whether a minute (in the cron's time zone) is a tick of ``expression``, from croniter's
+    expansion of its five fields; None for what only a croniter walk reads (``L``, ``#``, seconds).
+    Day of month and day of week are OR-ed when both are restricted, as cron (and croniter) do."""
+    fields, nth_weekday = croniter.expand(expression)
+    if nth_weekday or len(fields) != 5 or any(v != "*" and not isinstance(v, int) for f in fields for v in f):
+        return None
+    minutes, hours, days, months, weekdays = (None if field == ["*"] else frozenset(field) for field in fields)
+    if weekdays is not None:
+        weekdays = frozenset(day % 7 for day in weekdays)  # cron's Sunday is 0 or 7
+
+    def ticks(moment: datetime) -> bool:
+        if (minutes is not None and moment.minute not in minutes) or (hours is not None and moment.hour not in hours):
+            return False
+        if months is not None and moment.month not in months:
+            return False
+        day = days is None or moment.day in days
+        weekday = weekdays is None or moment.isoweekday() % 7 in weekdays
+        return (day or weekday) if days is not None and weekdays is not None else (day and weekday)
+
+    return ticks
 
 
 def _collection_window(session: Session) -> tuple[datetime, datetime]:
