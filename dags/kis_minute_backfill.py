@@ -61,6 +61,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
         tags=["kis", "minute-bars", "backfill", "verification", *tags],
         template_searchpath=[str(INCLUDE_DIR)],
+        user_defined_filters=collection.LABEL_FILTERS,
         user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until, "covers": covers},
         params={
             "date": Param(

@@ -66,6 +66,7 @@ from kis.venues import Venue
     },
     tags=["kis", "minute-bars", "collection"],
     template_searchpath=[str(INCLUDE_DIR)],
+    user_defined_filters=collection.LABEL_FILTERS,
     deadline=deadline_alerts("minute run", after_logical_date=minute_bars.minute_run_deadline()),
     doc_md=__doc__,
 )
