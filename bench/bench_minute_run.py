@@ -60,12 +60,24 @@ from contextlib import ExitStack
 from _harness import KST, POSTGRES, CpuWindow, MemorySampler, MinuteRun, measure_minute_run, parse_ts, percentile, running_stack, watchlist
 
 from kis.calendar import default_calendar  # noqa: E402  (plugins/ is on sys.path via _harness)
+from kis.client import DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_SAFETY  # noqa: E402
+from simulator.app import RATE_LIMITS  # noqa: E402
 
-# The goals, as ratios within one run (issue 16): per code against the bare shape, batched against
-# the limiter's floor (codes / 16 req/s), and Celery against the LocalExecutor of the same run.
+# The goals, as ratios within one run (issues 16 and 21): per code against the bare shape, batched
+# against the limiter's floor (codes at the hook's paced rate), and Celery against the
+# LocalExecutor of the same run.
 PER_CODE_VS_BARE = 1.15
 BATCHED_OVER_FLOOR = 1.5
-PACED_RATE = 16.0
+CPU_PER_FETCH_TASK_OVER_BARE_MS = 35
+FETCH_SPAN_OVER_BARE = 0.5
+POSTGRES_VS_BARE = 1.5
+IDLE_CPU_PER_SECOND = 0.15
+# The hook's default pace on a real account and the simulator's limit (KIS's, docs/kis-api.md).
+PACED_RATE = DEFAULT_RATE_LIMIT["real"] * DEFAULT_RATE_LIMIT_SAFETY
+SERVER_LIMIT = RATE_LIMITS["real"]
+# The idle window: after the stack has parsed its DAGs and settled (its first seconds are start-up).
+IDLE_SETTLE_SECONDS = 20
+IDLE_WINDOW_SECONDS = 30
 CELERY_PER_CODE_VS_LOCAL = 1.3
 CELERY_BATCHED_OVER_LOCAL = 1.0
 CELERY_CPU_VS_LOCAL = 1.2
@@ -205,6 +217,37 @@ def goal_verdict(name: str, p95: dict[str, float], cpu_per_run: dict[str, float]
     return "Airflow alone, no KIS" if name == "bare" else ""
 
 
+def goals(figures: dict, cpu: dict, results: dict, idle: CpuWindow, floor: float, day: dict | None) -> dict:
+    """Prints the goals of issue 21, each a ratio or a difference within this run, met or missed."""
+    fetch_span = {name: statistics.median(r.last_fetch_end - r.first_fetch_start for r in runs)
+                  for name, (runs, _counters) in results.items() if name in ("per-code", "bare")}
+    ours, bare = figures["per-code"], figures.get("bare")
+    rows: list[tuple[str, float, float, str, bool]] = []  # (goal, value, limit, unit, met)
+    if bare:
+        tasks = results["per-code"][0][0].fetch_tasks
+        rows += [
+            ("per code p95 / bare p95", ours["queued_p95"] / bare["queued_p95"], PER_CODE_VS_BARE, "x"),
+            ("CPU per fetch task above the bare shape", 1000 * (ours["cpu_ours_per_run"] - bare["cpu_ours_per_run"]) / tasks,
+             CPU_PER_FETCH_TASK_OVER_BARE_MS, "ms"),
+            ("fetch span per code - bare's", fetch_span["per-code"] - fetch_span["bare"], FETCH_SPAN_OVER_BARE, "s"),
+            ("PostgreSQL CPU per run / bare's",
+             cpu["per-code"].by_component[POSTGRES] / cpu["bare"].by_component[POSTGRES], POSTGRES_VS_BARE, "x"),
+        ]
+    rows += [
+        ("batched p95 - the limiter's floor", figures["batched"]["queued_p95"] - floor, BATCHED_OVER_FLOOR, "s"),
+        ("the stack idle, CPU-s per second", idle.ours / idle.wall, IDLE_CPU_PER_SECOND, ""),
+    ]
+    if day:
+        rows.append(("KIS requests of a day / floor", day["total"] / day["floor"], 1.0, "x"))
+    print("\nGoals (issue 21), within this run:")
+    verdicts = {}
+    for goal, value, limit, unit in rows:
+        met = value <= limit + 1e-9
+        verdicts[goal] = {"value": value, "limit": limit, "met": met}
+        print(f"  {goal:<42} {value:>8.3f}{unit:<3} <= {limit:g}{unit:<3} {'met' if met else 'MISSED'}")
+    return verdicts
+
+
 def breakdown(runs: list[MinuteRun]) -> list[tuple[str, float]]:
     def med(f) -> float:
         values = [f(r) for r in runs if f(r) is not None]
@@ -278,7 +321,7 @@ def main(argv=None) -> int:
     if args.parallelism:
         overrides["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
     started = time.monotonic()
-    print(f"Starting PostgreSQL databases, the simulator ({args.latency_ms} ms, real mode 20/s) and Airflow...",
+    print(f"Starting PostgreSQL databases, the simulator ({args.latency_ms} ms, real mode {SERVER_LIMIT}/s) and Airflow...",
           flush=True)
     with ExitStack() as stacks_context:
         stack = stacks_context.enter_context(running_stack(
@@ -315,8 +358,9 @@ def main(argv=None) -> int:
                 shapes += [Shape("celery per-code", 1, 13, executor="celery"),
                            Shape("celery batched", args.batch, 14, executor="celery")]
             roots = stack.cpu_roots()
+            time.sleep(IDLE_SETTLE_SECONDS)
             with CpuWindow(roots) as idle:
-                time.sleep(10)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
+                time.sleep(IDLE_WINDOW_SECONDS)  # the stack's own idle cost (scheduler loop at 0.1 s, heartbeats)
             load_before = os.getloadavg()
             cpu = {shape.name: CpuWindow(stacks[shape.executor].cpu_roots()) for shape in shapes}
             results = run_interleaved(stacks, shapes, day, args.runs, args.warmup, args.gap, sampler, cpu)
@@ -334,8 +378,8 @@ def main(argv=None) -> int:
     # --- report -----------------------------------------------------------------------------------
     W = 92
     print("\n" + "=" * W)
-    print(f"kis_minute_bars under the scheduler: {len(codes)} codes, simulator {args.latency_ms} ms, real mode 20 req/s"
-          f" (hook paces at 16/s)")
+    print(f"kis_minute_bars under the scheduler: {len(codes)} codes, simulator {args.latency_ms} ms, real mode"
+          f" {SERVER_LIMIT} req/s (hook paces at {PACED_RATE:g}/s)")
     print(f"settings: parallelism {settings['AIRFLOW__CORE__PARALLELISM']}, idle sleep"
           f" {settings['AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME']} s, max_tis_per_query"
           f" {settings['AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY']}, pool kis_api {pool}; {args.runs} runs per shape after"
@@ -364,9 +408,10 @@ def main(argv=None) -> int:
                          "data_requests": data_requests(counters), "token_requests": token_requests(counters),
                          "peak_per_second": counters["peak_per_second"], "egw00201": counters["egw00201"],
                          "all_success": ok}
-    floor_fetch = (len(codes) - 1) / 16.0
-    print(f"(fetch floor at the hook's 16 req/s: {len(codes)} requests need >= {floor_fetch:.2f} s + one latency;"
-          f" the server's 20/s alone allows >= {(len(codes) - 1) // 20:.0f}-{(len(codes) - 1) / 20:.2f} s)")
+    floor_fetch = (len(codes) - 1) / PACED_RATE
+    print(f"(fetch floor at the hook's {PACED_RATE:g} req/s: {len(codes)} requests need >= {floor_fetch:.2f} s + one"
+          f" latency; the server's {SERVER_LIMIT}/s alone allows >= {(len(codes) - 1) // SERVER_LIMIT:.0f}-"
+          f"{(len(codes) - 1) / SERVER_LIMIT:.2f} s)")
 
     print("\nCPU during the measured runs (2 cores = 2 CPU-s per wall second):")
     print(f"  {'shape':<16}{'wall s':>8}{'ours CPU-s':>12}{'per run':>9}{'machine CPU-s':>15}{'others':>8}")
@@ -390,8 +435,10 @@ def main(argv=None) -> int:
               f" (+{(ours['cpu_ours_per_run'] - bare['cpu_ours_per_run']) / results['per-code'][0][0].fetch_tasks * 1000:.0f} ms"
               f" per fetch task),"
               f" PostgreSQL x{cpu['per-code'].by_component[POSTGRES] / cpu['bare'].by_component[POSTGRES]:.2f}")
-    print(f"  our stack idle: {idle.ours / idle.wall:.2f} CPU-s per second (= {idle.ours / idle.wall * 100 / 2:.0f} % of the"
-          f" machine); the machine meanwhile: {idle.machine / idle.wall:.2f} CPU-s per second")
+    print(f"  our stack idle ({IDLE_WINDOW_SECONDS} s, {IDLE_SETTLE_SECONDS} s after start-up): {idle.ours / idle.wall:.2f}"
+          f" CPU-s per second (= {idle.ours / idle.wall * 100 / 2:.0f} % of the machine); the machine meanwhile:"
+          f" {idle.machine / idle.wall:.2f} CPU-s per second; by component: "
+          + ", ".join(f"{name} {cpu_s / idle.wall:.3f}" for name, cpu_s in idle.by_component.items()))
     figures["idle_cpu_per_s"] = idle.ours / idle.wall
     print(f"  load average at the start of the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
 
@@ -407,13 +454,13 @@ def main(argv=None) -> int:
     for name, *_ in collecting:
         f = figures[name]
         print(f"  {name:<22}{args.runs:>6}{f['data_requests']:>10}{f['data_requests'] / args.runs:>9.1f}"
-              f"{f['token_requests']:>7}{f['peak_per_second']:>8}{20:>7}{f['egw00201']:>10}")
+              f"{f['token_requests']:>7}{f['peak_per_second']:>8}{SERVER_LIMIT:>7}{f['egw00201']:>10}")
     bf_requests = None
     if backfill:
         run, counters, seconds = backfill
         bf_requests = data_requests(counters)
         print(f"  {'backfill (' + run['state'] + ')':<22}{1:>6}{bf_requests:>10}{bf_requests:>9.1f}"
-              f"{token_requests(counters):>7}{counters['peak_per_second']:>8}{20:>7}{counters['egw00201']:>10}")
+              f"{token_requests(counters):>7}{counters['peak_per_second']:>8}{SERVER_LIMIT:>7}{counters['egw00201']:>10}")
         figures["backfill"] = {"state": run["state"], "seconds": seconds, "data_requests": bf_requests,
                                "peak_per_second": counters["peak_per_second"], "egw00201": counters["egw00201"]}
 
@@ -445,6 +492,7 @@ def main(argv=None) -> int:
     peak = sampler.peak()
     figures["memory_peak_pss_mib"] = peak.pss_mib
     figures["executor_workers_peak"] = max(s.executor_workers for _, s in sampler.samples)
+    figures["goals"] = goals(figures, cpu, results, idle, floor, figures.get("day"))
     print(f"\nTotal wall time {time.monotonic() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

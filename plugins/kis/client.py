@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 # Per app key, across every process: KIS portal notice of 2026-04-20 (docs/kis-api.md, "Rate limit").
 DEFAULT_RATE_LIMIT = {"real": 18.0, "mock": 1.0}
+# The fraction of it the hook uses: the jitter between a slot and the request's arrival (docs/hook.md).
+DEFAULT_RATE_LIMIT_SAFETY = 0.8
 DEFAULT_TIMEOUT = (3.05, 10.0)  # (connect, read) seconds
 # requests.Session attributes a connection extra may set, as the http provider's connections do.
 SESSION_EXTRAS = ("verify", "proxies", "cert", "trust_env")
@@ -88,7 +90,7 @@ class KisSettings:
             environment=environment,
             custtype=str(extra.get("custtype", "P")),
             rate_limit=float(extra.get("rate_limit", DEFAULT_RATE_LIMIT[environment])),
-            rate_limit_safety=float(extra.get("rate_limit_safety", 0.8)),
+            rate_limit_safety=float(extra.get("rate_limit_safety", DEFAULT_RATE_LIMIT_SAFETY)),
             state_conn_id=str(extra.get("state_conn_id", "kis_market_db")),
             token_issue_interval=float(extra.get("token_issue_interval", 60)),
             timeout=extra.get("timeout", DEFAULT_TIMEOUT),

@@ -1,12 +1,12 @@
 """A request-rate limiter shared through PostgreSQL by every process that uses one app key.
 
-KIS counts requests per app key per second (20/s real, 2/s mock) across all callers, so a
+KIS counts requests per app key per second (18/s real, 1/s mock) across all callers, so a
 per-process limiter is not enough once several Airflow workers run. This is GCRA (the generic cell
 rate algorithm) without burst, kept in one row per app key: each request reserves the next slot in
 one atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` (``include/sql/kis_api_rate_acquire.sql``)
 and sleeps until it. Slots are spaced ``1 / (rate * safety)`` apart, so whatever the number of
 processes, at most ``floor(rate * safety) + 1`` slots fall in any one-second window; the
-``safety`` factor (0.8 by default: 16/s of 20, 1.6/s of 2) absorbs the jitter between reserving a slot and the request
+``safety`` factor (0.8 by default: 14.4/s of 18, 0.8/s of 1) absorbs the jitter between reserving a slot and the request
 reaching the server (see docs/hook.md for the arithmetic).
 """
 

@@ -7,8 +7,7 @@ rebuild a custom timetable from its serialized form when a plugin names its clas
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -129,20 +128,23 @@ class KrxSessionTimetable(CronTriggerTimetable):
     def extra_minutes(self, session: Session) -> list[datetime]:
         """The collection minutes of ``session`` that the base cron does not tick at."""
         first, last = _collection_window(session)
-        every = (first + i * ONE_MINUTE for i in itertools.count())
-        minutes = list(itertools.takewhile(lambda m: m <= last, every))
+        count = (last - first) // ONE_MINUTE + 1
+        local_first, local_last = first.astimezone(self._timezone), last.astimezone(self._timezone)
         # The description lists these for every special session, and Airflow reads the description
         # wherever the DAG file is parsed, each task process included (isinstance against its
-        # Timetable protocol reads every attribute): a test per minute, not a walk of croniter.
-        local = self._timezone
-        if (ticks := _cron_ticks(self._expression)) is not None:
-            return [m for m in minutes if not ticks(m.astimezone(local))]
-        start = pendulum.instance(first - ONE_MINUTE).in_timezone(local).naive()
-        cron = croniter(self._expression, start_time=start)
+        # Timetable protocol reads every attribute): a window within one local day and offset is
+        # checked against the cron's fields in microseconds, and only the rest walks croniter.
+        cron = _CronFields.of(self._expression)
+        if cron is not None and local_first.date() == local_last.date() and local_first.utcoffset() == local_last.utcoffset():
+            start = local_first.hour * 60 + local_first.minute
+            ticked = cron.minutes_of_day(local_first.date())
+            return [first + i * ONE_MINUTE for i in range(count) if start + i not in ticked]
+        cursor = pendulum.instance(first - ONE_MINUTE).in_timezone(self._timezone).naive()
+        walk = croniter(self._expression, start_time=cursor)
         covered: set[datetime] = set()
-        while (tick := pendulum.instance(cron.get_next(datetime), tz=local)) <= last:
+        while (tick := pendulum.instance(walk.get_next(datetime), tz=self._timezone)) <= last:
             covered.add(tick)
-        return [m for m in minutes if m not in covered]
+        return [m for i in range(count) if (m := first + i * ONE_MINUTE) not in covered]
 
     # --- what the UI shows ----------------------------------------------------------------------
 
@@ -215,28 +217,40 @@ class KrxSessionTimetable(CronTriggerTimetable):
         return super().__hash__()
 
 
-@functools.cache
-def _cron_ticks(expression: str) -> Callable[[datetime], bool] | None:
-    """Whether a minute (in the cron's time zone) is a tick of ``expression``, from croniter's
-    expansion of its five fields; None for what only a croniter walk reads (``L``, ``#``, seconds).
-    Day of month and day of week are OR-ed when both are restricted, as cron (and croniter) do."""
-    fields, nth_weekday = croniter.expand(expression)
-    if nth_weekday or len(fields) != 5 or any(v != "*" and not isinstance(v, int) for f in fields for v in f):
-        return None
-    minutes, hours, days, months, weekdays = (None if field == ["*"] else frozenset(field) for field in fields)
-    if weekdays is not None:
-        weekdays = frozenset(day % 7 for day in weekdays)  # cron's Sunday is 0 or 7
+@dataclass(frozen=True)
+class _CronFields:
+    """A five-field cron expression as croniter expands it: the minutes of day it ticks at, and
+    its days. Day of month and day of week are OR-ed when both are restricted, as cron does."""
 
-    def ticks(moment: datetime) -> bool:
-        if (minutes is not None and moment.minute not in minutes) or (hours is not None and moment.hour not in hours):
-            return False
-        if months is not None and moment.month not in months:
-            return False
-        day = days is None or moment.day in days
-        weekday = weekdays is None or moment.isoweekday() % 7 in weekdays
-        return (day or weekday) if days is not None and weekdays is not None else (day and weekday)
+    minutes: frozenset[int]  # of the day: hour * 60 + minute
+    days: frozenset[int] | None  # None: any
+    months: frozenset[int] | None
+    weekdays: frozenset[int] | None  # cron's: Sunday 0
 
-    return ticks
+    @classmethod
+    @functools.cache
+    def of(cls, expression: str) -> _CronFields | None:
+        """None for what only a croniter walk reads (``L``, ``#``, a seconds field)."""
+        fields, nth_weekday = croniter.expand(expression)
+        if nth_weekday or len(fields) != 5 or any(v != "*" and not isinstance(v, int) for f in fields for v in f):
+            return None
+        minutes, hours, days, months, weekdays = (None if field == ["*"] else frozenset(field) for field in fields)
+        return cls(
+            minutes=frozenset(h * 60 + m for h in (hours or range(24)) for m in (minutes or range(60))),
+            days=days,
+            months=months,
+            weekdays=None if weekdays is None else frozenset(day % 7 for day in weekdays),  # Sunday is 0 or 7
+        )
+
+    def minutes_of_day(self, day: date) -> frozenset[int]:
+        """The minutes of ``day`` (hour * 60 + minute) the cron ticks at."""
+        if self.months is not None and day.month not in self.months:
+            return frozenset()
+        on_day = self.days is None or day.day in self.days
+        on_weekday = self.weekdays is None or day.isoweekday() % 7 in self.weekdays
+        both = self.days is not None and self.weekdays is not None
+        ticks = (on_day or on_weekday) if both else (on_day and on_weekday)
+        return self.minutes if ticks else frozenset()
 
 
 def _collection_window(session: Session) -> tuple[datetime, datetime]:
