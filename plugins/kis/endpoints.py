@@ -94,7 +94,7 @@ def today_minute_bars(client: KisClient, code: str, *, day: date, until: time, m
     body = _data(client, TODAY_MINUTES_PATH, TODAY_MINUTES_TR_ID, params, code)
     page = _minute_page(body, code, day)
     page.day_volume = parse_int((body.get("output1") or {}).get("acml_vol"))
-    log.info("%s %s at %s: %s rows", code, TODAY_MINUTES_TR_ID, params["FID_INPUT_HOUR_1"], page.rows)
+    log.debug("%s %s at %s: %s rows", code, TODAY_MINUTES_TR_ID, params["FID_INPUT_HOUR_1"], page.rows)
     return page
 
 
@@ -115,7 +115,7 @@ def past_minute_bars(client: KisClient, code: str, *, day: date, until: time, ma
         "FID_FAKE_TICK_INCU_YN": "",  # blank, but required
     }
     page = _minute_page(_data(client, PAST_MINUTES_PATH, PAST_MINUTES_TR_ID, params, code), code, day)
-    log.info("%s %s at %s %s: %s rows", code, PAST_MINUTES_TR_ID, params["FID_INPUT_DATE_1"], params["FID_INPUT_HOUR_1"], page.rows)
+    log.debug("%s %s at %s %s: %s rows", code, PAST_MINUTES_TR_ID, params["FID_INPUT_DATE_1"], params["FID_INPUT_HOUR_1"], page.rows)
     return page
 
 
