@@ -209,8 +209,8 @@ def drill(request, capfd, caplog, monkeypatch, simulated_market) -> Drill:
     issue = endpoints.issue_token
 
     # The token store keeps tokens encrypted and the simulator does not list them: the plaintext
-    # of every token the hook obtains is taken on its way in (the client looks the endpoint
-    # function up at each call, so patching the module attribute reaches every hook).
+    # of every token the hook obtains is taken on its way in (a hook hands its client the module's
+    # function when it makes the client, so patching the module attribute reaches every later hook).
     def recording_issue(client):
         issued = issue(client)
         tokens.append(issued.access_token)

@@ -198,6 +198,7 @@ class KisHook(BaseHook):
             self._client = KisClient(
                 self.settings,
                 state_conn,
+                issue_token=endpoints.issue_token,
                 max_attempts=self.max_attempts,
                 backoff_max=self.backoff_max,
                 prepare_state=lambda: migrate(state_conn),
@@ -236,7 +237,7 @@ class KisHook(BaseHook):
         until = until.astimezone(KST).replace(second=0, microsecond=0)
         result = BarsResult(code=validate_code(code), day=until.date())
         keep = lambda minute: minute <= until
-        asked = {"code": code, "day": result.day, "until": until.time(), "market": venue.market}
+        asked = {"code": code, "day": result.day, "until": until.time(), "venue": venue}
         if self._may_be_today(result.day):
             page = self._call(result, lambda c: endpoints.today_minute_bars(c, **asked))
             if self._served_day(page, result.day) == result.day:
@@ -263,9 +264,9 @@ class KisHook(BaseHook):
         """
         validate_code(code)
         result = BarsResult(code=code, day=session.day)
-        market = session.venue.market
+        venue = session.venue
         if self._may_be_today(session.day):
-            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day, market=market)
+            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day, venue=venue)
             first = self._call(result, lambda c: today(c, until=session.close.astimezone(KST).time()))
             if self._served_day(first, session.day) == session.day:
                 self._walk(result, session, today, endpoints.TODAY_MINUTES_PAGE_ROWS, first)
@@ -273,10 +274,10 @@ class KisHook(BaseHook):
                 return result
             result = BarsResult(code=code, day=session.day, pages=result.pages, rate_limited=result.rate_limited)
         self._require_past_days(session.day)
-        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day, market=market)
+        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day, venue=venue)
         self._walk(result, session, past, endpoints.PAST_MINUTES_PAGE_ROWS)
         result.cumulative_volume = self._call(
-            result, lambda c: endpoints.day_volume_of(c, code, day=session.day, market=market)
+            result, lambda c: endpoints.day_volume_of(c, code, day=session.day, venue=venue)
         )
         return result
 
