@@ -41,7 +41,7 @@ from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 from kis import assets, collection, minute_backfill
-from kis.alerts import deadline_alerts
+from kis.alerts import backfill_deadline, deadline_alerts
 from kis.resources import INCLUDE_DIR
 from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 from kis.venues import Venue
@@ -73,7 +73,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             ),
         },
         deadline=deadline_alerts(
-            "backfill", after_logical_date=minute_backfill.backfill_deadline(), scheduled_at=minute_backfill.start_time(cron)
+            "backfill", after_logical_date=backfill_deadline(), scheduled_at=minute_backfill.start_time(cron)
         ),
         doc_md=__doc__,
     )

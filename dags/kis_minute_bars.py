@@ -42,7 +42,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 from kis import collection, minute_bars
-from kis.alerts import deadline_alerts
+from kis.alerts import deadline_alerts, minute_run_deadline
 from kis.resources import INCLUDE_DIR
 from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KrxSessionTimetable
 from kis.venues import Venue
@@ -67,7 +67,7 @@ from kis.venues import Venue
     tags=["kis", "minute-bars", "collection"],
     template_searchpath=[str(INCLUDE_DIR)],
     user_defined_filters=collection.LABEL_FILTERS,
-    deadline=deadline_alerts("minute run", after_logical_date=minute_bars.minute_run_deadline()),
+    deadline=deadline_alerts("minute run", after_logical_date=minute_run_deadline()),
     doc_md=__doc__,
 )
 def kis_minute_bars():

@@ -7,7 +7,6 @@ unified view at 20:10; each backfills the venues of ``kis_venues`` it covers (``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,12 +22,6 @@ from kis.collection import CollectionFailed, Run
 from kis.venues import Venue
 
 log = logging.getLogger(__name__)
-
-
-def backfill_deadline() -> timedelta:
-    """How long after 16:00 the backfill must be done (``KIS_BACKFILL_DEADLINE_MINUTES``): by
-    default 17:30, an hour after the latest close (16:30 on a CSAT day)."""
-    return timedelta(minutes=int(os.environ.get("KIS_BACKFILL_DEADLINE_MINUTES", "90")))
 
 
 def start_time(cron: str) -> time:

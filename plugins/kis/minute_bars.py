@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,11 +22,6 @@ log = logging.getLogger(__name__)
 LIVE_GAP_AFTER = timedelta(minutes=2)
 # How far back a minute run reaches: the closed bars of one page of the today endpoint.
 RUN_REACH = endpoints.TODAY_MINUTES_PAGE_ROWS * ONE_MINUTE
-
-
-def minute_run_deadline() -> timedelta:
-    """How long after its tick a minute run must be done (``KIS_MINUTE_RUN_DEADLINE_SECONDS``)."""
-    return timedelta(seconds=int(os.environ.get("KIS_MINUTE_RUN_DEADLINE_SECONDS", "50")))
 
 
 def plan_minute_run(run: Run) -> list[dict[str, Any]]:

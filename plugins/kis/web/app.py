@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kis.alerts import minute_run_deadline
 from kis.bars import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.parsing import CODE_PATTERN
@@ -94,8 +95,6 @@ def _watchlist_codes() -> Sequence[str]:
 
 
 def _run_deadline_seconds() -> int:
-    from kis.minute_bars import minute_run_deadline
-
     return int(minute_run_deadline().total_seconds())
 
 
