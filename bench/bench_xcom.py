@@ -56,14 +56,14 @@ def former(code: str, bars: list[Bar]) -> dict[str, Any]:
 
 
 def current(code: str, bars: list[Bar]) -> dict[str, Any]:
-    """A fetch task's value now (``kis.collection.fetch_batch``): positional rows under the code."""
+    """A fetch task's value now (``kis.batches.fetch_batch``): positional rows under the code."""
     return {"bars": bars_by_code(bars), "venue": Venue.KRX.value, "fetched": [code], "failed": {}}
 
 
 def with_volumes(encoding: Encoding) -> Encoding:
-    """The backfill's value: the same plus the day volume and the rejected rows of the code."""
+    """The backfill's value: the same plus the day volume of the code."""
     def encode(code: str, bars: list[Bar]) -> dict[str, Any]:
-        return encoding(code, bars) | {"volumes": {code: sum(b.volume for b in bars)}, "rejected": {code: 0}}
+        return encoding(code, bars) | {"volumes": {code: sum(b.volume for b in bars)}}
     return encode
 
 

@@ -40,6 +40,7 @@ import airflow.version  # noqa: F401  (the DAG parse)
 import jinja2.ext  # noqa: F401  (the templater's jinja2.ext.do, for map_index_template)
 from airflow.sdk.crypto import get_fernet
 
+import kis.dag_parts  # noqa: F401  (the DAG files' label filter and upsert task)
 import kis.hook  # noqa: F401
 import kis.minute_backfill  # noqa: F401
 import kis.minute_bars  # noqa: F401

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from simulated_day import CODES, kst, task_states
 
-from kis import collection, maintenance
+from kis import maintenance, task_context
 from kis.bars import BAR_ROW, KST
 
 WEEK = [date(2026, 9, 7) + timedelta(days=n) for n in range(7)]  # Monday to Sunday, no holiday
@@ -167,7 +167,7 @@ def test_alerts_and_verification_history_keep_their_own_retention_and_no_bar_is_
     from kis.bars import Bar
 
     today = date(2026, 9, 14)
-    run = collection.Run("kis_maintenance", "r", datetime(2026, 9, 14, 5, 30, tzinfo=KST))
+    run = task_context.Run("kis_maintenance", "r", datetime(2026, 9, 14, 5, 30, tzinfo=KST))
     retention = maintenance.Retention(runs=14, xcoms=3, alerts=90, verifications=400)
     days = [today - timedelta(days=n) for n in (0, 89, 90, 91, 399, 400, 401, 800)]
     with psycopg.connect(market_dsn, autocommit=True) as conn:

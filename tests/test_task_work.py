@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from kis import minute_bars, schema
-from kis.collection import Run
+from kis.task_context import Run
 from simulated_day import CODES, DAGS_FOLDER, kst
 from simulator.testing import run_simulator
 
