@@ -146,9 +146,10 @@ def create_app(sources: Sources | None = None) -> FastAPI:
             raise HTTPException(503, f"The market database is unreachable: {err}") from None
         try:
             yield conn
-        except psycopg.errors.UndefinedTable:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction):
             raise HTTPException(
-                503, "The market schema does not exist yet: the DAGs create it on their first run."
+                503, "The market schema does not exist yet or is behind this version: the DAGs create and "
+                "upgrade it on their runs."
             ) from None
         finally:
             conn.close()
