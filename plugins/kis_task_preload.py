@@ -45,7 +45,7 @@ import kis.hook  # noqa: F401
 import kis.minute_backfill  # noqa: F401
 import kis.minute_bars  # noqa: F401
 import kis.timetable  # noqa: F401  (the minute DAG's schedule, parsed with the DAG file)
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import default_calendar
 
 _year = datetime.now(KST).year

@@ -4,7 +4,7 @@
 ``simulator.market.Market`` is the deterministic market behind both, trading in the sessions of
 ``simulator.sessions``. See ``simulator/README.md``.
 
-Of the collector's package it shares only the record of a bar (``kis.bars.Bar``, with ``KST``: what
+Of the collector's package it shares only the record of a bar (``kis.bar.Bar``, with ``KST``: what
 the truth API serves and the tests compare with what was stored) and the venues' names
 (``kis.venues.Venue``), two modules that import nothing; never its logic, least of all its calendar,
 which the simulator's sessions are the independent check of.

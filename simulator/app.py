@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.venues import Venue
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.market import CODE_PATTERN, Market, Quote, default_nextrade_codes

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.venues import Venue
 
 from simulator.sessions import Session, Sessions

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import date, datetime, time, timedelta
 
-from kis.bars import KST
+from kis.bar import KST
 from kis.venues import Venue
 
 __all__ = ["NEXTRADE_REGULAR", "Segment", "Session", "Sessions"]

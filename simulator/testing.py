@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET, Simulator, SimulatorConfig
 from simulator.sessions import Sessions
 

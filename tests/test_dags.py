@@ -17,7 +17,7 @@ from simulated_day import CODES, DAGS_FOLDER, announced, kst, task_states
 
 from devtools import airflow_env
 from kis import storage
-from kis.bars import Bar
+from kis.bar import Bar
 
 def fail_one_code(monkeypatch, method: str, code: str) -> str:
     """Makes ``KisHook.<method>`` fail for ``code`` on every call, after the hook's own retries

@@ -37,7 +37,7 @@ from simulated_day import Market, kst, task_states
 from devtools import airflow_env
 from devtools.net import free_port
 from kis import endpoints, schema, storage, task_context
-from kis.bars import Bar
+from kis.bar import Bar
 from kis.hook import KisHook
 from kis.resources import KIS_CONN_ID
 

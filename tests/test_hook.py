@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import requests
 from kis import endpoints
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import default_calendar
 from kis.errors import KisApiError, KisNotYet, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook

@@ -17,7 +17,7 @@ import pytest
 from simulated_day import CODES, kst, task_states
 
 from kis import maintenance, task_context
-from kis.bars import BAR_ROW, KST
+from kis.bar import BAR_ROW, KST
 
 WEEK = [date(2026, 9, 7) + timedelta(days=n) for n in range(7)]  # Monday to Sunday, no holiday
 TICK = "09:31"
@@ -164,7 +164,7 @@ def test_a_week_of_minute_runs_is_trimmed_to_the_retention_and_stays_flat(market
 
 def test_alerts_and_verification_history_keep_their_own_retention_and_no_bar_is_touched(market_dsn, airflow_db):
     from kis import schema, storage
-    from kis.bars import Bar
+    from kis.bar import Bar
 
     today = date(2026, 9, 14)
     run = task_context.Run("kis_maintenance", "r", datetime(2026, 9, 14, 5, 30, tzinfo=KST))

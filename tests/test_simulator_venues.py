@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 
 import httpx
 import pytest
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.calendar import default_calendar
 from kis.venues import Venue
 

@@ -37,7 +37,7 @@ before = set(sys.modules)
 
 # This year's holidays were computed by the preload: without the library, the year still loads.
 import kis.calendar
-from kis.bars import KST
+from kis.bar import KST
 
 holidays, kis.calendar.KoreaExchange = kis.calendar.KoreaExchange, None
 kis.calendar.default_calendar().load_years(datetime.now(KST).year)

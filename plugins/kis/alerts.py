@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from kis.bars import KST
+from kis.bar import KST
 from kis.resources import MARKET_DB_CONN_ID, load_sql
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from kis import alerts, code_alerts, task_context
-from kis.bars import bars_by_code
+from kis.bar import bars_by_code
 from kis.code_alerts import NOT_ON_VENUE, UNKNOWN_CODE
 from kis.errors import KisError, KisUnknownCode, KisUnsupported
 from kis.task_context import CollectionFailed, Run
@@ -66,7 +66,7 @@ def fetch_batch(
     one code never takes the others down.
 
     ``fetch(hook, code)`` is one code's call of the hook (``KisHook.recent_bars`` or
-    ``session_bars``). The value holds the bars under ``"bars"`` as ``kis.bars.bars_by_code`` lists
+    ``session_bars``). The value holds the bars under ``"bars"`` as ``kis.bar.bars_by_code`` lists
     them (the upsert's format: the venue is said once, at the top), with ``day_volumes`` the day
     volume KIS reported for each code under ``"volumes"`` (the verification's evidence), and
     ``"venue"``, ``"fetched"`` and ``"failed"`` (code: reason). An unknown code is alerted at once (a

@@ -16,7 +16,7 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from kis.bars import Bar
+from kis.bar import Bar
 from kis.errors import UNKNOWN_CODE, KisApiError, KisResponseError, KisTokenError, KisUnknownCode
 from kis.parsing import RejectedRow, day_volume, parse_int, parse_rows, row_minute
 from kis.token_store import IssuedToken

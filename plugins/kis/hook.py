@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from airflow.sdk.bases.hook import BaseHook
 
 from kis import endpoints
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.calendar import trading_day
 from kis.client import KisClient, KisSettings
 from kis.endpoints import MinutePage

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kis import task_context
-from kis.bars import KST
+from kis.bar import KST
 from kis.task_context import CollectionFailed, Run
 from kis.resources import load_sql
 

@@ -17,7 +17,7 @@ from croniter import croniter
 from kis import alerts, assets, code_alerts, metrics, storage, task_context, verification
 from kis import batches as batching
 from kis.alerts import send_alert
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import Session, default_calendar, trading_day
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue

@@ -10,7 +10,7 @@ from typing import Any
 from kis import batches as batching
 from kis import code_alerts, endpoints, storage, task_context
 from kis.alerts import Alert, send_alert
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import ONE_MINUTE, default_calendar
 from kis.task_context import Run
 from kis.venues import Venue

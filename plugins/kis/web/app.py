@@ -39,7 +39,7 @@ from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kis.alerts import minute_run_deadline
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.parsing import CODE_PATTERN
 from kis.resources import MARKET_DB_CONN_ID
