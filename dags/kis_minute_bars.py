@@ -41,7 +41,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from kis import dag_parts, minute_bars, task_context
+from kis import dag_parts, minute_run, task_context
 from kis.alerts import deadline_alerts, minute_run_deadline
 from kis.resources import INCLUDE_DIR
 from kis.task_context import Run
@@ -74,7 +74,7 @@ from kis.venues import Venue
 def kis_minute_bars():
     @task.short_circuit
     def session_gate(dag_run=None) -> list[dict]:
-        return minute_bars.plan_minute_run(Run.of(dag_run))
+        return minute_run.plan_minute_run(Run.of(dag_run))
 
     @task(
         pool="kis_api",
@@ -84,7 +84,7 @@ def kis_minute_bars():
         multiple_outputs=False,
     )
     def fetch_recent_bars(codes: list[str], venue: str, dag_run=None, ti=None) -> dict:
-        return minute_bars.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), ti=ti)
+        return minute_run.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), ti=ti)
 
     batches = session_gate()
     fetched = fetch_recent_bars.expand_kwargs(batches)
@@ -94,7 +94,7 @@ def kis_minute_bars():
     @task(trigger_rule="all_done")
     def check_live_gaps(batches: list[dict], dag_run=None, ti=None) -> int:
         fetched = ti.xcom_pull(task_ids=["fetch_recent_bars"])
-        return minute_bars.check_live_gaps(batches, fetched, Run.of(dag_run))
+        return minute_run.check_live_gaps(batches, fetched, Run.of(dag_run))
 
     fetched >> upsert >> check_live_gaps(batches)
 

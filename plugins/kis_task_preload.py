@@ -43,7 +43,7 @@ from airflow.sdk.crypto import get_fernet
 import kis.dag_parts  # noqa: F401  (the DAG files' label filter and upsert task)
 import kis.hook  # noqa: F401
 import kis.minute_backfill  # noqa: F401
-import kis.minute_bars  # noqa: F401
+import kis.minute_run  # noqa: F401
 import kis.timetable  # noqa: F401  (the minute DAG's schedule, parsed with the DAG file)
 from kis.bar import KST
 from kis.calendar import default_calendar

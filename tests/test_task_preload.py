@@ -46,10 +46,10 @@ kis.calendar.KoreaExchange = holidays
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 
-from kis import minute_bars, task_context
+from kis import minute_run, task_context
 
 run = task_context.Run("kis_minute_bars", "preload_check", datetime.fromisoformat(sys.argv[2]))
-assert minute_bars.fetch_recent_bars(["005930"], run), "the simulator returned no bar"
+assert minute_run.fetch_recent_bars(["005930"], run), "the simulator returned no bar"
 # The DAG file itself is imported by each task under a generated name: that is the parse.
 print(json.dumps(sorted(m for m in set(sys.modules) - before if not m.startswith("unusual_prefix_"))))
 """

@@ -8,7 +8,7 @@
 --   m  missing           no bar although the minute is due
 --   f  not yet           the minute is not due yet (today's future, or a run may still be busy)
 -- A continuous minute m is due from m + 2 minutes (its bar closes at m + 1 minute and the run of
--- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.minute_bars); the closing bar
+-- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.minute_run); the closing bar
 -- from close + 6 minutes (the closing print may come five minutes late).
 --
 -- Parameters:
