@@ -13,7 +13,8 @@ Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), of type ``kis``
   scheme in the host or in ``schema`` (default https for ``kis``, http for ``http``);
 - login: the app key; password: the app secret;
 - extra: ``environment`` ("real" | "mock"), ``custtype`` ("P"), ``rate_limit`` (requests per
-  second, default 20 real / 2 mock), ``rate_limit_safety`` (fraction of it used, default 0.8),
+  second of the app key, default 18 real / 1 mock: KIS's notice of 2026-04-20,
+  ``kis.client.DEFAULT_RATE_LIMIT``), ``rate_limit_safety`` (fraction of it used, default 0.8),
   ``state_conn_id`` (Postgres connection of the shared token and limiter state, default
   ``kis_market_db``), ``token_issue_interval`` (seconds between token issues, default 60), and the
   request options ``timeout``, ``verify``, ``proxies``, ``cert``, ``trust_env``. See docs/hook.md.
