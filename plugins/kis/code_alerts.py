@@ -29,50 +29,49 @@ FETCH_FAILED = "fetch_failed"
 
 
 def alert_unknown_code(code: str, err: KisUnknownCode, day: date, run: Run) -> None:
-    send_alert(
-        Alert(
-            kind=UNKNOWN_CODE,
-            message=f"KIS does not know {code} ({err.msg_cd}: {err.msg1}); left out for the rest of {day}",
-            trading_date=day,
-            dag_id=run.dag_id,
-            run_id=run.run_id,
-            stock_code=code,
-            details={"msg_cd": err.msg_cd, "msg1": err.msg1},
-        )
-    )
+    _send(
+        UNKNOWN_CODE, code, day, run,
+        f"KIS does not know {code} ({err.msg_cd}: {err.msg1}); left out for the rest of {day}",
+        {"msg_cd": err.msg_cd, "msg1": err.msg1},
+    )  # fmt: skip
 
 
 def report_not_on_venue(code: str, err: KisUnknownCode, day: date, run: Run, venue: Venue) -> None:
     """Information, not a gap: ``venue`` does not trade ``code`` today (KIS answered as for an
     unknown code). Sent once a day: later runs leave the code out (``watchlist_batches``)."""
-    send_alert(
-        Alert(
-            kind=NOT_ON_VENUE,
-            message=f"{code} is not traded on {venue.label} ({err.msg_cd}: {err.msg1}); left out there for the rest of {day}",
-            trading_date=day,
-            dag_id=run.dag_id,
-            run_id=run.run_id,
-            stock_code=code,
-            venue=venue.value,
-            details={"msg_cd": err.msg_cd, "msg1": err.msg1},
-        )
-    )
+    _send(
+        NOT_ON_VENUE, code, day, run,
+        f"{code} is not traded on {venue.label} ({err.msg_cd}: {err.msg1}); left out there for the rest of {day}",
+        {"msg_cd": err.msg_cd, "msg1": err.msg1},
+        venue=venue,
+    )  # fmt: skip
 
 
 def alert_fetch_failed(code: str, reason: str, day: date, run: Run, *, tries: int, venue: Venue = Venue.KRX) -> None:
     """The alert of a code its fetch task's last try failed; resolved by a later run that fetched it
     (see :func:`resolve_fetch_alerts`), hence its venue."""
+    _send(
+        FETCH_FAILED, code, day, run,
+        f"{code}{'' if venue is Venue.KRX else f' on {venue.label}'}: not fetched after {tries} tries: "
+        f"{reason}. The other codes of its batch go on to the upsert; clear its fetch task to fetch it again",
+        {"reason": reason, "tries": tries},
+        venue=venue,
+    )  # fmt: skip
+
+
+def _send(
+    kind: str, code: str, day: date, run: Run, message: str, details: dict[str, Any], *, venue: Venue | None = None
+) -> None:
     send_alert(
         Alert(
-            kind=FETCH_FAILED,
-            message=f"{code}{'' if venue is Venue.KRX else f' on {venue.label}'}: not fetched after {tries} tries: "
-            f"{reason}. The other codes of its batch go on to the upsert; clear its fetch task to fetch it again",
+            kind=kind,
+            message=message,
             trading_date=day,
             dag_id=run.dag_id,
             run_id=run.run_id,
             stock_code=code,
-            venue=venue.value,
-            details={"reason": reason, "tries": tries},
+            venue=venue.value if venue is not None else None,
+            details=details,
         )
     )
 
