@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # no
 
 from devtools import localpg  # noqa: E402
 from kis import schema, storage  # noqa: E402
-from kis.bars import Bar  # noqa: E402
+from kis.bar import Bar  # noqa: E402
 from kis.resources import load_sql  # noqa: E402
 from kis.calendar import default_calendar  # noqa: E402
 

@@ -9,7 +9,7 @@ as the fetch tasks' return values, one task per code (``kis_codes_per_task`` 1, 
 - a backfill day: each code's whole KRX day (``fetch_session_bars``, with its volumes).
 
 Former: ``{"bars": [Bar.as_record() + "venue" per bar], ...}``; current: ``{"bars": {code: rows}}``
-(``kis.bars.bars_by_code``). Printed per minute run, per backfill day and per trading day (the
+(``kis.bar.bars_by_code``). Printed per minute run, per backfill day and per trading day (the
 minute DAG fetches in 381 runs a day, one per bar), as JSON text (what the Task SDK sends and
 ``jsonb::text`` shows) and as stored: ``pg_column_size`` of the values in a ``jsonb`` column, the
 type of Airflow's ``xcom.value``, on the private cluster (TOAST compresses values over ~2 kB).
@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 import psycopg
 from _harness import default_watchlist
 from kis import schema
-from kis.bars import KST, Bar, bars_by_code
+from kis.bar import KST, Bar, bars_by_code
 from kis.calendar import default_calendar
 from kis.resources import load_sql
 from kis.venues import Venue
@@ -56,14 +56,14 @@ def former(code: str, bars: list[Bar]) -> dict[str, Any]:
 
 
 def current(code: str, bars: list[Bar]) -> dict[str, Any]:
-    """A fetch task's value now (``kis.collection.fetch_batch``): positional rows under the code."""
+    """A fetch task's value now (``kis.batches.fetch_batch``): positional rows under the code."""
     return {"bars": bars_by_code(bars), "venue": Venue.KRX.value, "fetched": [code], "failed": {}}
 
 
 def with_volumes(encoding: Encoding) -> Encoding:
-    """The backfill's value: the same plus the day volume and the rejected rows of the code."""
+    """The backfill's value: the same plus the day volume of the code."""
     def encode(code: str, bars: list[Bar]) -> dict[str, Any]:
-        return encoding(code, bars) | {"volumes": {code: sum(b.volume for b in bars)}, "rejected": {code: 0}}
+        return encoding(code, bars) | {"volumes": {code: sum(b.volume for b in bars)}}
     return encode
 
 

@@ -30,7 +30,8 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
-from kis import collection, maintenance
+from kis import maintenance
+from kis.task_context import Run
 from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 
 
@@ -46,17 +47,17 @@ from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 def kis_maintenance():
     @task
     def trim_metadata(dag_run=None) -> dict[str, str]:
-        return maintenance.trim_metadata(collection.Run.of(dag_run), maintenance.Retention.configured())
+        return maintenance.trim_metadata(Run.of(dag_run), maintenance.Retention.configured())
 
     @task
     def trim_task_logs(dag_run=None) -> dict[str, int]:
         return maintenance.trim_task_logs(
-            collection.Run.of(dag_run), maintenance.Retention.configured(), maintenance.base_log_folder()
+            Run.of(dag_run), maintenance.Retention.configured(), maintenance.base_log_folder()
         )
 
     @task
     def trim_market_side_tables(dag_run=None) -> dict:
-        return maintenance.trim_market_side_tables(collection.Run.of(dag_run), maintenance.Retention.configured())
+        return maintenance.trim_market_side_tables(Run.of(dag_run), maintenance.Retention.configured())
 
     trim_metadata()
     trim_task_logs()

@@ -40,9 +40,10 @@ from datetime import timedelta
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
-from kis import assets, collection, minute_backfill
-from kis.alerts import deadline_alerts
+from kis import assets, dag_parts, minute_backfill
+from kis.alerts import backfill_deadline, deadline_alerts
 from kis.resources import INCLUDE_DIR
+from kis.task_context import Run
 from kis.timetable import FIRST_RUN_AT_NEXT_TICK
 from kis.venues import Venue
 
@@ -61,7 +62,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
         tags=["kis", "minute-bars", "backfill", "verification", *tags],
         template_searchpath=[str(INCLUDE_DIR)],
-        user_defined_filters=collection.LABEL_FILTERS,
+        user_defined_filters=dag_parts.LABEL_FILTERS,
         user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until, "covers": covers},
         params={
             "date": Param(
@@ -73,7 +74,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             ),
         },
         deadline=deadline_alerts(
-            "backfill", after_logical_date=minute_backfill.backfill_deadline(), scheduled_at=minute_backfill.start_time(cron)
+            "backfill", after_logical_date=backfill_deadline(), scheduled_at=minute_backfill.start_time(cron)
         ),
         doc_md=__doc__,
     )
@@ -94,25 +95,19 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
 
         @task(
             pool="kis_api",
-            map_index_template=collection.BATCH_LABEL,
+            map_index_template=dag_parts.BATCH_LABEL,
             show_return_value_in_logs=False,
             # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
             multiple_outputs=False,
         )
-        def fetch_session_bars(codes: list[str], venue: str, batches: list[dict], params=None, dag_run=None, ti=None) -> dict:
+        def fetch_session_bars(codes: list[str], venue: str, params=None, dag_run=None, ti=None) -> dict:
             return minute_backfill.fetch_session_bars(
-                codes,
-                Venue(venue),
-                backfill_day(params, dag_run),
-                collection.Run.of(dag_run),
-                batch=ti.map_index,
-                batches=len(batches),
-                ti=ti,
+                codes, Venue(venue), backfill_day(params, dag_run), Run.of(dag_run), ti=ti
             )
 
-        fetched = fetch_session_bars.partial(batches=batches).expand_kwargs(batches)
+        fetched = fetch_session_bars.expand_kwargs(batches)
 
-        upsert = collection.upsert_bars_step("fetch_session_bars")
+        upsert = dag_parts.upsert_bars_step("fetch_session_bars")
 
         @task(trigger_rule="all_done", outlets=[assets.VERIFIED_DAYS])
         def verify_day(params=None, dag_run=None, ti=None, outlet_events=None) -> dict:
@@ -120,7 +115,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             batches = ti.xcom_pull(task_ids="trading_day_gate")
             fetched = ti.xcom_pull(task_ids=["fetch_session_bars"])
             return minute_backfill.verify_day(
-                backfill_day(params, dag_run), batches, fetched, collection.Run.of(dag_run), outlet_events
+                backfill_day(params, dag_run), batches, fetched, Run.of(dag_run), outlet_events
             )
 
         # Blocked by a lock, it fails after its lock timeout and is retried later; off the path to

@@ -41,9 +41,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from kis import collection, minute_bars
-from kis.alerts import deadline_alerts
+from kis import dag_parts, minute_run, task_context
+from kis.alerts import deadline_alerts, minute_run_deadline
 from kis.resources import INCLUDE_DIR
+from kis.task_context import Run
 from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KrxSessionTimetable
 from kis.venues import Venue
 
@@ -52,7 +53,7 @@ from kis.venues import Venue
     schedule=KrxSessionTimetable(
         "* 9-15 * * 1-5",
         timezone="Asia/Seoul",
-        venues=collection.scheduled_venues(),
+        venues=task_context.scheduled_venues(),
         run_immediately=FIRST_RUN_AT_NEXT_TICK,
     ),
     catchup=False,
@@ -66,34 +67,34 @@ from kis.venues import Venue
     },
     tags=["kis", "minute-bars", "collection"],
     template_searchpath=[str(INCLUDE_DIR)],
-    user_defined_filters=collection.LABEL_FILTERS,
-    deadline=deadline_alerts("minute run", after_logical_date=minute_bars.minute_run_deadline()),
+    user_defined_filters=dag_parts.LABEL_FILTERS,
+    deadline=deadline_alerts("minute run", after_logical_date=minute_run_deadline()),
     doc_md=__doc__,
 )
 def kis_minute_bars():
     @task.short_circuit
     def session_gate(dag_run=None) -> list[dict]:
-        return minute_bars.plan_minute_run(collection.Run.of(dag_run))
+        return minute_run.plan_minute_run(Run.of(dag_run))
 
     @task(
         pool="kis_api",
-        map_index_template=collection.BATCH_LABEL,
+        map_index_template=dag_parts.BATCH_LABEL,
         show_return_value_in_logs=False,
         # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
         multiple_outputs=False,
     )
     def fetch_recent_bars(codes: list[str], venue: str, dag_run=None, ti=None) -> dict:
-        return minute_bars.fetch_recent_bars(codes, collection.Run.of(dag_run), Venue(venue), ti=ti)
+        return minute_run.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), ti=ti)
 
     batches = session_gate()
     fetched = fetch_recent_bars.expand_kwargs(batches)
 
-    upsert = collection.upsert_bars_step("fetch_recent_bars")
+    upsert = dag_parts.upsert_bars_step("fetch_recent_bars")
 
     @task(trigger_rule="all_done")
     def check_live_gaps(batches: list[dict], dag_run=None, ti=None) -> int:
         fetched = ti.xcom_pull(task_ids=["fetch_recent_bars"])
-        return minute_bars.check_live_gaps(batches, fetched, collection.Run.of(dag_run))
+        return minute_run.check_live_gaps(batches, fetched, Run.of(dag_run))
 
     fetched >> upsert >> check_live_gaps(batches)
 

@@ -23,7 +23,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import AssetAny, dag, task
-from kis import assets, collection, resampled_bars
+from kis import assets, resampling
+from kis.task_context import Run
 
 
 @dag(
@@ -40,11 +41,11 @@ from kis import assets, collection, resampled_bars
 def kis_resampled_bars():
     @task
     def plan_days(triggering_asset_events=None) -> list[dict]:
-        return resampled_bars.plan_days(triggering_asset_events)
+        return resampling.plan_days(triggering_asset_events)
 
-    @task(map_index_template=resampled_bars.DAY_LABEL)
+    @task(map_index_template=resampling.DAY_LABEL)
     def materialize_day(day: str, venue: str, codes: list[str] | None, dag_run=None) -> int:
-        return resampled_bars.materialize_day(day, venue, codes, collection.Run.of(dag_run))
+        return resampling.materialize_day(day, venue, codes, Run.of(dag_run))
 
     materialize_day.expand_kwargs(plan_days())
 

@@ -59,7 +59,7 @@ def main() -> None:
     say = _console_with_everything_else_to(log_file)
 
     sys.path.insert(0, str(airflow_env.REPO / "plugins"))
-    from kis.bars import KST
+    from kis.bar import KST
     from kis.calendar import default_calendar
     from kis.venues import Venue, parse_venues
     from kis.watchlist import load_watchlist

@@ -38,7 +38,7 @@ from devtools import airflow_env, localpg
 # The kis package lives in plugins/, which Airflow (not this process) puts on sys.path.
 if str(airflow_env.REPO / "plugins") not in sys.path:
     sys.path.insert(0, str(airflow_env.REPO / "plugins"))
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import default_calendar
 
 FAKETIME_LIBRARY = "/usr/lib/*/faketime/libfaketimeMT.so.1"  # the thread-safe build

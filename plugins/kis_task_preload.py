@@ -40,11 +40,12 @@ import airflow.version  # noqa: F401  (the DAG parse)
 import jinja2.ext  # noqa: F401  (the templater's jinja2.ext.do, for map_index_template)
 from airflow.sdk.crypto import get_fernet
 
+import kis.dag_parts  # noqa: F401  (the DAG files' label filter and upsert task)
 import kis.hook  # noqa: F401
 import kis.minute_backfill  # noqa: F401
-import kis.minute_bars  # noqa: F401
+import kis.minute_run  # noqa: F401
 import kis.timetable  # noqa: F401  (the minute DAG's schedule, parsed with the DAG file)
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import default_calendar
 
 _year = datetime.now(KST).year

@@ -25,7 +25,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="market clock at start, ISO 8601 with offset, e.g. 2026-11-25T10:31:00+09:00 (default: wall clock)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="market and fault seed (default 0)")
-    parser.add_argument("--rate-limit", type=int, default=None, help="requests/s per app key (default 20 real, 2 mock)")
+    parser.add_argument(
+        "--rate-limit", type=int, default=None,
+        help=f"requests/s per app key (default {RATE_LIMITS['real']} real, {RATE_LIMITS['mock']} mock: KIS's notice of 2026-04-20)",
+    )  # fmt: skip
     parser.add_argument("--latency-ms", type=float, default=None, help="added latency of every API call (default 0)")
     parser.add_argument("--token-lifetime-seconds", type=float, default=86400, help="token lifetime (default 86400)")
     parser.add_argument(

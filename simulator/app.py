@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kis.bars import KST, Bar
-from kis.calendar import KrxCalendar, default_calendar
+from kis.bar import KST, Bar
 from kis.venues import Venue
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.market import CODE_PATTERN, Market, Quote, default_nextrade_codes
+from simulator.sessions import Sessions
 
 __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig", "create_app"]
 
@@ -232,16 +232,16 @@ class ApiError(Exception):
 class Simulator:
     """The state of one simulator server and its Starlette app (``self.app``)."""
 
-    def __init__(self, config: SimulatorConfig, calendar: KrxCalendar | None = None) -> None:
+    def __init__(self, config: SimulatorConfig, sessions: Sessions | None = None) -> None:
         self.config = config
-        self.calendar = calendar or default_calendar()
+        self.sessions = sessions or Sessions()
         self.clock = MarketClock(config.now)
         self.counters = Counters()
         self.tokens: dict[str, _Token] = {}
         self.current_token: dict[str, _Token] = {}
         self.last_issue: dict[str, float] = {}
         self.accepted: dict[str, deque[float]] = {}
-        self.market = Market(config.seed, self.calendar)
+        self.market = Market(config.seed, self.sessions)
         self.set_faults(config.fault_dict())
         # Decides the HTTP shape of each EGW00201 (500 + envelope or 200 + rt_cd "1"), repeatably.
         self.shape_rng = random.Random(config.seed)
@@ -529,7 +529,7 @@ class Simulator:
         if self._not_traded(code, venue):
             return self._unlisted_envelope(code)
         now = self.clock.now()
-        sessions = self.calendar.sessions_between(start, min(end, now.date()), venue)
+        sessions = self.sessions.sessions_between(start, min(end, now.date()), venue)
         rows = []
         for session in reversed(sessions[-PERIOD_PAGE_ROWS:]):
             quote = self.market.quote(code, min(now, datetime.combine(session.day, time(23, 59), tzinfo=KST)), venue)

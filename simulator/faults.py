@@ -1,6 +1,6 @@
 """Fault injection for one simulator run: latency, error rates by kind, unknown codes, halts, lost minutes,
-rows after the cursor, minutes the calendar did not predict, and two market facts that live here so that
-a test can set them at any time: splits and the codes Nextrade trades.
+rows after the cursor, minutes the collector's calendar does not predict, and two market facts that
+live here so that a test can set them at any time: splits and the codes Nextrade trades.
 
 The configuration is a flat JSON object (CLI ``--faults``, ``POST /_sim/faults``); every key is
 optional and unknown keys are rejected so that a typo does not silently disable a test::

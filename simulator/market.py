@@ -3,7 +3,7 @@ looked while forming.
 
 Each (seed, code, date) seeds its own random walk through a stable hash (SHA-256, never Python's
 per-process ``hash()``), so any day of any code can be generated alone, in any order, in any
-process, and always comes out the same. Sessions follow ``kis.calendar``.
+process, and always comes out the same. Sessions are the simulator's own (:mod:`simulator.sessions`).
 
 What a day contains:
 - prices on the KRX tick grid, from a start price per code between 1,000 and 900,000 KRW;
@@ -19,13 +19,14 @@ What a day contains:
 VI and halt minutes are the expected absences; the ground truth leaves them out.
 
 Nextrade (venue ``nxt``, KIS's ``NX``) trades the codes of ``nxt_codes`` in its segments of
-``kis.calendar``: in the main segment it follows KRX's prices at a fraction of KRX's volume, in the
+:mod:`simulator.sessions`: in the main segment it follows KRX's prices at a fraction of KRX's volume, in the
 pre- and after-market it walks on its own, thinly. The unified view (``unified``, ``UN``) combines
 both venues' trades minute by minute. The assumptions are numbered in docs/kis-api.md (K10-K13).
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import math
@@ -34,11 +35,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
-from kis.bars import KST, Bar
-from kis.calendar import KrxCalendar, Session, default_calendar
+from kis.bar import KST, Bar
 from kis.venues import Venue
-from kis.watchlist import load_watchlist
+
+from simulator.sessions import Session, Sessions
 
 __all__ = [
     "CODE_PATTERN", "Halt", "Market", "OffSessionTrade", "Quote", "Split", "UnpredictedMinutes",
@@ -46,6 +48,7 @@ __all__ = [
 ]  # fmt: skip
 
 ONE_MINUTE = timedelta(minutes=1)
+DEFAULT_WATCHLIST = Path(__file__).parents[1] / "include" / "watchlist.csv"
 CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")  # KRX short codes are no longer all digits (0126Z0)
 # Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
 TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
@@ -138,8 +141,8 @@ class Halt:
 
 @dataclass(frozen=True)
 class UnpredictedMinutes:
-    """Minutes at which ``venue`` serves a bar of ``code`` though its calendar grid has none (a test fault:
-    the real sessions may differ from ``kis.calendar``'s). ``day`` None means every session day."""
+    """Minutes at which ``venue`` serves a bar of ``code`` though its sessions have none (a test fault:
+    the real sessions may differ from the collector's calendar). ``day`` None means every session day."""
 
     code: str
     venue: Venue  # KRX or NEXTRADE; the unified view shows them through its union
@@ -218,7 +221,7 @@ class Market:
     """The deterministic market of one seed.
 
     :param seed: changes every price and volume; the same seed always gives the same market.
-    :param calendar: the sessions; defaults to ``kis.calendar.default_calendar()``.
+    :param sessions: the sessions it trades in; defaults to :class:`simulator.sessions.Sessions`'s.
     :param halts: trading halts (replaceable later through ``halts``).
     :param splits: splits (replaceable later through ``splits``).
     :param nxt_codes: the codes Nextrade trades (replaceable later); None: the default watch-list's.
@@ -227,13 +230,13 @@ class Market:
     def __init__(
         self,
         seed: int = 0,
-        calendar: KrxCalendar | None = None,
+        sessions: Sessions | None = None,
         halts: Iterable[Halt] = (),
         splits: Iterable[Split] = (),
         nxt_codes: Iterable[str] | None = None,
     ) -> None:
         self.seed = seed
-        self.calendar = calendar or default_calendar()
+        self.sessions = sessions or Sessions()
         self.halts: tuple[Halt, ...] = tuple(halts)
         self.splits: tuple[Split, ...] = tuple(splits)
         self.nxt_codes: frozenset[str] = default_nextrade_codes() if nxt_codes is None else frozenset(nxt_codes)
@@ -251,8 +254,8 @@ class Market:
         """The session whose grid ``code`` is served on: the unified view of a code Nextrade does not
         trade is KRX's alone (K13), and Nextrade has none for it."""
         if venue is not Venue.KRX and not self.trades_on_nextrade(code):
-            return None if venue is Venue.NEXTRADE else self.calendar.session(day)
-        return self.calendar.session(day, venue)
+            return None if venue is Venue.NEXTRADE else self.sessions.session(day)
+        return self.sessions.session(day, venue)
 
     def day_bars(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[Bar]:
         """The final bars of ``code`` on ``day`` at ``venue``: the ground truth, zero-volume minutes included."""
@@ -292,12 +295,13 @@ class Market:
         return math.prod(s.ratio for s in self.splits if s.code == code and after < s.day <= through)
 
     def absences(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[dict[str, str]]:
-        """The minutes of the calendar's grid of ``venue`` expected to have no bar, each with its
-        reason, in time order."""
+        """The minutes of ``venue``'s session expected to have no bar, each with its reason, in
+        time order."""
         vi = set(self._tape(code, day, Venue.KRX).vi_minutes)
         present = {bar.minute for bar in self.day_bars(code, day, venue)} if venue is not Venue.KRX else set()
         absent = []
-        for minute in self.calendar.expected_bars(day, venue):
+        session = self.sessions.session(day, venue)
+        for minute in session.bar_minutes if session else ():
             if minute in present:
                 continue
             if any(h.covers(code, minute) for h in self.halts):
@@ -392,7 +396,7 @@ class Market:
             return []
         minutes = list(self._tape(code, day, venue).minutes)
         extra = sorted({t for u in self.unpredicted if u.applies(code, day, venue) for t in u.minutes})
-        if extra and self.calendar.session(day, venue) is not None:
+        if extra and self.sessions.session(day, venue) is not None:
             minutes = self._with_unpredicted(code, day, venue, minutes, extra)
         return [m for m in minutes if not any(h.covers(code, m.bar.minute) for h in self.halts)]
 
@@ -428,7 +432,7 @@ class Market:
         return self._tapes[key]
 
     def _generate(self, code: str, day: date) -> _Tape:
-        session = self.calendar.session(day)
+        session = self.sessions.session(day)
         if session is None:
             return _Tape((), ())
         profile = self._profile(code)
@@ -447,8 +451,8 @@ class Market:
                 continue
             shape = _u_shape(index / continuous)
             # Auction prints (the open, the VI auction, the close) match once, at the minute's start.
-            auction = index == 0 or minute == session.close
-            if minute == session.close:
+            auction = index == 0 or minute == session.closing_print
+            if minute == session.closing_print:
                 last = to_tick(last * math.exp(rng.gauss(0, profile.volatility)))
                 volume = int(profile.minute_volume * rng.uniform(15, 40))
                 bar = Bar(code, minute, last, last, last, last, volume)
@@ -478,7 +482,7 @@ class Market:
         starts near KRX's previous close, the after-market at KRX's closing price. A minute without a
         trade is a zero-volume flat bar, as on KRX (K2).
         """
-        session = self.calendar.session(day, Venue.NEXTRADE)
+        session = self.sessions.session(day, Venue.NEXTRADE)
         if session is None:
             return _Tape((), ())
         profile = self._profile(code)
@@ -516,7 +520,7 @@ class Market:
         the single-price session matches at most once every 10 minutes. Volumes are a fraction of
         an average minute's: off-session trading is thin.
         """
-        session = self.calendar.session(day)
+        session = self.sessions.session(day)
         rng = random.Random(stable_seed(self.seed, code, day.isoformat(), "off-session"))
         if session is None or rng.random() < NO_OFF_SESSION_PROBABILITY:
             return ()
@@ -533,12 +537,12 @@ class Market:
             start, end = (session.open + edge for edge in PRE_MARKET_WINDOW)
             continuous(PRE_MARKET, start, end, rng.randint(1, 8))
         if rng.random() < AFTER_MARKET_PROBABILITY:
-            start, end = (session.close + edge for edge in AFTER_MARKET_WINDOW)
+            start, end = (session.closing_print + edge for edge in AFTER_MARKET_WINDOW)
             continuous(AFTER_MARKET, start, end, rng.randint(1, 15))
         for match in SINGLE_PRICE_MATCHES:
             if rng.random() < SINGLE_PRICE_MATCH_PROBABILITY:
                 volume = max(1, int(minute_volume * rng.uniform(0.05, 0.8)))
-                trades.append(OffSessionTrade(session.close + match, SINGLE_PRICE, volume))
+                trades.append(OffSessionTrade(session.closing_print + match, SINGLE_PRICE, volume))
         return tuple(trades)
 
 
@@ -622,7 +626,8 @@ def _tracking_bar(rng: random.Random, krx: Bar, share: float) -> Bar:
 def default_nextrade_codes() -> frozenset[str]:
     """The codes Nextrade trades by default: the default watch-list's (large caps, which it trades in
     reality); any other code, e.g. a generated ``A00001``, is not traded there."""
-    return frozenset(load_watchlist().codes)
+    with DEFAULT_WATCHLIST.open(encoding="utf-8", newline="") as handle:
+        return frozenset(row["code"].strip() for row in csv.DictReader(handle))
 
 
 def _u_shape(fraction: float) -> float:

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from kis.bars import KST, Bar
-from kis.calendar import KrxCalendar
+from kis.bar import KST, Bar
 from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET, Simulator, SimulatorConfig
+from simulator.sessions import Sessions
 
 __all__ = ["SimulatorHandle", "run_simulator"]
 
@@ -113,15 +113,15 @@ def run_simulator(
     faults: dict[str, Any] | None = None,
     splits: list[dict[str, Any]] | None = None,
     nxt_codes: list[str] | None = None,
-    calendar: KrxCalendar | None = None,
+    sessions: Sessions | None = None,
 ) -> Iterator[SimulatorHandle]:
     """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
 
     ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
     documented defaults; ``splits`` and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and
-    ``faults["nxt_codes"]`` (None: the default watch-list's codes trade on Nextrade). ``calendar``
-    replaces the sessions the market trades in (default ``kis.calendar.default_calendar()``): a
-    collector tested against other hours than its own calendar's, e.g. an after-market from 15:40.
+    ``faults["nxt_codes"]`` (None: the default watch-list's codes trade on Nextrade). ``sessions``
+    replaces the sessions the market trades in (default :class:`simulator.sessions.Sessions`): a
+    collector tested against other hours than its own calendar's, e.g. an after-market from 15:30.
     """
     config = SimulatorConfig(
         mode=mode,
@@ -136,7 +136,7 @@ def run_simulator(
         splits=splits,
         nxt_codes=nxt_codes,
     )
-    app = Simulator(config, calendar).app
+    app = Simulator(config, sessions).app
     # Binding the socket here, not in uvicorn, gives the port before the thread starts, without a race.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 
 from devtools import airflow_env
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from simulator.testing import SimulatorHandle
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import pytest
 
 from kis import schema
 from kis.alerts import Alert, codes_alerted, deadline_missed, resolve_fetched, resolve_verified, send_alert
-from kis.bars import KST
+from kis.bar import KST
 from kis.venues import Venue
 
 

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.parsing import ROW_FIELDS, parse_bar, parse_int, parse_rows, validate_code
 
 DAY = date(2026, 11, 25)

@@ -27,7 +27,7 @@ from devtools.airflow_env import REPO
 sys.path.insert(0, str(REPO / "bench"))
 from _harness import KST, measure_minute_run, running_stack  # noqa: E402
 
-from kis.bars import Bar  # noqa: E402
+from kis.bar import Bar  # noqa: E402
 
 DAY = date(2026, 11, 25)
 CODES = ["005930", "000660", "0126Z0", "035720", "005380", "051910", "006400", "035420", "068270", "105560"]

@@ -17,7 +17,7 @@ from simulated_day import CODES, DAGS_FOLDER, announced, kst, task_states
 
 from devtools import airflow_env
 from kis import storage
-from kis.bars import Bar
+from kis.bar import Bar
 
 def fail_one_code(monkeypatch, method: str, code: str) -> str:
     """Makes ``KisHook.<method>`` fail for ``code`` on every call, after the hook's own retries
@@ -262,11 +262,11 @@ def test_a_minute_missing_for_two_minutes_is_alerted_once(simulated_market):
 
 
 def first_run_notes(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "kis.minute_bars" and "began with" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if r.name == "kis.minute_run" and "began with" in r.getMessage()]
 
 
 def test_a_start_in_the_middle_of_the_session_alerts_no_gap_before_its_first_run(market, caplog):
-    caplog.set_level(logging.INFO, logger="kis.minute_bars")
+    caplog.set_level(logging.INFO, logger="kis.minute_run")
     for tick in ("2026-11-25T10:01", "2026-11-25T10:05"):
         assert market.run("kis_minute_bars", kst(tick)).state == "success"
     # The 10:01 run re-read 09:31-10:00: the minutes before were never within a run's reach.
@@ -277,7 +277,7 @@ def test_a_start_in_the_middle_of_the_session_alerts_no_gap_before_its_first_run
 
 
 def test_an_outage_after_collection_began_is_alerted_live(market, caplog):
-    caplog.set_level(logging.INFO, logger="kis.minute_bars")
+    caplog.set_level(logging.INFO, logger="kis.minute_run")
     for tick in ("09:01", "09:31", "10:01", "10:31", "11:00", "12:05"):  # none 11:01-12:04
         assert market.run("kis_minute_bars", kst(f"2026-11-25T{tick}")).state == "success"
     # The 12:05 run re-read 11:35-12:04: 11:00-11:34 are lost to the outage, alerted as gaps.

@@ -36,8 +36,8 @@ from simulated_day import Market, kst, task_states
 
 from devtools import airflow_env
 from devtools.net import free_port
-from kis import collection, endpoints, schema, storage
-from kis.bars import Bar
+from kis import endpoints, schema, storage, task_context
+from kis.bar import Bar
 from kis.hook import KisHook
 from kis.resources import KIS_CONN_ID
 
@@ -209,8 +209,8 @@ def drill(request, capfd, caplog, monkeypatch, simulated_market) -> Drill:
     issue = endpoints.issue_token
 
     # The token store keeps tokens encrypted and the simulator does not list them: the plaintext
-    # of every token the hook obtains is taken on its way in (the client looks the endpoint
-    # function up at each call, so patching the module attribute reaches every hook).
+    # of every token the hook obtains is taken on its way in (a hook hands its client the module's
+    # function when it makes the client, so patching the module attribute reaches every later hook).
     def recording_issue(client):
         issued = issue(client)
         tokens.append(issued.access_token)
@@ -270,7 +270,7 @@ def test_api_outage_storms_and_damaged_bodies(drill, monkeypatch):
             # The outage outlasts any retry budget; the default one (12 attempts up to 8 s apart,
             # ~28 s a code, then two task retries 5 s apart) would only take longer to say so.
             short_budget = partial(KisHook, KIS_CONN_ID, max_attempts=2, backoff_max=0.05)
-            outage.setattr(collection, "kis_hook", short_budget)
+            outage.setattr(task_context, "kis_hook", short_budget)
             fetch = market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars")
             outage.setattr(fetch, "retry_delay", timedelta(0))
             outage_runs = drill.runs("09:31", "09:32", "09:33")

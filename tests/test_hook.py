@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import requests
 from kis import endpoints
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import default_calendar
 from kis.errors import KisApiError, KisNotYet, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook
@@ -123,6 +123,52 @@ def test_a_past_day_on_a_real_account_comes_from_the_daily_endpoint(connect: Cal
         assert requests["inquire-time-itemchartprice"] == 1
         assert minute_pages <= 4 and result.pages == 1 + minute_pages + volume_pages
         assert volume_pages == 1  # the day volume: one request per code
+
+
+# Moments at which KIS's today endpoint has no bar of its own day up to the cursor asked: its answer
+# is an empty page, which says nothing of the day it served, and only KIS's clock (the Date header)
+# tells that the day asked is past. (After the close, or once the next session has opened, the rows
+# are dated with KIS's day and give it away.) Each: KIS's clock, the day asked, and the cursor.
+EMPTY_TODAY_PAGES = {
+    "after midnight": ("2026-11-26T00:07", DAY, "10:30"),
+    "before the open": ("2026-11-26T08:59", DAY, "10:30"),
+    "on a weekend": ("2026-11-28T10:31", date(2026, 11, 27), "10:30"),
+    "on a holiday": ("2026-12-25T10:31", date(2026, 12, 24), "10:30"),
+    "before a late open": ("2026-11-19T09:45", date(2026, 11, 18), "10:30"),
+    "a cursor before a late open": ("2026-11-19T11:00", date(2026, 11, 18), "09:30"),
+}
+
+
+@pytest.mark.parametrize(("clock", "day", "until"), EMPTY_TODAY_PAGES.values(), ids=EMPTY_TODAY_PAGES)
+def test_a_past_day_whose_today_page_is_empty_comes_from_the_past_day_endpoint(
+    connect: Callable[..., KisHook], clock: str, day: date, until: str
+) -> None:
+    """A minute run cleared after its day, at an hour when KIS's today has no bar yet: its bars come
+    from the past-day endpoint, never as an empty success."""
+    with run_simulator(now=f"{clock}:00+09:00") as sim:
+        hook = connect(sim)
+        result = hook.recent_bars(CODE, until=at(until, day))
+        traded = [bar for bar in sim.truth(CODE, day) if bar.volume > 0 and bar.minute <= at(until, day)]
+        assert traded and result.bars == traded
+        requests = sim.counters()["requests_by_endpoint"]
+        assert (requests["inquire-time-itemchartprice"], requests["inquire-time-dailychartprice"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("clock", "day"),
+    [(clock, day) for clock, day, until in EMPTY_TODAY_PAGES.values() if until == "10:30"],
+    ids=[name for name, (*_, until) in EMPTY_TODAY_PAGES.items() if until == "10:30"],
+)
+def test_a_past_day_walked_when_its_today_page_is_empty_comes_from_the_past_day_endpoint(
+    connect: Callable[..., KisHook], clock: str, day: date
+) -> None:
+    """The backfill of a day cleared at such an hour walks the past-day endpoint."""
+    with run_simulator(now=f"{clock}:00+09:00") as sim:
+        hook = connect(sim)
+        result = hook.session_bars(CODE, default_calendar().session(day))
+        traded = [bar for bar in sim.truth(CODE, day) if bar.volume > 0]
+        assert traded and result.bars == traded
+        assert result.cumulative_volume == sim.cumulative_volume(CODE, day)
 
 
 def test_a_past_day_has_its_volume_from_the_period_endpoint(connect: Callable[..., KisHook]) -> None:

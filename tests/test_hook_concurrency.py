@@ -18,7 +18,7 @@ import pytest
 # Imported here, before the fork, as in a real task process: mask_secret() imports it on first use.
 import airflow.sdk.execution_time.task_runner  # noqa: F401
 from kis import schema
-from kis.bars import KST
+from kis.bar import KST
 from kis.hook import KisHook
 from simulator.testing import SimulatorHandle, run_simulator
 

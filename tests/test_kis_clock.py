@@ -112,9 +112,12 @@ def test_backfill_at_1645_calls_every_fully_stored_code_complete(market):
 # --- case 3: a minute run of 10:31 re-run the next morning ---------------------------------------
 
 
-def test_minute_run_rerun_next_morning_stores_its_bars_from_the_past_day_endpoint(market):
+# After midnight KIS's new day has no bar yet: its today endpoint answers an empty page, and only its
+# clock (the Date header) tells that the run's day is past.
+@pytest.mark.parametrize("cleared", [NEXT_MORNING, kst("2026-11-26T00:07")], ids=["at 09:10", "after midnight"])
+def test_minute_run_rerun_next_morning_stores_its_bars_from_the_past_day_endpoint(market, cleared):
     tick = kst("2026-11-25T10:31")
-    dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, NEXT_MORNING))
+    dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, cleared))
     stored = market.stored(DAY)
     for code in CODES:
         truth = market.sim.truth(code, DAY)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from simulated_day import CODES, kst, task_states
 
-from kis import collection, maintenance
-from kis.bars import BAR_ROW, KST
+from kis import maintenance, task_context
+from kis.bar import BAR_ROW, KST
 
 WEEK = [date(2026, 9, 7) + timedelta(days=n) for n in range(7)]  # Monday to Sunday, no holiday
 TICK = "09:31"
@@ -164,10 +164,10 @@ def test_a_week_of_minute_runs_is_trimmed_to_the_retention_and_stays_flat(market
 
 def test_alerts_and_verification_history_keep_their_own_retention_and_no_bar_is_touched(market_dsn, airflow_db):
     from kis import schema, storage
-    from kis.bars import Bar
+    from kis.bar import Bar
 
     today = date(2026, 9, 14)
-    run = collection.Run("kis_maintenance", "r", datetime(2026, 9, 14, 5, 30, tzinfo=KST))
+    run = task_context.Run("kis_maintenance", "r", datetime(2026, 9, 14, 5, 30, tzinfo=KST))
     retention = maintenance.Retention(runs=14, xcoms=3, alerts=90, verifications=400)
     days = [today - timedelta(days=n) for n in (0, 89, 90, 91, 399, 400, 401, 800)]
     with psycopg.connect(market_dsn, autocommit=True) as conn:

@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 
 import pytest
-from kis.bars import KST
+from kis.bar import KST
 
 from devtools.replay import Replay
 

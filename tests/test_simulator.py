@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from devtools.net import free_port
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.calendar import default_calendar
 from simulator.market import Market, is_on_tick_grid
 from simulator.testing import SimulatorHandle, run_simulator

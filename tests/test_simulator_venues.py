@@ -8,10 +8,11 @@ from datetime import date, datetime, time, timedelta
 
 import httpx
 import pytest
-from kis.bars import KST, Bar
-from kis.calendar import KrxCalendar, default_calendar
+from kis.bar import KST, Bar
+from kis.calendar import default_calendar
 from kis.venues import Venue
 
+from simulator.sessions import NEXTRADE_REGULAR, Sessions
 from simulator.testing import SimulatorHandle, run_simulator
 
 QUOTATIONS = "/uapi/domestic-stock/v1/quotations"
@@ -255,11 +256,8 @@ def test_j_is_unchanged_and_other_market_codes_are_refused(sim: SimulatorHandle,
 
 
 def test_a_simulator_on_other_hours_than_the_collectors_calendar() -> None:
-    """S6: an after-market that opens at 15:40, played by the simulator's own calendar."""
-    rows = [
-        {**row, "open": "15:40"} if row["segment"] == "after_market" and not row["date"] else row
-        for row in default_calendar().venue_session_rows()
-    ]
-    with run_simulator(now=kst(DAY, "20:05"), calendar=KrxCalendar(venue_sessions=rows)) as late:
+    """S6: an after-market that opens at 15:40, played by the simulator's own sessions."""
+    hours = {**NEXTRADE_REGULAR, "after_market": (time(15, 40), time(20, 0))}
+    with run_simulator(now=kst(DAY, "20:05"), sessions=Sessions(hours)) as late:
         after = in_window(late.truth(LISTED, DAY, "nxt"), "15:20", "20:00")
     assert after[0].minute == kst(DAY, "15:40") and len(after) == 260

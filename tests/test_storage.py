@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from kis import schema, storage
-from kis.bars import BAR_ROW, KST, Bar, bars_by_code
+from kis.bar import BAR_ROW, KST, Bar, bars_by_code
 from kis.resources import SQL_DIR, load_sql
 
 CODES = ["005930", "000660", "0126Z0"]

@@ -37,7 +37,7 @@ before = set(sys.modules)
 
 # This year's holidays were computed by the preload: without the library, the year still loads.
 import kis.calendar
-from kis.bars import KST
+from kis.bar import KST
 
 holidays, kis.calendar.KoreaExchange = kis.calendar.KoreaExchange, None
 kis.calendar.default_calendar().load_years(datetime.now(KST).year)
@@ -46,10 +46,10 @@ kis.calendar.KoreaExchange = holidays
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 
-from kis import collection, minute_bars
+from kis import minute_run, task_context
 
-run = collection.Run("kis_minute_bars", "preload_check", datetime.fromisoformat(sys.argv[2]))
-assert minute_bars.fetch_recent_bars(["005930"], run), "the simulator returned no bar"
+run = task_context.Run("kis_minute_bars", "preload_check", datetime.fromisoformat(sys.argv[2]))
+assert minute_run.fetch_recent_bars(["005930"], run), "the simulator returned no bar"
 # The DAG file itself is imported by each task under a generated name: that is the parse.
 print(json.dumps(sorted(m for m in set(sys.modules) - before if not m.startswith("unusual_prefix_"))))
 """

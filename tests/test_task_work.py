@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from kis import minute_bars, schema
-from kis.collection import Run
+from kis import minute_run, schema
+from kis.task_context import Run
 from simulated_day import CODES, DAGS_FOLDER, kst
 from simulator.testing import run_simulator
 
@@ -48,7 +48,7 @@ def warm_state(point_kis_at: Callable[..., None], market_dsn: str) -> Iterator:
         point_kis_at(sim)
         with psycopg.connect(market_dsn, autocommit=True) as conn:
             schema.migrate(conn)
-        minute_bars.fetch_recent_bars(["005930"], Run("kis_minute_bars", "warm-up", TICK))
+        minute_run.fetch_recent_bars(["005930"], Run("kis_minute_bars", "warm-up", TICK))
         sim.reset_counters()
         yield sim, psycopg.conninfo.conninfo_to_dict(market_dsn)["dbname"]
 
@@ -57,7 +57,7 @@ def warm_state(point_kis_at: Callable[..., None], market_dsn: str) -> Iterator:
 def test_a_fetch_task_sends_one_token_read_and_one_rate_slot_per_code(warm_state, codes: list[str]) -> None:
     sim, dbname = warm_state
     with statements_to(dbname) as sent:
-        value = minute_bars.fetch_recent_bars(codes, Run("kis_minute_bars", "counted", TICK))
+        value = minute_run.fetch_recent_bars(codes, Run("kis_minute_bars", "counted", TICK))
     assert value["fetched"] == codes and value["failed"] == {}
     kinds = Counter("kis_api_token" if "kis_api_token" in sql else "kis_api_rate" if "kis_api_rate" in sql else sql
                     for sql in sent)

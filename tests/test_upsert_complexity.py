@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from kis import schema
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.resources import load_sql
 from kis.storage import bars_json
 

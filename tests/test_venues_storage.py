@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from kis import schema, storage
-from kis.bars import KST, Bar, bars_by_code
+from kis.bar import KST, Bar, bars_by_code
 from kis.calendar import default_calendar
 from kis.resources import load_sql
 from kis.venues import Venue

@@ -31,7 +31,7 @@ from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
 from devtools.net import free_port
 from kis import schema, storage
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.calendar import default_calendar
 from kis.venues import Venue
 

@@ -1,14 +1,14 @@
 -- The dashboard's heatmap of one date and venue: for every code, one character per minute of the
 -- venue's expected bar grid of the date, in grid order:
 --   c  collected         a bar of the venue is stored for the minute (the closing bar anywhere from
---                        the close to five minutes after, as verify_day.sql counts it)
+--                        the close to five minutes after: in_closing_print, as verify_day.sql counts it)
 --   a  expected absence  no bar, and the day's verification found the code's absences explained
 --                        (closing bar present if any and the minute volumes add up to the reported day
 --                        volume: a VI, a halt, a minute without trades)
 --   m  missing           no bar although the minute is due
 --   f  not yet           the minute is not due yet (today's future, or a run may still be busy)
 -- A continuous minute m is due from m + 2 minutes (its bar closes at m + 1 minute and the run of
--- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.collection); the closing bar
+-- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.minute_run); the closing bar
 -- from close + 6 minutes (the closing print may come five minutes late).
 --
 -- Parameters:
@@ -31,18 +31,14 @@ closing AS (
 codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
 ),
+-- The day's bars and its closing print as the day's verification reads them (migration 018).
 day_bars AS (
-    SELECT m.stock_code, m.datetime
-    FROM stock_prices_minute m
-    WHERE m.stock_code = ANY (%(codes)s::text[])
-      AND m.venue = %(venue)s::text
-      AND m.datetime >= %(day)s::date
-      AND m.datetime < %(day)s::date + 1
+    SELECT stock_code, datetime FROM stored_day_bars(%(day)s::date, %(venue)s::text, %(codes)s::text[])
 ),
 closing_bars AS (
     SELECT DISTINCT b.stock_code
     FROM day_bars b, closing
-    WHERE b.datetime BETWEEN closing.minute AND closing.minute + interval '5 minutes'
+    WHERE in_closing_print(b.datetime, closing.minute)
 )
 SELECT c.stock_code,
        v.status AS verification,

@@ -7,7 +7,7 @@
 --
 -- Parameter bars: a JSON array of the fetch tasks' values, each with its venue (default krx),
 -- optionally a source (default KIS), and its bars as positional rows under their codes
--- (kis.bars.bars_by_code; read by minute_bars_received(), migration 014). One parameter, so that
+-- (kis.bar.bars_by_code; read by minute_bars_received(), migration 014). One parameter, so that
 -- Airflow's SQLExecuteQueryOperator, which binds parameters to a single cursor.execute, can send a
 -- batch. Run ensure_minute_partitions.sql with the same parameter first, in the same transaction.
 --

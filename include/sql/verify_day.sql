@@ -42,18 +42,14 @@ closing AS (
 codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
 ),
+-- The day's bars and its closing print as the dashboard's heatmap reads them (migration 018).
 day_bars AS (
-    SELECT m.stock_code, m.datetime, m.volume
-    FROM stock_prices_minute m
-    WHERE m.stock_code = ANY (%(codes)s::text[])
-      AND m.venue = %(venue)s::text
-      AND m.datetime >= %(day)s::date
-      AND m.datetime < %(day)s::date + 1
+    SELECT stock_code, datetime, volume FROM stored_day_bars(%(day)s::date, %(venue)s::text, %(codes)s::text[])
 ),
 closing_bars AS (
     SELECT b.stock_code, min(b.datetime) AS closing_bar_at
     FROM day_bars b, closing
-    WHERE b.datetime BETWEEN closing.minute AND closing.minute + interval '5 minutes'
+    WHERE in_closing_print(b.datetime, closing.minute)
     GROUP BY b.stock_code
 ),
 missing AS (
@@ -72,7 +68,7 @@ unexpected AS (
     FROM day_bars b
     CROSS JOIN closing
     WHERE b.datetime <> ALL (%(grid)s::timestamp[])
-      AND NOT coalesce(b.datetime BETWEEN closing.minute AND closing.minute + interval '5 minutes', false)
+      AND NOT coalesce(in_closing_print(b.datetime, closing.minute), false)
     GROUP BY b.stock_code
 ),
 totals AS (

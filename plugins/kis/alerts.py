@@ -6,8 +6,9 @@ Airflow's notifiers: e-mail with the Variable ``kis_alert_email`` (recipients, c
 over the ``smtp_default`` connection, Slack with the Variable ``kis_alert_slack_conn_id`` (a Slack
 webhook connection; needs apache-airflow-providers-slack).
 
-The Deadline Alerts of both DAGs are declared here too (``deadline_alerts``), together with the
-one deliberate exception: ``airflow dags test`` parses the DAGs without them, see its docstring.
+The Deadline Alerts of both DAGs are declared here too (``deadline_alerts``, with their configured
+intervals, which the dashboard shows as well), together with the one deliberate exception:
+``airflow dags test`` parses the DAGs without them, see its docstring.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from kis.bars import KST
+from kis.bar import KST
 from kis.resources import MARKET_DB_CONN_ID, load_sql
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,17 @@ def kst_text(moment: datetime | str) -> str:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+
+
+def minute_run_deadline() -> timedelta:
+    """How long after its tick a minute run must be done (``KIS_MINUTE_RUN_DEADLINE_SECONDS``)."""
+    return timedelta(seconds=int(os.environ.get("KIS_MINUTE_RUN_DEADLINE_SECONDS", "50")))
+
+
+def backfill_deadline() -> timedelta:
+    """How long after 16:00 the backfill must be done (``KIS_BACKFILL_DEADLINE_MINUTES``): by
+    default 17:30, an hour after the latest close (16:30 on a CSAT day)."""
+    return timedelta(minutes=int(os.environ.get("KIS_BACKFILL_DEADLINE_MINUTES", "90")))
 
 
 def deadline_alerts(what: str, *, after_logical_date: timedelta, scheduled_at: time | None = None) -> list[Any]:

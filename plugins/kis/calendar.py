@@ -32,7 +32,7 @@ from pathlib import Path
 # every task process of the minute DAG paid ~0.15 CPU-s for it instead of the preloading parent.
 from holidays.financial.korea_exchange import KoreaExchange
 
-from kis.bars import KST
+from kis.bar import KST
 from kis.venues import Venue
 
 __all__ = [

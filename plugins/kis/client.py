@@ -1,9 +1,10 @@
 """The KIS Open API transport: paced, authorized, retried requests, and KIS's errors typed.
 
-:class:`KisClient` knows nothing of bars: :mod:`kis.endpoints` has one function per endpoint on
-top of it, and :class:`kis.hook.KisHook` builds it from an Airflow connection. One client is one
-keep-alive HTTP session plus the app key's shared state (the token store and the rate limiter,
-both kept in PostgreSQL so that every process using the key agrees on them).
+:class:`KisClient` knows no endpoint: :mod:`kis.endpoints` has one function per endpoint on top of
+it, and :class:`kis.hook.KisHook` builds it from an Airflow connection, handing it the token
+endpoint's function. One client is one keep-alive HTTP session plus the app key's shared state (the
+token store and the rate limiter, both kept in PostgreSQL so that every process using the key
+agrees on them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tenacity
 from psycopg import errors
 from requests import Response
 
-from kis import endpoints, metrics
+from kis import metrics
 from kis.errors import (
     CREDENTIALS_REJECTED,
     RATE_LIMITED,
@@ -35,7 +36,7 @@ from kis.errors import (
     KisTransientError,
 )
 from kis.rate_limit import SharedRateLimiter
-from kis.token_store import TokenStore, app_key_hash
+from kis.token_store import IssuedToken, TokenStore, app_key_hash
 
 if TYPE_CHECKING:
     import psycopg
@@ -107,6 +108,8 @@ class KisClient:
 
     :param settings: the connection's settings.
     :param state_conn: an autocommit connection to the state database (owned by the caller).
+    :param issue_token: calls the token endpoint with this client (``kis.endpoints.issue_token``);
+        only the token store calls it, when no stored token serves.
     :param max_attempts: attempts per request for EGW00201, 5xx, timeouts and bad bodies.
     :param backoff_max: the longest wait between two attempts, seconds.
     :param prepare_state: brings the state database's tables up to date and returns what it
@@ -119,6 +122,7 @@ class KisClient:
         settings: KisSettings,
         state_conn: psycopg.Connection[Any],
         *,
+        issue_token: Callable[[KisClient], IssuedToken],
         max_attempts: int = 12,
         backoff_max: float = 8.0,
         prepare_state: Callable[[], Sequence[str]] | None = None,
@@ -132,7 +136,7 @@ class KisClient:
         key = app_key_hash(settings.app_key)
         self.limiter = SharedRateLimiter(state_conn, key, settings.rate_limit, settings.rate_limit_safety)
         self.tokens = TokenStore(
-            state_conn, key, lambda: endpoints.issue_token(self), min_issue_interval=settings.token_issue_interval
+            state_conn, key, lambda: issue_token(self), min_issue_interval=settings.token_issue_interval
         )
         self.session = requests.Session()
         # KIS authenticates by these headers plus a Bearer token, never by HTTP auth.

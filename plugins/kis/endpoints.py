@@ -2,9 +2,10 @@
 
 Each function names its tr_id and the page of the KIS developer portal (and of the official samples,
 koreainvestment/open-trading-api ``examples_llm/domestic_stock/``) that specifies it; the facts
-and their sources are in docs/kis-api.md. Parameters are typed, the market code included;
-answers come back parsed (:mod:`kis.parsing` maps KIS's field names to ours). Paging and the day
-walk are the hook's (:class:`kis.hook.KisHook`), transport, tokens and retries the client's.
+and their sources are in docs/kis-api.md. Parameters are typed (a venue goes out as its market
+code, :data:`MARKETS`); answers come back parsed (:mod:`kis.parsing` maps KIS's field names to
+ours). Paging and the day walk are the hook's (:class:`kis.hook.KisHook`), transport, tokens and
+retries the client's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from kis.bars import Bar
+from kis.bar import Bar
 from kis.errors import UNKNOWN_CODE, KisApiError, KisResponseError, KisTokenError, KisUnknownCode
 from kis.parsing import RejectedRow, day_volume, parse_int, parse_rows, row_minute
 from kis.token_store import IssuedToken
+from kis.venues import Venue
 
 if TYPE_CHECKING:
     from kis.client import KisClient
@@ -42,6 +44,10 @@ class Market(StrEnum):
     KRX = "J"
     NEXTRADE = "NX"
     UNIFIED = "UN"  # KRX and Nextrade together
+
+
+#: The market code KIS serves each venue's quotations under (docs/kis-api.md, "Market codes").
+MARKETS = {Venue.KRX: Market.KRX, Venue.NEXTRADE: Market.NEXTRADE, Venue.UNIFIED: Market.UNIFIED}
 
 
 @dataclass
@@ -77,7 +83,7 @@ def issue_token(client: KisClient) -> IssuedToken:
     return IssuedToken(access_token=token, expires_in=float(expires_in))
 
 
-def today_minute_bars(client: KisClient, code: str, *, day: date, until: time, market: Market = Market.KRX) -> MinutePage:
+def today_minute_bars(client: KisClient, code: str, *, day: date, until: time, venue: Venue = Venue.KRX) -> MinutePage:
     """FHKST03010200 (주식당일분봉조회), today's minute bars: at most 30 rows, newest first, ending at
     and including ``until``.
 
@@ -86,7 +92,7 @@ def today_minute_bars(client: KisClient, code: str, *, day: date, until: time, m
     """
     params = {
         "FID_ETC_CLS_CODE": "",
-        "FID_COND_MRKT_DIV_CODE": market.value,
+        "FID_COND_MRKT_DIV_CODE": MARKETS[venue].value,
         "FID_INPUT_ISCD": code,
         "FID_INPUT_HOUR_1": until.strftime("%H%M%S"),
         "FID_PW_DATA_INCU_YN": "Y",
@@ -98,7 +104,7 @@ def today_minute_bars(client: KisClient, code: str, *, day: date, until: time, m
     return page
 
 
-def past_minute_bars(client: KisClient, code: str, *, day: date, until: time, market: Market = Market.KRX) -> MinutePage:
+def past_minute_bars(client: KisClient, code: str, *, day: date, until: time, venue: Venue = Venue.KRX) -> MinutePage:
     """FHKST03010230 (주식일별분봉조회), a past day's minute bars, real accounts only: at most 120
     rows, newest first, ending at and including ``until`` of ``day``.
 
@@ -107,7 +113,7 @@ def past_minute_bars(client: KisClient, code: str, *, day: date, until: time, ma
     asked day's, so this page has no day volume (see :func:`day_volume_of`).
     """
     params = {
-        "FID_COND_MRKT_DIV_CODE": market.value,
+        "FID_COND_MRKT_DIV_CODE": MARKETS[venue].value,
         "FID_INPUT_ISCD": code,
         "FID_INPUT_DATE_1": day.strftime("%Y%m%d"),
         "FID_INPUT_HOUR_1": until.strftime("%H%M%S"),
@@ -119,7 +125,7 @@ def past_minute_bars(client: KisClient, code: str, *, day: date, until: time, ma
     return page
 
 
-def day_volume_of(client: KisClient, code: str, *, day: date, market: Market = Market.KRX) -> int | None:
+def day_volume_of(client: KisClient, code: str, *, day: date, venue: Venue = Venue.KRX) -> int | None:
     """FHKST03010100 (국내주식기간별시세), the daily row of ``day``: its ``acml_vol``, or None when
     KIS has no row of that day.
 
@@ -129,7 +135,7 @@ def day_volume_of(client: KisClient, code: str, *, day: date, market: Market = M
     """
     yyyymmdd = day.strftime("%Y%m%d")
     params = {
-        "FID_COND_MRKT_DIV_CODE": market.value,
+        "FID_COND_MRKT_DIV_CODE": MARKETS[venue].value,
         "FID_INPUT_ISCD": code,
         "FID_INPUT_DATE_1": yyyymmdd,
         "FID_INPUT_DATE_2": yyyymmdd,

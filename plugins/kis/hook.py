@@ -13,7 +13,8 @@ Connection (``kis_default``, e.g. ``AIRFLOW_CONN_KIS_DEFAULT``), of type ``kis``
   scheme in the host or in ``schema`` (default https for ``kis``, http for ``http``);
 - login: the app key; password: the app secret;
 - extra: ``environment`` ("real" | "mock"), ``custtype`` ("P"), ``rate_limit`` (requests per
-  second, default 20 real / 2 mock), ``rate_limit_safety`` (fraction of it used, default 0.8),
+  second of the app key, default 18 real / 1 mock: KIS's notice of 2026-04-20,
+  ``kis.client.DEFAULT_RATE_LIMIT``), ``rate_limit_safety`` (fraction of it used, default 0.8),
   ``state_conn_id`` (Postgres connection of the shared token and limiter state, default
   ``kis_market_db``), ``token_issue_interval`` (seconds between token issues, default 60), and the
   request options ``timeout``, ``verify``, ``proxies``, ``cert``, ``trust_env``. See docs/hook.md.
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 from airflow.sdk.bases.hook import BaseHook
 
 from kis import endpoints
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 from kis.calendar import trading_day
 from kis.client import KisClient, KisSettings
 from kis.endpoints import MinutePage
@@ -198,6 +199,7 @@ class KisHook(BaseHook):
             self._client = KisClient(
                 self.settings,
                 state_conn,
+                issue_token=endpoints.issue_token,
                 max_attempts=self.max_attempts,
                 backoff_max=self.backoff_max,
                 prepare_state=lambda: migrate(state_conn),
@@ -236,7 +238,7 @@ class KisHook(BaseHook):
         until = until.astimezone(KST).replace(second=0, microsecond=0)
         result = BarsResult(code=validate_code(code), day=until.date())
         keep = lambda minute: minute <= until
-        asked = {"code": code, "day": result.day, "until": until.time(), "market": venue.market}
+        asked = {"code": code, "day": result.day, "until": until.time(), "venue": venue}
         if self._may_be_today(result.day):
             page = self._call(result, lambda c: endpoints.today_minute_bars(c, **asked))
             if self._served_day(page, result.day) == result.day:
@@ -263,9 +265,9 @@ class KisHook(BaseHook):
         """
         validate_code(code)
         result = BarsResult(code=code, day=session.day)
-        market = session.venue.market
+        venue = session.venue
         if self._may_be_today(session.day):
-            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day, market=market)
+            today = functools.partial(endpoints.today_minute_bars, code=code, day=session.day, venue=venue)
             first = self._call(result, lambda c: today(c, until=session.close.astimezone(KST).time()))
             if self._served_day(first, session.day) == session.day:
                 self._walk(result, session, today, endpoints.TODAY_MINUTES_PAGE_ROWS, first)
@@ -273,10 +275,10 @@ class KisHook(BaseHook):
                 return result
             result = BarsResult(code=code, day=session.day, pages=result.pages, rate_limited=result.rate_limited)
         self._require_past_days(session.day)
-        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day, market=market)
+        past = functools.partial(endpoints.past_minute_bars, code=code, day=session.day, venue=venue)
         self._walk(result, session, past, endpoints.PAST_MINUTES_PAGE_ROWS)
         result.cumulative_volume = self._call(
-            result, lambda c: endpoints.day_volume_of(c, code, day=session.day, market=market)
+            result, lambda c: endpoints.day_volume_of(c, code, day=session.day, venue=venue)
         )
         return result
 

@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kis import collection
-from kis.bars import KST
-from kis.collection import CollectionFailed
+from kis import task_context
+from kis.bar import KST
+from kis.task_context import CollectionFailed, Run
 from kis.resources import load_sql
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Retention:
     def configured(cls) -> Retention:
         """The Variables, or their defaults; a value that is not a whole number of days >= 1 fails
         the task with the Variable's name, before anything is deleted."""
-        days = [_days(name, collection.variable(name), default) for name, default in RETENTION_DAYS.items()]
+        days = [_days(name, task_context.variable(name), default) for name, default in RETENTION_DAYS.items()]
         return cls(*days)
 
 
@@ -83,7 +83,7 @@ def _days(name: str, value: str | None, default: int) -> int:
     return days
 
 
-def trim_metadata(run: collection.Run, retention: Retention, dag_ids: Sequence[str] = COLLECTION_DAG_IDS) -> dict[str, str]:
+def trim_metadata(run: Run, retention: Retention, dag_ids: Sequence[str] = COLLECTION_DAG_IDS) -> dict[str, str]:
     """Runs ``airflow db clean`` for ``dag_ids``: their runs and what hangs on them older than
     ``retention.runs`` days, then their XComs older than ``retention.xcoms`` days, without archive
     tables. Returns the cut-off of each, ISO-formatted."""
@@ -129,7 +129,7 @@ def _db_clean(before: datetime, tables: Sequence[str], dag_ids: Sequence[str], e
         )
 
 
-def trim_task_logs(run: collection.Run, retention: Retention, base_log_folder: Path,
+def trim_task_logs(run: Run, retention: Retention, base_log_folder: Path,
                    dag_ids: Sequence[str] = COLLECTION_DAG_IDS) -> dict[str, int]:
     """Deletes the task log files of ``dag_ids`` last written more than ``retention.runs`` days
     before the run, and the folders left empty (``airflow db clean`` leaves the files)."""
@@ -151,12 +151,12 @@ def trim_task_logs(run: collection.Run, retention: Retention, base_log_folder: P
     return {"files": files, "bytes": size}
 
 
-def trim_market_side_tables(run: collection.Run, retention: Retention, conn: Any = None) -> dict[str, Any]:
+def trim_market_side_tables(run: Run, retention: Retention, conn: Any = None) -> dict[str, Any]:
     """Deletes the alerts, alerted gaps and collection starts of the trading dates more than
     ``retention.alerts`` days before the run's KST date, and the verification history more than ``retention.verifications``
     days before it, in one statement (include/sql/trim_side_tables.sql). Never a bar."""
     if conn is None:
-        with collection.market_db() as own:
+        with task_context.market_db() as own:
             return trim_market_side_tables(run, retention, own)
     today = run.at.astimezone(KST).date()
     before = {

@@ -7,7 +7,6 @@ unified view at 20:10; each backfills the venues of ``kis_venues`` it covers (``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -15,20 +14,15 @@ from typing import Any
 
 from croniter import croniter
 
-from kis import alerts, assets, collection, metrics, storage, verification
+from kis import alerts, assets, code_alerts, metrics, storage, task_context, verification
+from kis import batches as batching
 from kis.alerts import send_alert
-from kis.bars import KST, bars_by_code
+from kis.bar import KST
 from kis.calendar import Session, default_calendar, trading_day
-from kis.collection import CollectionFailed, Run
+from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
 
 log = logging.getLogger(__name__)
-
-
-def backfill_deadline() -> timedelta:
-    """How long after 16:00 the backfill must be done (``KIS_BACKFILL_DEADLINE_MINUTES``): by
-    default 17:30, an hour after the latest close (16:30 on a CSAT day)."""
-    return timedelta(minutes=int(os.environ.get("KIS_BACKFILL_DEADLINE_MINUTES", "90")))
 
 
 def start_time(cron: str) -> time:
@@ -53,7 +47,7 @@ class BackfillDay:
         day = date.fromisoformat(params["date"]) if params.get("date") else today
         if day > today:
             raise CollectionFailed(f"{day} is after the run's date {today}: there are no bars yet")
-        venues = tuple(venue for venue in collection.configured_venues() if venue in covers)
+        venues = tuple(venue for venue in task_context.configured_venues() if venue in covers)
         return cls(day=day, today=today, venues=venues)
 
     def session(self, venue: Venue) -> Session | None:
@@ -74,12 +68,12 @@ def plan_backfill(target: BackfillDay) -> list[dict[str, Any]]:
     if not target.sessions:
         log.info("%s has no session of %s: nothing to backfill", target.day, ", ".join(v.label for v in target.venues))
         return []
-    with collection.prepared_market_db(target.day) as conn:
-        return collection.watchlist_batches(conn, target.day, list(target.sessions))
+    with task_context.prepared_market_db(target.day) as conn:
+        return batching.watchlist_batches(conn, target.day, list(target.sessions))
 
 
 def _configured() -> str:
-    return ", ".join(venue.value for venue in collection.configured_venues())
+    return ", ".join(venue.value for venue in task_context.configured_venues())
 
 
 def apply_retention(target: BackfillDay) -> list[str]:
@@ -92,7 +86,7 @@ def apply_retention(target: BackfillDay) -> list[str]:
     if keep_months is None:
         log.info("%s is unset: every month is kept", storage.RETENTION_MONTHS_ENV)
         return []
-    with collection.market_db() as conn:
+    with task_context.market_db() as conn:
         conn.autocommit = True  # DETACH PARTITION ... CONCURRENTLY cannot run in a transaction block
         removed = storage.apply_retention(conn, keep_months, today=target.today)
     log.info("Retention (%d months): removed partitions %s", keep_months, ", ".join(removed) or "none")
@@ -107,39 +101,21 @@ def backfill_wait_until(dag_run: Any, params: dict[str, Any], covers: Sequence[V
 
 
 def fetch_session_bars(
-    codes: Sequence[str],
-    venue: Venue,
-    target: BackfillDay,
-    run: Run,
-    *,
-    batch: int,
-    batches: int,
-    ti: Any | None = None,
+    codes: Sequence[str], venue: Venue, target: BackfillDay, run: Run, *, ti: Any | None = None
 ) -> dict[str, Any]:
-    """Every bar of the day on ``venue`` for each code, with the day volumes KIS reported, and the
-    codes that failed (``"failed"``): a code that fails is reported on its own and the others' bars
-    still reach the upsert (see :func:`kis.collection.fetch_batch`)."""
+    """Every bar of the day on ``venue`` for each code, with the day volumes KIS reported
+    (``"volumes"``), and the codes that failed (``"failed"``): a code that fails is reported on its
+    own and the others' bars still reach the upsert (see :func:`kis.batches.fetch_batch`)."""
     session = target.session(venue)
-
-    def fetch(hook: Any, code: str) -> Any:
-        result = hook.session_bars(code, session)
-        collection.log_rejects(code, result.rejected)
-        log.info(
-            "Batch %d/%d, %s %s: %d pages, %d bars, %d rejected rows",
-            batch + 1, batches, venue.value, code, result.pages, len(result.bars), len(result.rejected),
-        )
-        return result
-
-    def assemble(fetched: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "bars": bars_by_code(bar for result in fetched.values() for bar in result.bars),
-            "volumes": {
-                code: result.cumulative_volume for code, result in fetched.items() if result.cumulative_volume is not None
-            },
-            "rejected": {code: len(result.rejected) for code, result in fetched.items()},
-        }
-
-    return collection.fetch_batch(codes, fetch, assemble, day=target.day, run=run, venue=venue, ti=ti)
+    return batching.fetch_batch(
+        codes,
+        lambda hook, code: hook.session_bars(code, session),
+        day=target.day,
+        run=run,
+        venue=venue,
+        day_volumes=True,
+        ti=ti,
+    )
 
 
 def verify_day(
@@ -161,18 +137,18 @@ def verify_day(
     """
     if batches is None:
         raise CollectionFailed("Nothing was fetched: the trading-day gate failed (see its log)")
-    with collection.market_db() as conn:
-        collection.resolve_fetch_alerts(conn, fetched, target.day, run)
-    threshold = float(collection.variable("kis_completeness_threshold", "0.98"))
+    with task_context.market_db() as conn:
+        code_alerts.resolve_fetch_alerts(conn, fetched, target.day, run)
+    threshold = float(task_context.variable("kis_completeness_threshold", "0.98"))
     outcomes: list[verification.DayOutcome] = []
     for venue, session in target.sessions.items():
         # An unknown code is alerted as that, not as a gap; a code the venue does not trade is information.
-        codes = collection.known_codes(batches, session.day, venue)
+        codes = batching.known_codes(batches, session.day, venue)
         volumes: dict[str, int] = {}
         for result in filter(None, fetched):  # a fetch task that failed outright pulls None
             if result.get("venue", Venue.KRX.value) == venue.value:
                 volumes |= result["volumes"]
-        with collection.market_db() as conn:
+        with task_context.market_db() as conn:
             report = storage.verify_day(
                 conn, session.day, session.bar_minutes, codes, volumes or None,
                 run_id=run.run_id, venue=venue.value, closing=session.closing_bar,
@@ -202,7 +178,7 @@ def verify_day(
             )
             + " (see the reports above)"
         )
-    collection.fail_when_fetches_failed(batches, fetched)
+    batching.fail_when_fetches_failed(batches, fetched)
     if outlet_events is not None:
         assets.announce_verified_days(outlet_events, outcomes)
     return {day.venue.value: day.summary() for day in outcomes}

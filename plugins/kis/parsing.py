@@ -1,4 +1,4 @@
-"""KIS minute-chart rows -> validated :class:`~kis.bars.Bar` records, and a day's volume.
+"""KIS minute-chart rows -> validated :class:`~kis.bar.Bar` records, and a day's volume.
 
 Both minute endpoints (today's FHKST03010200 and past days' FHKST03010230) return ``output2`` rows
 with the same field names, every value a string. The mapping from KIS names to ours lives in
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from kis.bars import KST, Bar
+from kis.bar import KST, Bar
 
 CODE_PATTERN = re.compile(r"[0-9A-Z]{6}")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from kis.bars import KST
+from kis.bar import KST
 
 __all__ = ["MIGRATIONS_DIR", "Migration", "migrate", "migrations"]
 

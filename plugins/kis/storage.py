@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql as pg_sql
 from psycopg.rows import class_row
 
-from kis.bars import KST, Bar, bars_by_code
+from kis.bar import KST, Bar, bars_by_code
 from kis.resources import load_sql
 from kis.venues import Venue
 
@@ -127,7 +127,7 @@ class MinuteStatus:
 
 def bars_json(bars: Iterable[Bar], source: str | None = None, venue: str | None = None) -> str:
     """The ``bars`` parameter of upsert_minute_bars.sql: one batch, its bars in transit
-    (``kis.bars.bars_by_code``).
+    (``kis.bar.bars_by_code``).
 
     :param source: stored in ``source`` for every bar of the batch (the table's default is KIS).
     :param venue: stored in ``venue`` for every bar of the batch (left out, the statement stores krx).

@@ -10,8 +10,6 @@ import json
 from collections.abc import Sequence
 from enum import StrEnum
 
-from kis.endpoints import Market
-
 __all__ = ["DEFAULT_VENUES", "Venue", "parse_venues"]
 
 
@@ -21,11 +19,6 @@ class Venue(StrEnum):
     KRX = "krx"
     NEXTRADE = "nxt"
     UNIFIED = "unified"  # KRX and Nextrade together, as KIS's ``UN`` market code serves them
-
-    @property
-    def market(self) -> Market:
-        """The ``FID_COND_MRKT_DIV_CODE`` KIS serves this venue's quotations under."""
-        return {Venue.KRX: Market.KRX, Venue.NEXTRADE: Market.NEXTRADE, Venue.UNIFIED: Market.UNIFIED}[self]
 
     @property
     def label(self) -> str:

@@ -8,7 +8,7 @@ The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
   (:func:`kis.web.status.heatmap`);
 - ``GET /kis/api/bars?code=005930&date=YYYY-MM-DD&interval=5&format=csv&venue=krx``: one code's
   bars of a day, the minute bars (``interval=1``, the default) or resampled to 5, 10, 30 or 60
-  minutes, as JSON (the default) or CSV with a header line (:mod:`kis.web.bars`);
+  minutes, as JSON (the default) or CSV with a header line (:mod:`kis.web.bars_api`);
 - ``GET /kis/dashboard``: the page, shown inside the Airflow UI as an external view; it reads the
   two endpoints above and the run latencies from Airflow's own REST API.
 
@@ -38,12 +38,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kis.bars import KST
+from kis.alerts import minute_run_deadline
+from kis.bar import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.parsing import CODE_PATTERN
 from kis.resources import MARKET_DB_CONN_ID
 from kis.venues import Venue
-from kis.web import bars, status
+from kis.web import bars_api, status
 
 __all__ = ["COLLECTION_DAG_ID", "LOGIN_PATH", "Sources", "create_app"]
 
@@ -69,7 +70,7 @@ CodeParam = Annotated[
 ]
 IntervalParam = Annotated[
     int,
-    AfterValidator(bars.interval),
+    AfterValidator(bars_api.interval),
     Query(description="Minutes per bar: 1 (the minute bars), 5, 10, 30 or 60."),
 ]
 FormatParam = Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv (with a header line).")]
@@ -94,8 +95,6 @@ def _watchlist_codes() -> Sequence[str]:
 
 
 def _run_deadline_seconds() -> int:
-    from kis.minute_bars import minute_run_deadline
-
     return int(minute_run_deadline().total_seconds())
 
 
@@ -147,9 +146,10 @@ def create_app(sources: Sources | None = None) -> FastAPI:
             raise HTTPException(503, f"The market database is unreachable: {err}") from None
         try:
             yield conn
-        except psycopg.errors.UndefinedTable:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction):
             raise HTTPException(
-                503, "The market schema does not exist yet: the DAGs create it on their first run."
+                503, "The market schema does not exist yet or is behind this version: the DAGs create and "
+                "upgrade it on their runs."
             ) from None
         finally:
             conn.close()
@@ -184,12 +184,12 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         output: FormatParam = "json",
     ) -> Response:
         with market_db() as conn:
-            body = bars.day_bars(conn, code, day_of(day), interval, venue)
+            body = bars_api.day_bars(conn, code, day_of(day), interval, venue)
         if output == "json":
             return JSONResponse(body, headers=NO_STORE)
         name = f"{code}_{body['venue']}_{body['date']}_{interval}min.csv"
         headers = NO_STORE | {"Content-Disposition": f'attachment; filename="{name}"'}
-        return PlainTextResponse(bars.day_bars_csv(body), media_type="text/csv", headers=headers)
+        return PlainTextResponse(bars_api.day_bars_csv(body), media_type="text/csv", headers=headers)
 
     @app.get("/dashboard", response_class=HTMLResponse, summary="The collection dashboard")
     def dashboard() -> HTMLResponse:

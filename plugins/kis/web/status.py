@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from kis import storage
 from kis.resources import load_sql
-from kis.bars import KST
+from kis.bar import KST
 from kis.calendar import KrxCalendar, Session
 from kis.venues import Venue
 

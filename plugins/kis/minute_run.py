@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from kis import collection, endpoints, storage
+from kis import batches as batching
+from kis import code_alerts, endpoints, storage, task_context
 from kis.alerts import Alert, send_alert
-from kis.bars import KST, Bar, bars_by_code
+from kis.bar import KST
 from kis.calendar import ONE_MINUTE, default_calendar
-from kis.collection import Run
+from kis.task_context import Run
 from kis.venues import Venue
 from kis.verification import minutes_text
 
@@ -25,11 +25,6 @@ LIVE_GAP_AFTER = timedelta(minutes=2)
 RUN_REACH = endpoints.TODAY_MINUTES_PAGE_ROWS * ONE_MINUTE
 
 
-def minute_run_deadline() -> timedelta:
-    """How long after its tick a minute run must be done (``KIS_MINUTE_RUN_DEADLINE_SECONDS``)."""
-    return timedelta(seconds=int(os.environ.get("KIS_MINUTE_RUN_DEADLINE_SECONDS", "50")))
-
-
 def plan_minute_run(run: Run) -> list[dict[str, Any]]:
     """The batches of codes to fetch for the run's minute, each with its venue (``{"venue": ...,
     "codes": [...]}``); empty (the run skips, no request) when no configured venue trades and when
@@ -40,7 +35,7 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
     """
     calendar = default_calendar()
     day = run.at.astimezone(KST).date()
-    venues = collection.configured_venues()
+    venues = task_context.configured_venues()
     asked: dict[Venue, datetime | None] = {}  # venue -> the closing bar still awaited, else None
     for venue in venues:
         if not calendar.in_collection_window(run.at, venue):
@@ -58,8 +53,8 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
             ", ".join(venue.label for venue in venues), run.at.astimezone(KST),
         )
         return []
-    with collection.prepared_market_db(day) as conn:
-        batches = collection.watchlist_batches(conn, day, list(asked))
+    with task_context.prepared_market_db(day) as conn:
+        batches = batching.watchlist_batches(conn, day, list(asked))
         for venue, closing_bar in asked.items():
             if closing_bar is None:
                 continue
@@ -83,23 +78,20 @@ def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, 
     ``{"bars": {code: rows}, "venue": ..., "fetched": [...], "failed": {code: reason}}``.
 
     A code that fails is reported on its own and the others' bars still reach the upsert (see
-    :func:`kis.collection.fetch_batch`); an unknown code is alerted once, later runs of the day
+    :func:`kis.batches.fetch_batch`); an unknown code is alerted once, later runs of the day
     leave it out.
     """
     until = default_calendar().last_closed_minute(run.at, venue)
     if until is None:
         return {"bars": {}, "venue": venue.value, "fetched": [], "failed": {}}
-
-    def fetch(hook: Any, code: str) -> list[Bar]:
-        result = hook.recent_bars(code, until=until, venue=venue)
-        collection.log_rejects(code, result.rejected)
-        log.info("%s %s: %d closed bars up to %s", venue.value, code, len(result.bars), until.strftime("%H:%M"))
-        return result.bars
-
-    def assemble(fetched: dict[str, list[Bar]]) -> dict[str, Any]:
-        return {"bars": bars_by_code(bar for bars in fetched.values() for bar in bars)}
-
-    return collection.fetch_batch(codes, fetch, assemble, day=until.date(), run=run, venue=venue, ti=ti)
+    return batching.fetch_batch(
+        codes,
+        lambda hook, code: hook.recent_bars(code, until=until, venue=venue),
+        day=until.date(),
+        run=run,
+        venue=venue,
+        ti=ti,
+    )
 
 
 def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], run: Run) -> int:
@@ -113,7 +105,7 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
     calendar = default_calendar()
     day = run.at.astimezone(KST).date()
     gaps: list[tuple[Venue, str, datetime]] = []
-    with collection.market_db() as conn:
+    with task_context.market_db() as conn:
         for venue in {Venue(batch["venue"]) for batch in batches}:
             session = calendar.session(day, venue)
             horizon = calendar.last_closed_minute(run.at - LIVE_GAP_AFTER, venue) if session else None
@@ -122,10 +114,10 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
             reach = collection_reach(conn, day, venue, run)
             # The closing bar may print up to five minutes late; the day's verification checks it.
             minutes = [m for m in session.bar_minutes if reach <= m <= horizon and m != session.closing_bar]
-            codes = collection.known_codes(batches, day, venue, conn)
+            codes = batching.known_codes(batches, day, venue, conn)
             found = storage.live_gaps(conn, codes, minutes, run_id=run.run_id, venue=venue.value)
             gaps += [(venue, code, minute) for code, minute in found]
-        collection.resolve_fetch_alerts(conn, fetched, day, run)
+        code_alerts.resolve_fetch_alerts(conn, fetched, day, run)
     by_code: dict[tuple[Venue, str], list[datetime]] = {}
     for venue, code, minute in gaps:
         by_code.setdefault((venue, code), []).append(minute.replace(tzinfo=KST))
@@ -146,7 +138,7 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
                 minutes=missing,
             )
         )
-    collection.fail_when_fetches_failed(batches, fetched)
+    batching.fail_when_fetches_failed(batches, fetched)
     return len(gaps)
 
 

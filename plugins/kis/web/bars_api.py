@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from kis import storage
-from kis.bars import KST
+from kis.bar import KST
 from kis.venues import Venue
 
 __all__ = ["COLUMNS", "INTERVALS", "day_bars", "day_bars_csv", "interval"]

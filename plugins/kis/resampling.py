@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from kis import assets, collection, storage
-from kis.collection import CollectionFailed, Run
+from kis import assets, storage, task_context
+from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def plan_days(triggering_asset_events: Mapping[Any, Sequence[Any]]) -> list[dict
 def materialize_day(day: str, venue: str, codes: Sequence[str] | None, run: Run) -> int:
     """Replaces the resampled bars of ``day`` on ``venue``; returns the rows written."""
     trading_day, on = date.fromisoformat(day), Venue(venue)
-    with collection.prepared_market_db(trading_day) as conn:
+    with task_context.prepared_market_db(trading_day) as conn:
         written = storage.materialize_resampled(conn, trading_day, codes, venue=on, run_id=run.run_id)
     log.info("%s on %s: %d resampled bars (5, 10, 30 and 60 minutes) written", day, on.label, written)
     return written
