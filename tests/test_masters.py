@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
+from itertools import pairwise
 
 import pytest
 from master_files import (
@@ -34,7 +35,7 @@ KONEX_SLICE_BOUNDS = [184, 182, 173, 168, 163, 162, 161, 160, 158, 157, 156, 155
 def test_the_layouts_are_those_of_kis_samples() -> None:
     assert [width for _, width in LAYOUTS[KOSPI].fields] == KOSPI_FIELD_SPECS
     assert [width for _, width in LAYOUTS[KOSDAQ].fields] == KOSDAQ_FIELD_SPECS
-    konex = [a - b for a, b in zip(KONEX_SLICE_BOUNDS, KONEX_SLICE_BOUNDS[1:])]
+    konex = [a - b for a, b in pairwise(KONEX_SLICE_BOUNDS)]
     assert [width for _, width in LAYOUTS[KONEX].fields] == konex
     assert {m: LAYOUTS[m].record_length for m in StockMarket} == {KOSPI: 288, KOSDAQ: 282, KONEX: 245}
 

@@ -8,6 +8,7 @@ import re
 import zipfile
 from collections import Counter
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -113,7 +114,7 @@ def test_the_listing_changes_day_by_day_and_is_the_same_in_any_process() -> None
     days = [s.day for s in calendar.sessions_between(date(2026, 11, 2), date(2026, 11, 27))]
     asked_backwards = {day: Listings(0, calendar).on(day) for day in reversed(days)}
     listed = delisted = halts = 0
-    for before, day in zip(days, days[1:]):
+    for before, day in pairwise(days):
         assert one.on(day) == asked_backwards[day]
         today, yesterday = {x.code for x in one.on(day)}, {x.code for x in one.on(before)}
         listed += len(today - yesterday)
@@ -140,7 +141,7 @@ def test_a_code_answers_only_while_it_is_listed_and_trades_nothing_while_halted(
     listings = Listings(0, calendar)
     days = [s.day for s in calendar.sessions_between(date(2026, 11, 2), date(2026, 12, 18))]
     last_day, gone = next(
-        (before, x) for before, day in zip(days, days[1:]) for x in listings.on(before) if x.delisted_on == day and x.group == "ST"
+        (before, x) for before, day in pairwise(days) for x in listings.on(before) if x.delisted_on == day and x.group == "ST"
     )
     new = next(x for day in days for x in listings.on(day) if x.listed_on == day and x.group == "ST")
     halt_day, halted = next((day, x) for day in days for x in listings.on(day) if listings.halted(x.code, day))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from itertools import pairwise
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -30,7 +31,7 @@ class Masters:
     def __init__(self, files: dict[StockMarket, bytes], at: datetime | None) -> None:
         self.files, self.at = files, at
 
-    def __enter__(self) -> Masters:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -58,23 +59,21 @@ def stock(market: StockMarket, code: str, name: str = "시험종목", **fields: 
 # Three days of a small market: Monday as it was; on Tuesday 111110 delisted, 444440 listed, 000660
 # halted and 278990 moved from KONEX to KOSDAQ; on Wednesday 000660 trades again and 005930, which
 # is watch-listed, is gone.
+HYNIX, SAMSUNG = stock(KOSPI, "000660", "SK하이닉스"), stock(KOSPI, "005930", "삼성전자")
+ETF, ETN = stock(KOSPI, "069500", "KODEX 200", scrt_grp_cls_code="EF"), stock(KOSPI, "Q500001", "시험 ETN", scrt_grp_cls_code="EN")
+SPAC = stock(KOSDAQ, "0004Y0", "디비금융제14호스팩", etpr_undt_objt_co_yn="Y")
+KOSDAQ_STOCK, STAYING_ON_KONEX = stock(KOSDAQ, "333330", "코스닥기업"), stock(KONEX, "279000", "남는기업", scrt_grp_cls_code="KN")
 MONDAY_LINES = {
-    KOSPI: [stock(KOSPI, "000660", "SK하이닉스"), stock(KOSPI, "005930", "삼성전자"), stock(KOSPI, "069500", "KODEX 200", scrt_grp_cls_code="EF"),
-            stock(KOSPI, "111110", "떠나는종목"), stock(KOSPI, "Q500001", "시험 ETN", scrt_grp_cls_code="EN")],
-    KOSDAQ: [stock(KOSDAQ, "333330", "코스닥기업"), stock(KOSDAQ, "0004Y0", "디비금융제14호스팩", etpr_undt_objt_co_yn="Y")],
-    KONEX: [stock(KONEX, "278990", "코넥스기업", scrt_grp_cls_code="KN"), stock(KONEX, "279000", "남는기업", scrt_grp_cls_code="KN")],
-}  # fmt: skip
+    KOSPI: [HYNIX, SAMSUNG, ETF, stock(KOSPI, "111110", "떠나는종목"), ETN],
+    KOSDAQ: [KOSDAQ_STOCK, SPAC],
+    KONEX: [stock(KONEX, "278990", "코넥스기업", scrt_grp_cls_code="KN"), STAYING_ON_KONEX],
+}
 TUESDAY_LINES = {
-    KOSPI: [stock(KOSPI, "000660", "SK하이닉스", trht_yn="Y"), stock(KOSPI, "005930", "삼성전자"),
-            stock(KOSPI, "069500", "KODEX 200", scrt_grp_cls_code="EF"), stock(KOSPI, "Q500001", "시험 ETN", scrt_grp_cls_code="EN")],
-    KOSDAQ: [stock(KOSDAQ, "278990", "코넥스기업"), stock(KOSDAQ, "333330", "코스닥기업"),
-             stock(KOSDAQ, "0004Y0", "디비금융제14호스팩", etpr_undt_objt_co_yn="Y"), stock(KOSDAQ, "444440", "새내기", stck_lstn_date="20261124")],
-    KONEX: [stock(KONEX, "279000", "남는기업", scrt_grp_cls_code="KN")],
-}  # fmt: skip
-WEDNESDAY_LINES = TUESDAY_LINES | {
-    KOSPI: [stock(KOSPI, "000660", "SK하이닉스"), stock(KOSPI, "069500", "KODEX 200", scrt_grp_cls_code="EF"),
-            stock(KOSPI, "Q500001", "시험 ETN", scrt_grp_cls_code="EN")],
-}  # fmt: skip
+    KOSPI: [stock(KOSPI, "000660", "SK하이닉스", trht_yn="Y"), SAMSUNG, ETF, ETN],
+    KOSDAQ: [stock(KOSDAQ, "278990", "코넥스기업"), KOSDAQ_STOCK, SPAC, stock(KOSDAQ, "444440", "새내기", stck_lstn_date="20261124")],
+    KONEX: [STAYING_ON_KONEX],
+}
+WEDNESDAY_LINES = TUESDAY_LINES | {KOSPI: [HYNIX, ETF, ETN]}
 
 
 @pytest.fixture
@@ -170,8 +169,11 @@ def snapshot(dsn: str) -> list[list[tuple]]:
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        (lambda mst: mst[:-11], r"https://masters.test/common/master/kosdaq_code.mst.zip:kosdaq_code.mst line 4: 272 bytes; "
-                                r"a KOSDAQ record has 282 \(61 \+ 221\).*Nothing was stored"),
+        (
+            lambda mst: mst[:-11],
+            r"https://masters.test/common/master/kosdaq_code.mst.zip:kosdaq_code.mst line 4: 272 bytes; "
+            r"a KOSDAQ record has 282 \(61 \+ 221\).*Nothing was stored",
+        ),
         (lambda mst: mst.replace(b"444440   ", b"4444 0   "), r"kosdaq_code.mst line 4: short code '4444 0'"),
         (lambda mst: b"", r"kosdaq_code.mst: no record in 0 bytes"),
     ],
@@ -249,10 +251,12 @@ def at_0730(day: date) -> datetime:
 def test_the_dag_keeps_the_simulated_universe_day_by_day(simulated_market, monkeypatch) -> None:
     with simulated_market(codes=["005930"]) as market:
         truth = {day: {row["code"]: row for row in market.sim.listing(day)} for day in DAYS}
-        listed = [sorted(set(truth[b]) - set(truth[a])) for a, b in zip(DAYS, DAYS[1:])]
-        delisted = [sorted(set(truth[a]) - set(truth[b])) for a, b in zip(DAYS, DAYS[1:])]
-        halted = [sorted(c for c in truth[b] if truth[b][c]["halted"] and not truth[a].get(c, {}).get("halted", True))
-                  for a, b in zip(DAYS, DAYS[1:])]  # fmt: skip
+        listed = [sorted(set(truth[b]) - set(truth[a])) for a, b in pairwise(DAYS)]
+        delisted = [sorted(set(truth[a]) - set(truth[b])) for a, b in pairwise(DAYS)]
+        halted = [
+            sorted(c for c in truth[b] if truth[b][c]["halted"] and not truth[a].get(c, {}).get("halted", True))
+            for a, b in pairwise(DAYS)
+        ]
         assert all(delisted) and any(listed) and all(halted)  # the days are worth the test
         leaving = next(code for code in delisted[1] if truth[DAYS[1]][code]["group"] == "ST")
         monkeypatch.setenv("AIRFLOW_VAR_KIS_WATCHLIST", f"005930,{leaving}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Self
 
 import requests
 from airflow.sdk.bases.hook import BaseHook
@@ -55,7 +55,7 @@ class KisMasterHook(BaseHook):
         self.kis_master_conn_id = kis_master_conn_id
         self._session: requests.Session | None = None
 
-    def __enter__(self) -> KisMasterHook:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
