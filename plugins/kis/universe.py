@@ -67,7 +67,12 @@ def update_universe(run: Run, *, allow_large_change: bool = False, hook: KisMast
     with collection.prepared_market_db(day) as conn:
         stored = store_universe(conn, day, files, run_id=run.run_id, allow_large_change=allow_large_change)
         alert_departed_watchlist(conn, stored, run)
-    return stored.summary()
+    summary = stored.summary()
+    log.info(
+        "The universe of %(date)s: %(codes)d codes %(markets)s, %(kospi_kosdaq_stocks)d KOSPI and KOSDAQ stocks, "
+        "%(halted)d halted", summary,
+    )
+    return summary
 
 
 def _master_file(masters: KisMasterHook, market: StockMarket, day: date) -> MasterFile:
