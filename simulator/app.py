@@ -31,7 +31,7 @@ from kis.calendar import KrxCalendar, default_calendar
 from kis.masters import StockMarket
 from kis.venues import Venue
 from simulator.faults import FaultConfig, FaultInjector
-from simulator.listings import Listings
+from simulator.listings import built_listings
 from simulator.market import CODE_PATTERN, Market, Quote, default_nextrade_codes
 from simulator.masters import master_zip
 
@@ -246,7 +246,7 @@ class Simulator:
         self.current_token: dict[str, _Token] = {}
         self.last_issue: dict[str, float] = {}
         self.accepted: dict[str, deque[float]] = {}
-        self.listings = Listings(config.seed, self.calendar)
+        self.listings = built_listings(config.seed, self.calendar)
         self.market = Market(config.seed, self.calendar, listings=self.listings)
         self._master_zips: dict[tuple[StockMarket, date, str | None], bytes] = {}
         self.set_faults(config.fault_dict())

@@ -30,7 +30,7 @@ from kis.masters import StockMarket
 from kis.watchlist import DEFAULT_WATCHLIST
 from simulator.market import stable_seed
 
-__all__ = ["EPOCH", "HORIZON", "Listing", "Listings", "standard_code"]
+__all__ = ["EPOCH", "HORIZON", "Listing", "Listings", "built_listings", "standard_code"]
 
 #: Codes are listed and delisted from this session on; before it the base population stands still.
 EPOCH = date(2025, 1, 2)
@@ -123,6 +123,11 @@ class Listings:
         self._halted: dict[tuple[str, date], bool] = {}
         self._liquidation_days: dict[date, frozenset[date]] = {}
 
+    def build(self) -> Listings:
+        """Draws every listing now (about 0.2 s) instead of at the first question."""
+        _ = self._listings
+        return self
+
     def governs(self, code: str) -> bool:
         """Whether ``code`` is one of the listing's (listed on some day); any other code is free."""
         return code in self._listings
@@ -190,6 +195,14 @@ class Listings:
     @functools.cached_property
     def _listings(self) -> dict[str, Listing]:
         return _Builder(self.seed, self._sessions, self.watchlist).build()
+
+
+@functools.cache
+def built_listings(seed: int, calendar: KrxCalendar) -> Listings:
+    """The listing of ``seed``, built once per process and before a simulator serves: built at its
+    first quotation instead, it would stall the event loop and release the requests of that moment
+    in one burst (a rate-limit test saw 22 calls in a second from a client paced at 16)."""
+    return Listings(seed, calendar).build()
 
 
 class _Builder:
