@@ -63,13 +63,20 @@ def kis_connection(host: str, port: int, *, environment: str = "real", appkey: s
     )
 
 
+def master_connection(host: str, port: int, *, scheme: str = "http") -> str:
+    """``AIRFLOW_CONN_KIS_MASTER`` for a server of KIS's stock master files (the simulator by
+    default): an ``http`` connection with the scheme in the host."""
+    return json.dumps({"conn_type": "http", "host": f"{scheme}://{host}", "port": port})
+
+
 def environment(name: str, *, api_port: int = 8080, market_db: str | None = None,
-                kis_conn: str | None = None) -> dict[str, str]:
+                kis_conn: str | None = None, master_conn: str | None = None) -> dict[str, str]:
     """The variables of local Airflow ``name``: its own home and metadata database.
 
     :param name: ``local`` for the demo and `make airflow`; tests use their own names.
     :param market_db: the market database's name (default ``kis_market_<name>``).
     :param kis_conn: ``AIRFLOW_CONN_KIS_DEFAULT``; left out when None.
+    :param master_conn: ``AIRFLOW_CONN_KIS_MASTER``; left out when None (KIS's download server).
     """
     cluster = localpg.cluster()
     home = localpg.state_dir() / f"airflow-{name}"
@@ -110,6 +117,8 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
     }
     if kis_conn:
         env["AIRFLOW_CONN_KIS_DEFAULT"] = kis_conn
+    if master_conn:
+        env["AIRFLOW_CONN_KIS_MASTER"] = master_conn
     if address := os.environ.get("KIS_STATSD"):
         env |= statsd(address)
     return env

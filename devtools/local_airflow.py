@@ -272,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "local",
         api_port=args.api_port,
         kis_conn=kis_conn or airflow_env.kis_connection("127.0.0.1", args.simulator_port),
+        # With a KIS account of its own, the masters come from KIS's download server.
+        master_conn=None if kis_conn else airflow_env.master_connection("127.0.0.1", args.simulator_port),
     )
     # A local Airflow is there to watch the DAGs run: they start unpaused (the compose stack keeps
     # Airflow's default, paused, for a deployment).

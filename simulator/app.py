@@ -27,9 +27,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kis.bar import KST, Bar
+from kis.masters import StockMarket
 from kis.venues import Venue
 from simulator.faults import FaultConfig, FaultInjector
+from simulator.listings import built_listings
 from simulator.market import CODE_PATTERN, Market, Quote, default_nextrade_codes
+from simulator.masters import master_zip
 from simulator.sessions import Sessions
 
 __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig", "create_app"]
@@ -54,6 +57,8 @@ DAILY_TR_ID = "FHKST03010230"
 PERIOD_TR_ID = "FHKST03010100"
 # FID_COND_MRKT_DIV_CODE (docs/kis-api.md, "Market codes"): KRX, Nextrade, both together.
 MARKETS = {"J": Venue.KRX, "NX": Venue.NEXTRADE, "UN": Venue.UNIFIED}
+# KIS's download server's files (docs/stock-masters.md), by the name in their path.
+MASTER_FILES = {f"{market.file_name}.zip": market for market in StockMarket}
 
 # (HTTP status, msg_cd, msg1) of every envelope error the simulator answers.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -241,7 +246,9 @@ class Simulator:
         self.current_token: dict[str, _Token] = {}
         self.last_issue: dict[str, float] = {}
         self.accepted: dict[str, deque[float]] = {}
-        self.market = Market(config.seed, self.sessions)
+        self.listings = built_listings(config.seed)
+        self.market = Market(config.seed, self.sessions, listings=self.listings)
+        self._master_zips: dict[tuple[StockMarket, date, str | None], bytes] = {}
         self.set_faults(config.fault_dict())
         # Decides the HTTP shape of each EGW00201 (500 + envelope or 200 + rt_cd "1"), repeatably.
         self.shape_rng = random.Random(config.seed)
@@ -268,7 +275,9 @@ class Simulator:
                 self._data_endpoint(PERIOD_PATH, PERIOD_TR_ID, self.period_page),
                 methods=["GET"],
             ),
+            Route("/common/master/{file}", self.master_file, methods=["GET"]),
             Route("/_sim/clock", self.control_clock, methods=["GET", "POST"]),
+            Route("/_sim/listing", self.control_listing, methods=["GET"]),
             Route("/_sim/truth", self.control_truth, methods=["GET"]),
             Route("/_sim/counters", self.control_counters, methods=["GET"]),
             Route("/_sim/counters/reset", self.control_counters_reset, methods=["POST"]),
@@ -549,7 +558,7 @@ class Simulator:
         code = query.get("FID_INPUT_ISCD", "")
         if not CODE_PATTERN.match(code):
             raise ApiError("bad_field", f"FID_INPUT_ISCD {code!r}")
-        if code in self.faults.config.unknown_codes:
+        if code in self.faults.config.unknown_codes or not self.market.is_listed(code, self.clock.now().date()):
             raise ApiError("unknown_code", code)
         return code, MARKETS[market]
 
@@ -582,6 +591,24 @@ class Simulator:
             },
             "output2": rows,
         }
+
+    # --- KIS's download server ------------------------------------------------------------------
+
+    async def master_file(self, request: Request) -> Response:
+        """``GET /common/master/kospi_code.mst.zip`` (and kosdaq, konex): the market clock's day's
+        file, as KIS's download server serves it (no credentials, no rate limit)."""
+        market = MASTER_FILES.get(request.path_params["file"])
+        if market is None:
+            raise HTTPException(404)
+        self.counters.requests_by_endpoint[market.file_name] += 1
+        await self._latency()
+        damage = self.faults.config.damaged_masters.get(market)
+        key = (market, self.clock.now().date(), damage)
+        if key not in self._master_zips:
+            if len(self._master_zips) > 12:
+                self._master_zips.clear()
+            self._master_zips[key] = master_zip(self.listings, market, key[1], self.market.start_price, damage)
+        return Response(self._master_zips[key], media_type="application/zip")
 
     # --- control API ---------------------------------------------------------------------------
 
@@ -628,6 +655,31 @@ class Simulator:
                 "absences": market.absences(code, day, venue),
             }
         )
+
+    async def control_listing(self, request: Request) -> Response:
+        """``GET /_sim/listing?date=YYYY-MM-DD``: every code listed that day, as its master files
+        describe it (the truth a universe is compared against)."""
+        try:
+            day = date.fromisoformat(request.query_params["date"])
+        except (KeyError, ValueError) as err:
+            return JSONResponse({"error": f"need date=YYYY-MM-DD: {err}"}, status_code=400)
+        listings = self.listings
+        codes = [
+            {
+                "code": listing.code,
+                "name": listing.name,
+                "market": listing.market.value,
+                "group": listing.group,
+                "listed_on": listing.listed_on.isoformat(),
+                "halted": listings.halted(listing.code, day),
+                "liquidation": listings.liquidation(listing, day),
+                "administrative": listings.administrative(listing, day),
+                "spac": listing.kind == "spac",
+                "preferred": listing.kind == "preferred",
+            }
+            for listing in listings.on(day)
+        ]
+        return JSONResponse({"date": day.isoformat(), "codes": codes})
 
     async def control_counters(self, request: Request) -> Response:
         return JSONResponse(self.counters.as_dict())

@@ -14,13 +14,16 @@ optional and unknown keys are rejected so that a typo does not silently disable 
      "rows_after_cursor": true,
      "splits": [{"code": "005930", "date": "2026-11-20", "ratio": 50}],
      "nxt_codes": ["005930", "000660"],
-     "unpredicted_minutes": [{"code": "005930", "venue": "nxt", "minutes": ["15:25"], "date": "2026-11-25"}]}
+     "unpredicted_minutes": [{"code": "005930", "venue": "nxt", "minutes": ["15:25"], "date": "2026-11-25"}],
+     "damaged_masters": {"kosdaq": "truncated_record"}}
 
 ``date`` is optional in halts, drop_minutes and unpredicted_minutes (without it they apply to every
 day). ``rows_after_cursor``: true, or a number of minutes that bounds how far past the cursor rows go.
 Halts apply to every venue; a drop to its ``venue`` only (``krx``, ``nxt`` or ``unified``; default
 ``krx``). ``nxt_codes`` absent: the default watch-list's codes. An unpredicted minute takes
-``minutes`` (a list) or ``minute`` (one), and ``venue`` ``krx`` or ``nxt``.
+``minutes`` (a list) or ``minute`` (one), and ``venue`` ``krx`` or ``nxt``. ``damaged_masters``: the
+master files served damaged, by market (``kospi``, ``kosdaq``, ``konex``): ``truncated_zip`` (the
+download cut short) or ``truncated_record`` (the file's last record cut).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
+from kis.masters import StockMarket
 from kis.venues import Venue
 
 from simulator.market import CODE_PATTERN, Halt, Split, UnpredictedMinutes
+from simulator.masters import DAMAGES
 
 __all__ = ["ERROR_KINDS", "FaultConfig", "FaultInjector"]
 
@@ -73,6 +78,7 @@ class FaultConfig:
     splits: tuple[Split, ...] = ()
     nxt_codes: frozenset[str] | None = None  # None: the default watch-list's codes
     unpredicted_minutes: tuple[UnpredictedMinutes, ...] = ()
+    damaged_masters: dict[StockMarket, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)  # as given, for GET /_sim/faults
 
     @classmethod
@@ -81,7 +87,7 @@ class FaultConfig:
         raw = dict(raw or {})
         known = {
             "seed", "latency_ms", "jitter_ms", "unknown_codes", "halts", "drop_minutes",
-            "rows_after_cursor", "splits", "nxt_codes", "unpredicted_minutes", *ERROR_KINDS,
+            "rows_after_cursor", "splits", "nxt_codes", "unpredicted_minutes", "damaged_masters", *ERROR_KINDS,
         }  # fmt: skip
         if unknown := set(raw) - known:
             raise ValueError(f"unknown fault keys {sorted(unknown)}; known: {sorted(known)}")
@@ -113,6 +119,7 @@ class FaultConfig:
             splits=tuple(_split(entry) for entry in raw.get("splits", [])),
             nxt_codes=_codes(raw["nxt_codes"]) if "nxt_codes" in raw else None,
             unpredicted_minutes=tuple(_unpredicted(entry) for entry in raw.get("unpredicted_minutes", [])),
+            damaged_masters=_damaged_masters(raw.get("damaged_masters", {})),
             raw=raw,
         )
 
@@ -183,3 +190,14 @@ def _unpredicted(entry: Any) -> UnpredictedMinutes:
     if venue is Venue.UNIFIED or not CODE_PATTERN.match(code) or any(t.second or t.microsecond for t in times):
         raise ValueError(f"an unpredicted minute needs a six-character code, venue krx or nxt, whole minutes: {entry!r}")
     return UnpredictedMinutes(code, venue, times, day)
+
+
+def _damaged_masters(value: Any) -> dict[StockMarket, str]:
+    """``damaged_masters``: ``{"kospi" | "kosdaq" | "konex": "truncated_zip" | "truncated_record"}``."""
+    try:
+        damaged = {StockMarket(market): damage for market, damage in dict(value).items()}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"damaged_masters maps kospi, kosdaq or konex to a damage: {value!r}") from err
+    if not set(damaged.values()) <= set(DAMAGES):
+        raise ValueError(f"damaged_masters: the damages are {', '.join(DAMAGES)}, not {value!r}")
+    return damaged

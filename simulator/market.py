@@ -36,11 +36,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kis.bar import KST, Bar
 from kis.venues import Venue
 
 from simulator.sessions import Session, Sessions
+
+if TYPE_CHECKING:
+    from simulator.listings import Listings
 
 __all__ = [
     "CODE_PATTERN", "Halt", "Market", "OffSessionTrade", "Quote", "Split", "UnpredictedMinutes",
@@ -49,7 +53,8 @@ __all__ = [
 
 ONE_MINUTE = timedelta(minutes=1)
 DEFAULT_WATCHLIST = Path(__file__).parents[1] / "include" / "watchlist.csv"
-CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")  # KRX short codes are no longer all digits (0126Z0)
+# KRX short codes are no longer all digits (0126Z0); an ETN's is Q and six digits (Q500001).
+CODE_PATTERN = re.compile(r"^(?:[0-9A-Z]{6}|Q[0-9]{6})$")
 # Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
 TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
 TOP_TICK = 1_000
@@ -80,6 +85,7 @@ NXT_THIN_WEIGHT = (0.005, 0.06)
 NXT_THIN_NO_TRADE_PROBABILITY, NXT_THIN_NO_TRADE_PROBABILITY_ILLIQUID = 0.1, 0.6
 # Absence reasons of the ground truth.
 TRADING_HALT, VOLATILITY_INTERRUPTION, NOT_ON_NEXTRADE = "trading_halt", "volatility_interruption", "not_on_nextrade"
+NOT_LISTED = "not_listed"
 
 # Well-known names so that responses look familiar; any other valid code gets a generated name.
 NAMES = {
@@ -225,6 +231,8 @@ class Market:
     :param halts: trading halts (replaceable later through ``halts``).
     :param splits: splits (replaceable later through ``splits``).
     :param nxt_codes: the codes Nextrade trades (replaceable later); None: the default watch-list's.
+    :param listings: which of its codes are listed and halted each day (simulator.listings); a
+        code it does not govern, or every code without one, trades every session.
     """
 
     def __init__(
@@ -234,6 +242,7 @@ class Market:
         halts: Iterable[Halt] = (),
         splits: Iterable[Split] = (),
         nxt_codes: Iterable[str] | None = None,
+        listings: Listings | None = None,
     ) -> None:
         self.seed = seed
         self.sessions = sessions or Sessions()
@@ -241,11 +250,29 @@ class Market:
         self.splits: tuple[Split, ...] = tuple(splits)
         self.nxt_codes: frozenset[str] = default_nextrade_codes() if nxt_codes is None else frozenset(nxt_codes)
         self.unpredicted: tuple[UnpredictedMinutes, ...] = ()
+        self.listings = listings
         self._tapes: dict[tuple[str, date, Venue], _Tape] = {}
         self._off_session: dict[tuple[str, date], tuple[OffSessionTrade, ...]] = {}
 
     def name(self, code: str) -> str:
-        return NAMES.get(code, f"시뮬종목{code}")
+        listing = self.listings.get(code) if self.listings is not None else None
+        return listing.name if listing is not None else NAMES.get(code, f"시뮬종목{code}")
+
+    def is_listed(self, code: str, day: date) -> bool:
+        """Whether KRX lists ``code`` on ``day``: a code the listings do not govern always is."""
+        return self.listings is None or not self.listings.governs(code) or self.listings.listed(code, day)
+
+    def start_price(self, code: str) -> int:
+        """The price the code's days drift around (its master files' base price)."""
+        return self._profile(code).start_price
+
+    def _listing_absence(self, code: str, day: date) -> str | None:
+        """Why ``code`` trades nothing on ``day`` (not listed, or halted the whole day), or None."""
+        if not self.is_listed(code, day):
+            return NOT_LISTED
+        if self.listings is not None and self.listings.halted(code, day):
+            return TRADING_HALT
+        return None
 
     def trades_on_nextrade(self, code: str) -> bool:
         return code in self.nxt_codes
@@ -283,7 +310,7 @@ class Market:
     def off_session_trades(self, code: str, day: date, venue: Venue = Venue.KRX) -> tuple[OffSessionTrade, ...]:
         """KRX's off-session trades of the day in time order (also the unified view's; Nextrade has
         none: its whole day is bars); a halt covering their time removes them too."""
-        if venue is Venue.NEXTRADE:
+        if venue is Venue.NEXTRADE or self._listing_absence(code, day):
             return ()
         if (code, day) not in self._off_session:
             self._off_session[(code, day)] = self._generate_off_session(code, day)
@@ -299,12 +326,15 @@ class Market:
         time order."""
         vi = set(self._tape(code, day, Venue.KRX).vi_minutes)
         present = {bar.minute for bar in self.day_bars(code, day, venue)} if venue is not Venue.KRX else set()
+        whole_day = self._listing_absence(code, day)
         absent = []
         session = self.sessions.session(day, venue)
         for minute in session.bar_minutes if session else ():
             if minute in present:
                 continue
-            if any(h.covers(code, minute) for h in self.halts):
+            if whole_day:
+                absent.append({"minute": minute.isoformat(), "reason": whole_day})
+            elif any(h.covers(code, minute) for h in self.halts):
                 absent.append({"minute": minute.isoformat(), "reason": TRADING_HALT})
             elif minute in vi and venue is not Venue.NEXTRADE:
                 absent.append({"minute": minute.isoformat(), "reason": VOLATILITY_INTERRUPTION})
@@ -392,7 +422,7 @@ class Market:
     def _visible(self, code: str, day: date, venue: Venue = Venue.KRX) -> list[_Minute]:
         """The served minutes of one venue (KRX or Nextrade): its tape, the faults' unpredicted
         minutes added, the halted ones left out."""
-        if venue is Venue.NEXTRADE and not self.trades_on_nextrade(code):
+        if (venue is Venue.NEXTRADE and not self.trades_on_nextrade(code)) or self._listing_absence(code, day):
             return []
         minutes = list(self._tape(code, day, venue).minutes)
         extra = sorted({t for u in self.unpredicted if u.applies(code, day, venue) for t in u.minutes})

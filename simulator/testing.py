@@ -81,6 +81,11 @@ class SimulatorHandle:
         """The grid minutes of ``venue`` without a bar, ``{"minute", "reason"}`` each."""
         return list(self._truth(code, day, venue=venue)["absences"])
 
+    def listing(self, day: date) -> list[dict[str, Any]]:
+        """Every code listed on ``day``, as the day's master files describe it: ``{"code", "name",
+        "market", "group", "listed_on", "halted", "liquidation", "administrative", "spac", "preferred"}``."""
+        return list(self._call("GET", "/_sim/listing", params={"date": day.isoformat()})["codes"])
+
     def nxt_listed(self, code: str) -> bool:
         """Whether Nextrade trades ``code`` (the fault key ``nxt_codes``)."""
         return bool(self._truth(code, self.now().date())["nxt_listed"])

@@ -61,8 +61,9 @@ def market_dsn(new_database: Callable[[], str]) -> str:
 
 @pytest.fixture
 def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[..., None]:
-    """Points ``kis_default`` at a simulator, and ``kis_market_db`` (the market data and the hook's
-    shared state) at this test's database; ``extra`` adds connection extras."""
+    """Points ``kis_default`` and ``kis_master`` (the stock masters) at a simulator, and
+    ``kis_market_db`` (the market data and the hook's shared state) at this test's database;
+    ``extra`` adds connection extras."""
 
     def point(sim, **extra) -> None:
         monkeypatch.setenv(
@@ -71,6 +72,7 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
                 sim.host, sim.port, environment=sim.mode, appkey=sim.appkey, appsecret=sim.appsecret, **extra
             ),
         )
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", airflow_env.master_connection(sim.host, sim.port))
         monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
 
     return point

@@ -128,6 +128,7 @@ def local_airflow(name: str, sim: SimulatorHandle, **variables: str) -> Iterator
     env = airflow_env.environment(
         f"{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", api_port=port,
         kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
+        master_conn=airflow_env.master_connection(sim.host, sim.port),
     ) | variables
     # Fresh databases: no run, event or bar of an earlier session.
     localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)

@@ -90,6 +90,8 @@ def test_config_succeeds_with_the_documented_settings(compose):
     assert (kis["conn_type"], kis["host"], kis["port"], kis["login"]) == (
         "kis", "http://simulator", 8765, "SIMULATOR-APPKEY"
     )
+    # The stock masters of kis_universe come from the simulator too (KIS's server once KIS_MASTER_URL is set).
+    assert json.loads(env["AIRFLOW_CONN_KIS_MASTER"]) == {"conn_type": "http", "host": "http://simulator:8765"}
     # The connection form's Test button runs in the API server (KisHook.test_connection).
     assert env["AIRFLOW__CORE__TEST_CONNECTION"] == "Enabled"
     assert env["AIRFLOW_CONN_KIS_MARKET_DB"].endswith("@postgres:5432/kis_market")
@@ -110,7 +112,7 @@ def test_real_credentials_come_from_the_environment(compose, tmp_path):
     env_file.write_text(
         ENV_EXAMPLE.read_text()
         + "KIS_HOST=openapivts.koreainvestment.com\nKIS_PORT=29443\nKIS_SCHEME=https\nKIS_ENVIRONMENT=mock\n"
-        + "KIS_APPKEY=PSabc\nKIS_APPSECRET=c2VjcmV0+/=\n"
+        + "KIS_APPKEY=PSabc\nKIS_APPSECRET=c2VjcmV0+/=\nKIS_MASTER_URL=https://new.real.download.dws.co.kr\n"
     )
     env = _parsed(_config(compose, env_file=env_file))["services"]["airflow-scheduler"]["environment"]
     kis = json.loads(env["AIRFLOW_CONN_KIS_DEFAULT"])
@@ -122,6 +124,8 @@ def test_real_credentials_come_from_the_environment(compose, tmp_path):
         "password": "c2VjcmV0+/=",
         "extra": {"environment": "mock", "custtype": "P"},
     }
+    master = json.loads(env["AIRFLOW_CONN_KIS_MASTER"])
+    assert master == {"conn_type": "http", "host": "https://new.real.download.dws.co.kr"}
 
 
 def test_missing_secret_is_named(compose, tmp_path):

@@ -57,11 +57,13 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
 
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
     evening, resampled = dagbag.get_dag("kis_minute_backfill_nextrade"), dagbag.get_dag("kis_resampled_bars")
+    universe = dagbag.get_dag("kis_universe")
     assert set(dagbag.dag_ids) == {
-        "kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance", "kis_resampled_bars"
+        "kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance", "kis_resampled_bars",
+        "kis_universe",
     }
     crons = {minute: "* 9-15 * * 1-5 + KRX special sessions", backfill: "0 16 * * 1-5", evening: "10 20 * * 1-5"}
-    for dag in (*crons, resampled):
+    for dag in (*crons, resampled, universe):
         assert dag.catchup is False and dag.max_active_runs == 1
         assert dag.tags and dag.doc_md
         for task in dag.tasks:
@@ -82,6 +84,11 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
     for dag in (backfill, evening):
         assert dag.get_task("fetch_session_bars").pool == "kis_api"
         assert "date" in dag.params
+    # The universe: weekdays before the pre-market, in KST; a run from the UI may accept a large change.
+    assert universe.timetable.summary == "30 7 * * 1-5"
+    assert str(universe.timetable._timezone.name) == "Asia/Seoul"
+    assert universe.params["allow_large_change"] is False
+    assert universe.get_task("update_universe").upstream_task_ids == {"trading_day_gate"}
     # The UI names the venues each backfill covers.
     assert backfill.dag_display_name == "KIS minute backfill: KRX"
     assert evening.dag_display_name == "KIS minute backfill: Nextrade and unified"

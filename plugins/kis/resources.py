@@ -15,6 +15,8 @@ SQL_DIR = INCLUDE_DIR / "sql"
 
 #: The KIS Open API connection (``AIRFLOW_CONN_KIS_DEFAULT``).
 KIS_CONN_ID = "kis_default"
+#: KIS's download server of the stock master files (``AIRFLOW_CONN_KIS_MASTER``; unset: KIS's own).
+KIS_MASTER_CONN_ID = "kis_master"
 #: The market database: bars, verification, alerts, and the hook's shared token and limiter state.
 MARKET_DB_CONN_ID = "kis_market_db"
 

@@ -1,0 +1,108 @@
+"""The Airflow face of KIS's download server: the stock master files, as bytes with the server's clock.
+
+Connection ``kis_master`` (``AIRFLOW_CONN_KIS_MASTER``), of type ``http``: the host with its scheme
+(``https://new.real.download.dws.co.kr``, or the simulator's ``http://127.0.0.1:8765``), or host,
+``schema`` and port as the http provider reads them. Without the connection, KIS's download server.
+The server asks for no credential (KIS's samples download the files with a plain GET). Extras:
+``verify`` (false, or a CA bundle's path: KIS's samples switch certificate checks off, for a reason
+they do not give), ``timeout`` (seconds), ``proxies``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from typing import Any, Self
+
+import requests
+from airflow.sdk.bases.hook import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from kis.hook import _base_url
+from kis.masters import StockMarket
+from kis.resources import KIS_MASTER_CONN_ID
+
+#: KIS's download server (koreainvestment/open-trading-api, stocks_info/kis_*_code_mst.py).
+DEFAULT_BASE_URL = "https://new.real.download.dws.co.kr"
+DEFAULT_TIMEOUT = (10.0, 120.0)  # (connect, read) seconds: a file is a few hundred kB
+
+
+@dataclass(frozen=True)
+class MasterDownload:
+    """One downloaded ``<market>_code.mst.zip``, and when the server says it served it."""
+
+    market: StockMarket
+    url: str
+    content: bytes
+    served_at: datetime | None  # the answer's Date header: the server's clock; None without one
+
+
+class KisMasterHook(BaseHook):
+    """Downloads KIS's stock master files (see the module docstring for the connection).
+
+    :param kis_master_conn_id: the connection of the download server.
+    """
+
+    conn_name_attr = "kis_master_conn_id"
+    default_conn_name = KIS_MASTER_CONN_ID
+    conn_type = "http"
+    hook_name = "KIS stock masters"
+
+    def __init__(self, kis_master_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.kis_master_conn_id = kis_master_conn_id
+        self._session: requests.Session | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @cached_property
+    def _settings(self) -> tuple[str, dict[str, Any]]:
+        """The base URL and the connection's extras; KIS's server when the connection is not defined."""
+        try:
+            conn = self.get_connection(self.kis_master_conn_id)
+        except AirflowNotFoundException:
+            self.log.info("No connection %s: KIS's download server %s", self.kis_master_conn_id, DEFAULT_BASE_URL)
+            return DEFAULT_BASE_URL, {}
+        return _base_url(conn), conn.extra_dejson
+
+    @property
+    def base_url(self) -> str:
+        return self._settings[0]
+
+    def get_conn(self) -> requests.Session:
+        """The keep-alive session of this hook, with the connection's ``verify`` and ``proxies``."""
+        if self._session is None:
+            extra = self._settings[1]
+            session = requests.Session()
+            for option in ("verify", "proxies"):
+                if option in extra:
+                    setattr(session, option, extra[option])
+            self._session = session
+        return self._session
+
+    def download(self, market: StockMarket) -> MasterDownload:
+        """``market``'s zipped master file; raises ``requests.HTTPError`` on an answer other than 200."""
+        url = f"{self.base_url}{market.path}"
+        timeout = self._settings[1].get("timeout", DEFAULT_TIMEOUT)
+        response = self.get_conn().get(url, timeout=timeout)
+        response.raise_for_status()
+        self.log.info("%s: %d bytes (Last-Modified %s)", url, len(response.content), response.headers.get("Last-Modified"))
+        return MasterDownload(market, url, response.content, _served_at(response.headers.get("Date")))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def _served_at(header: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
