@@ -81,7 +81,8 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         def backfill_day(params, dag_run) -> minute_backfill.BackfillDay:
             return minute_backfill.BackfillDay.of(dag_run, params, covers)
 
-        @task.short_circuit
+        # The batches reach the log once, in the operator's "Condition result".
+        @task.short_circuit(show_return_value_in_logs=False)
         def trading_day_gate(params=None, dag_run=None) -> list[dict]:
             return minute_backfill.plan_backfill(backfill_day(params, dag_run))
 

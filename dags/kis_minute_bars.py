@@ -71,7 +71,8 @@ from kis.venues import Venue
     doc_md=__doc__,
 )
 def kis_minute_bars():
-    @task.short_circuit
+    # The batches reach the log once, in the operator's "Condition result".
+    @task.short_circuit(show_return_value_in_logs=False)
     def session_gate(dag_run=None) -> list[dict]:
         return minute_bars.plan_minute_run(collection.Run.of(dag_run))
 
