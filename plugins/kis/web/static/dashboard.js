@@ -5,7 +5,15 @@
 // offset, and the page formats them, and its own clock, in Asia/Seoul.
 "use strict";
 
-const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", f: "#e9ecef" };
+const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", b: "#b197fc", f: "#e9ecef" };
+// The legend's words for the API's cell states, and what each means (the legend's tooltips).
+const LEGEND = {
+  c: ["collected", "a bar is stored"],
+  a: ["expected absence", "no bar, and the day's verification explained it: the minute volumes add up (a VI, a halt, no trade)"],
+  m: ["missing", "no bar although a minute run could have fetched it (alerted), or the day's verification found it missing"],
+  b: ["before collection began", "no bar, before the day's first minute run could reach (a start in the middle of the session): never alerted, the backfill fetches and verifies it after the close"],
+  f: ["not yet", "not due yet"],
+};
 const LABEL_WIDTH = 64;
 const AXIS_HEIGHT = 18;
 const ROW_HEIGHT = 12;
@@ -162,7 +170,10 @@ function renderLegend(states) {
     const item = document.createElement("span");
     const swatch = document.createElement("i");
     swatch.style.background = COLORS[key];
-    item.append(swatch, name.replaceAll("_", " "));
+    const [words, meaning] = LEGEND[key] || [name.replaceAll("_", " "), ""];
+    item.append(swatch, words);
+    item.title = meaning;
+    item.dataset.state = key;
     legend.append(item);
   }
 }
@@ -209,11 +220,15 @@ function renderHeatmap(data) {
     }
   });
 
-  const counts = { c: 0, a: 0, m: 0, f: 0 };
+  const counts = { c: 0, a: 0, m: 0, b: 0, f: 0 };
   for (const row of data.rows) for (const state of row.cells) counts[state] += 1;
+  // The minutes before collection began were never due to the minute runs: counted apart, as the
+  // backfill's, not as missing.
   const due = counts.c + counts.a + counts.m;
   text("due", due ? percent(100 * (counts.c + counts.a) / due) : "–");
-  text("due-detail", due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "") : "nothing due yet");
+  const before = counts.b ? count(counts.b) + " before collection began, the backfill's" : "";
+  text("due-detail", (due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "")
+    : "nothing due yet") + (before ? "; " + before : ""));
   text("heatmap-note", data.session
     ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + kst(data.generated_at, data.date) + "."
     : "No " + venueInput.selectedOptions[0].textContent + " session on " + data.date + ": nothing is expected.");
@@ -229,7 +244,7 @@ function showTip(event) {
   const i = Math.floor(x / cellWidth);
   const row = heatmapData.rows[r];
   if (x < 0 || !row || i < 0 || i >= row.cells.length) { tip.hidden = true; return; }
-  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + " KST: " + heatmapData.states[row.cells[i]].replaceAll("_", " ");
+  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + " KST: " + LEGEND[row.cells[i]][0];
   tip.style.left = (event.clientX - rect.left + 12) + "px";
   tip.style.top = (event.clientY - rect.top + 12) + "px";
   tip.hidden = false;
