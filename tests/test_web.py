@@ -576,6 +576,38 @@ def test_dashboard_in_a_browser(api_server, browser):
     assert browser.errors == []
 
 
+def test_the_date_is_shown_and_typed_as_iso_whatever_the_browsers_locale(api_server, browser):
+    """A date input shows the locale's order (11/25/2026 in en-US) beside KST times: the field is
+    text, YYYY-MM-DD, with the browser's calendar behind a button."""
+    base = api_server["base"]
+    log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    browser.wait_for("document.body && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("[navigator.language, document.getElementById('date').type]") == ["en-US", "text"]
+    assert browser.evaluate("document.getElementById('date').value") == str(GAP_DAY)
+    assert browser.evaluate("getComputedStyle(document.getElementById('calendar')).opacity") == "0"
+
+    def choose(text: str) -> None:
+        browser.type_into("document.getElementById('date')", text)
+        browser.evaluate("document.getElementById('date').dispatchEvent(new Event('change'))")
+
+    choose(str(COMPLETE_DAY))
+    browser.wait_for(f"heatmapData.date === '{COMPLETE_DAY}' && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("new URL(location.href).searchParams.get('date')") == str(COMPLETE_DAY)
+    choose("11/25/2026")  # refused at the field, nothing loaded
+    assert browser.evaluate("document.getElementById('date').validity.patternMismatch") is True
+    assert browser.evaluate("[heatmapData.date, new URL(location.href).searchParams.get('date')]") == [str(COMPLETE_DAY)] * 2
+    # The calendar button opens the browser's picker; a day picked there is shown and loaded as ISO.
+    browser.click("document.getElementById('pick')")
+    browser.evaluate(
+        f"(() => {{ const c = document.getElementById('calendar'); c.value = '{GAP_DAY}';"
+        " c.dispatchEvent(new Event('change')); })()"
+    )
+    browser.wait_for(f"heatmapData.date === '{GAP_DAY}' && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("document.getElementById('date').value") == str(GAP_DAY)
+    assert browser.errors == []
+
+
 def test_a_mid_day_start_in_a_browser(api_server, browser):
     """The minutes before the day's first minute run could reach are the backfill's, in a colour and
     legend of their own, and counted apart from those due."""

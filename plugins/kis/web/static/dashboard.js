@@ -24,6 +24,7 @@ const RUNS_SHOWN = 60;
 
 const $ = (id) => document.getElementById(id);
 const dateInput = $("date");
+const calendarInput = $("calendar");
 const venueInput = $("venue");
 let heatmapData = null;
 let refreshTimer = null;
@@ -351,6 +352,8 @@ function start() {
   const venue = new URLSearchParams(window.location.search).get("venue");
   if ([...venueInput.options].some((option) => option.value === venue)) venueInput.value = venue;
   const applyChoice = () => {
+    // A date the field's pattern refuses (11/24/2026) is said at the field, not sent.
+    if (!dateInput.reportValidity()) return;
     const url = new URL(window.location.href);
     if (dateInput.value) url.searchParams.set("date", dateInput.value);
     else url.searchParams.delete("date");
@@ -360,6 +363,14 @@ function start() {
   };
   dateInput.addEventListener("change", applyChoice);
   venueInput.addEventListener("change", applyChoice);
+  $("pick").addEventListener("click", () => {
+    calendarInput.value = dateInput.value;
+    calendarInput.showPicker();
+  });
+  calendarInput.addEventListener("change", () => {
+    dateInput.value = calendarInput.value;
+    applyChoice();
+  });
   $("today").addEventListener("click", () => { dateInput.value = ""; dateInput.dispatchEvent(new Event("change")); });
   $("refresh").addEventListener("click", load);
   $("heatmap").addEventListener("mousemove", showTip);
