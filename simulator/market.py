@@ -49,6 +49,8 @@ __all__ = [
 ONE_MINUTE = timedelta(minutes=1)
 CODE_PATTERN = re.compile(r"^[0-9A-Z]{6}$")  # KRX short codes are no longer all digits (0126Z0)
 # Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
+# KRX's tick sizes since 2023-01-25, one table for KOSPI and KOSDAQ (KRX's tick-size reform, as
+# reported at the time; the 2,000-5,000 band's 5 won and the 1,000 won above 500,000 are its own).
 TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
 TOP_TICK = 1_000
 MIN_START_PRICE, MAX_START_PRICE = 1_000, 900_000
