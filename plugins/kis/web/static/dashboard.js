@@ -318,6 +318,35 @@ async function loadLatency(day, now) {
   }
 }
 
+function span(ms) {
+  // "3 days 4 h 40 min" of a duration, to the minute.
+  const minutes = Math.floor(ms / 60000);
+  const parts = [[Math.floor(minutes / 1440), " days"], [Math.floor(minutes / 60) % 24, " h"], [minutes % 60, " min"]];
+  return parts.filter(([n], i) => n || i === 2).map(([n, unit]) => n + unit).join(" ");
+}
+
+async function loadRunsAhead(now) {
+  // Runs of the collection's DAGs dated ahead of the server's clock: Airflow starts none of their
+  // tasks before their logical date, and each holds its DAG's one active run meanwhile. The trigger
+  // refuses them (kis.timetable); one made another way (a data interval given by hand, a clock set
+  // back) is named here, with the way out.
+  const box = $("ahead");
+  const lead = Number(document.body.dataset.manualRunLead) * 1000;
+  const url = "../api/v2/dags/~/dagRuns?dag_id_pattern=kis_&state=queued&state=running&limit=20"
+    + "&logical_date_gte=" + encodeURIComponent(new Date(now + lead).toISOString());
+  let runs = [];
+  try {
+    runs = (await getJson(url)).dag_runs.filter((run) => run.dag_id.startsWith("kis_") && run.logical_date);
+  } catch (error) {
+    runs = [];  // the page's own figures do not depend on it
+  }
+  box.replaceChildren(...runs.map((run) => cell("p", run.dag_id + " " + run.dag_run_id + ": its logical date, "
+    + kst(run.logical_date, "") + ", is " + span(Date.parse(run.logical_date) - now) + " ahead of the server's clock."
+    + " Airflow starts none of its tasks before then, and it holds the DAG's one active run: the DAG's other runs"
+    + " wait behind it. Mark it failed (or delete it) and trigger again with the logical date cleared.")));
+  box.hidden = !runs.length;
+}
+
 async function load() {
   // No date chosen: the server's today (KST), which its answer names; the browser's clock may be
   // another day's (a replayed session, a skewed clock).
@@ -332,7 +361,7 @@ async function load() {
     following = kstParts(new Date(serverNow)).date === status.date;
     renderStatus(status);
     renderHeatmap(heatmap);
-    await loadLatency(status.date, serverNow);
+    await Promise.all([loadLatency(status.date, serverNow), loadRunsAhead(serverNow)]);
     $("error").hidden = true;
     text("updated", "updated " + kstParts(new Date(serverNow)).time + " KST");
     document.body.dataset.state = "ready";
