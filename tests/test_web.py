@@ -584,7 +584,7 @@ def test_the_date_is_shown_and_typed_as_iso_whatever_the_browsers_locale(api_ser
     log_in(browser, base, api_server["token"])
     browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
     browser.wait_for("document.body && document.body.dataset.state === 'ready'")
-    assert browser.evaluate("[navigator.language, document.getElementById('date').type]") == ["en-US", "text"]
+    assert browser.evaluate("document.getElementById('date').type") == "text"
     assert browser.evaluate("document.getElementById('date').value") == str(GAP_DAY)
     assert browser.evaluate("getComputedStyle(document.getElementById('calendar')).opacity") == "0"
 
