@@ -16,8 +16,8 @@ bench:  ## the short benchmarks and the goals of issue 21, met or missed: the mi
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
 	@scripts/lock.sh
 
-airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; KIS_CELERY_WORKERS=N for Celery; REPLAY=YYYY-MM-DD[THH:MM] plays a past session live; Ctrl-C stops it
-	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow $(if $(REPLAY),--replay $(REPLAY))
+airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, triggerer) with the simulator; API_PORT=8080 and SIMULATOR_PORT=9443 move them; KIS_CELERY_WORKERS=N for Celery; REPLAY=YYYY-MM-DD[THH:MM] plays a past session live; AIRFLOW_ARGS="--help" for every option; Ctrl-C stops it
+	@scripts/bootstrap.sh && .venv/bin/python -m devtools.local_airflow $(if $(REPLAY),--replay $(REPLAY)) $(if $(API_PORT),--api-port $(API_PORT)) $(if $(SIMULATOR_PORT),--simulator-port $(SIMULATOR_PORT)) $(AIRFLOW_ARGS)
 
 simulator:  ## the KIS simulator alone on 127.0.0.1:8765; SIM_ARGS="--help" for its options
 	@scripts/bootstrap.sh && PYTHONPATH=plugins .venv/bin/python -m simulator $(SIM_ARGS)

@@ -29,15 +29,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
 from kis import maintenance
 from kis.task_context import Run
-from kis.timetable import FIRST_RUN_AT_NEXT_TICK
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KisCronTimetable
 
 
 @dag(
     dag_display_name="KIS maintenance: metadata, task logs, side tables",
-    schedule=CronTriggerTimetable("30 5 * * *", timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
+    schedule=KisCronTimetable("30 5 * * *", timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=5)},

@@ -9,7 +9,9 @@ the UI's deadline card rounds 90 minutes to "2 hours", the alert's name beside i
 A new DAG's first run is its next 16:00 (20:10): a day before it was first started is backfilled
 by triggering it. Each backfills the venues of the Variable `kis_venues` it covers, and skips when
 there is none; a run's mapped tasks are labelled with their venue (unless KRX). Any date can be
-triggered from the UI with the `date` parameter:
+triggered from the UI with the `date` parameter (*Trading date*), the form's *Logical Date*
+cleared: a logical date ahead of the server's clock (the browser's, in a replay) is refused with
+the reason, as Airflow would start none of the run's tasks until then:
 
 1. **trading_day_gate**: skips days without a session; a past date on a mock account fails here,
    with the reason (KIS serves past minute bars to real accounts only).
@@ -39,12 +41,11 @@ from datetime import timedelta
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import Param, dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
 from kis import assets, dag_parts, minute_backfill
 from kis.alerts import backfill_deadline, deadline_alerts
 from kis.resources import INCLUDE_DIR
 from kis.task_context import Run
-from kis.timetable import FIRST_RUN_AT_NEXT_TICK
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KisCronTimetable
 from kis.venues import Venue
 
 
@@ -56,7 +57,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
     @dag(
         dag_id=dag_id,
         dag_display_name=f"KIS minute backfill: {title}",
-        schedule=CronTriggerTimetable(cron, timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
+        schedule=KisCronTimetable(cron, timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
@@ -82,7 +83,8 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         def backfill_day(params, dag_run) -> minute_backfill.BackfillDay:
             return minute_backfill.BackfillDay.of(dag_run, params, covers)
 
-        @task.short_circuit
+        # The batches reach the log once, in the operator's "Condition result".
+        @task.short_circuit(show_return_value_in_logs=False)
         def trading_day_gate(params=None, dag_run=None) -> list[dict]:
             return minute_backfill.plan_backfill(backfill_day(params, dag_run))
 

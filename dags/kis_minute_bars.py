@@ -72,7 +72,8 @@ from kis.venues import Venue
     doc_md=__doc__,
 )
 def kis_minute_bars():
-    @task.short_circuit
+    # The batches reach the log once, in the operator's "Condition result".
+    @task.short_circuit(show_return_value_in_logs=False)
     def session_gate(dag_run=None) -> list[dict]:
         return minute_run.plan_minute_run(Run.of(dag_run))
 

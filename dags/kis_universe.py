@@ -31,14 +31,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
 from kis import task_context, universe
-from kis.timetable import FIRST_RUN_AT_NEXT_TICK
+from kis.timetable import FIRST_RUN_AT_NEXT_TICK, KisCronTimetable
 
 
 @dag(
     dag_display_name="KIS universe: the listed stocks of the day",
-    schedule=CronTriggerTimetable("30 7 * * 1-5", timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
+    schedule=KisCronTimetable("30 7 * * 1-5", timezone="Asia/Seoul", run_immediately=FIRST_RUN_AT_NEXT_TICK),
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(minutes=5)},

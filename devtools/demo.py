@@ -3,8 +3,10 @@
 The KIS simulator plays one session; Airflow runs `kis_minute_bars` at a handful of minutes (a
 morning with gaps, as after a late start or an outage) and then the backfill, all with
 `dag.test()` against a PostgreSQL metadata database and a fresh market database on the private
-cluster. It prints what each run stored, the alerts raised, the day's verification report and
-what the day cost in KIS requests. Airflow's own log goes to a file, named at the end.
+cluster. It prints what each run stored, the alerts raised and what became of them, the day's
+verification report with its legend, what is still missing against the simulated market's own
+record of the day, and what the day cost in KIS requests, each with a word on how to read it.
+Airflow's own log goes to a file, named at the end.
 
     python -m devtools.demo [--day YYYY-MM-DD] [--codes N] [--venues krx,nxt,unified]
 
@@ -19,7 +21,9 @@ import functools
 import json
 import os
 import sys
+import textwrap
 import time
+from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +33,13 @@ MINUTE_TICKS = ["09:01", "09:02", "09:03", "10:31", "12:47", "15:31"]
 # With Nextrade: a pre-market tick, and after-market ticks in the evening.
 NEXTRADE_TICKS = ["08:31", "17:02", "19:31"]
 BACKFILLS = {"kis_minute_backfill": "16:00", "kis_minute_backfill_nextrade": "20:10"}
+# What the alerts the demo can raise are, in the report's words.
+ALERT_KINDS = {
+    "gap": "a minute run's live check: closed minutes still missing two minutes after they closed, one alert per "
+    "code and run",
+    "incomplete_day": "the backfill's verification: the day has gaps or is below the completeness threshold",
+    "not_on_venue": "information: Nextrade does not trade the code, left out there for the day",
+}
 
 
 def _last_regular_session(calendar, before: date) -> date:
@@ -82,6 +93,13 @@ def main() -> None:
         f"Simulated session {day} ({session.open:%H:%M}-{session.close:%H:%M} KST), {len(codes)} codes, "
         f"venues {', '.join(venue.value for venue in venues)}"
     )
+    minute_ticks = sorted(MINUTE_TICKS + (NEXTRADE_TICKS if nextrade else []))
+    say(_paragraph(
+        f"The minute DAG runs at {len(minute_ticks)} minutes only ({', '.join(minute_ticks)} KST), not every minute:"
+        " gaps made on purpose, as after a late start or an outage. Each run fetches each code's last 30 closed bars,"
+        " so the minutes between two runs beyond that reach stay missing and are alerted; the backfill after the"
+        " close fetches the whole day again and verifies it."
+    ))
     started = time.monotonic()
     with run_simulator(now=session.open) as sim:
         os.environ["AIRFLOW_CONN_KIS_DEFAULT"] = airflow_env.kis_connection(
@@ -98,7 +116,6 @@ def main() -> None:
             return dagbag.get_dag(dag_id).test(logical_date=tick)
 
         at = lambda hhmm: datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time(), tzinfo=KST)
-        minute_ticks = sorted(MINUTE_TICKS + (NEXTRADE_TICKS if nextrade else []))
         runs = [("kis_minute_bars", hhmm) for hhmm in minute_ticks] + list(BACKFILLS.items())
         for dag_id, hhmm in sorted(runs, key=lambda run: run[1]):
             began = time.monotonic()
@@ -108,8 +125,16 @@ def main() -> None:
                 f"  bars stored so far: {_count_bars(env, day):>6}"
             )
         counters = sim.counters()
+        without_trades = {
+            (venue.value, code): {
+                datetime.fromisoformat(absence["minute"]).replace(tzinfo=None): absence["reason"]
+                for absence in sim.absences(code, day, venue.value)
+            }
+            for venue in venues
+            for code in codes
+        }
 
-    _print_outcome(say, env, day, counters, len(codes), len(minute_ticks))
+    _print_outcome(say, env, day, counters, len(codes), len(minute_ticks), without_trades)
     say(f"\nDone in {time.monotonic() - started:.0f} s. Airflow's log: {log_file}")
 
 
@@ -136,16 +161,45 @@ def _count_bars(env: dict[str, str], day: date) -> int:
     return _query(env, "SELECT count(*) FROM stock_prices_minute WHERE datetime::date = %s", day)[0][0]
 
 
-def _print_outcome(say, env: dict[str, str], day: date, counters: dict, codes: int, minute_runs: int) -> None:
+def _print_outcome(
+    say, env: dict[str, str], day: date, counters: dict, codes: int, minute_runs: int,
+    without_trades: dict[tuple[str, str], dict[datetime, str]],
+) -> None:
     import psycopg
     from kis import storage
     from kis.verification import format_report
     from psycopg.rows import class_row
 
     alerts = _query(
-        env, "SELECT kind, count(*) FROM collection_alerts WHERE trading_date = %s GROUP BY 1 ORDER BY 1", day
+        env,
+        "SELECT kind, count(*), count(resolved_at), count(DISTINCT stock_code),"
+        " array_agg(DISTINCT stock_code ORDER BY stock_code) FILTER (WHERE resolved_at IS NULL)"
+        " FROM collection_alerts WHERE trading_date = %s GROUP BY 1 ORDER BY 1",
+        day,
     )
-    say("\nAlerts raised:", ", ".join(f"{n} {kind}" for kind, n in alerts) or "none")
+    say("\nAlerts raised:", ", ".join(f"{n} {kind}" for kind, n, *_ in alerts) or "none")
+    for kind, raised, resolved, alerted_codes, open_codes in alerts:
+        settled = (
+            f"{resolved} since resolved by the backfill's verification (it found the code's day complete)"
+            + (f", {raised - resolved} open ({', '.join(filter(None, open_codes)) or 'the day'}: a verification settles"
+               " only a day it finds complete; see their status below)"
+               if raised > resolved else "")
+            if kind in ("gap", "incomplete_day") else "information"
+        )
+        say(_paragraph(f"{kind}: {ALERT_KINDS.get(kind, 'see docs/operations.md')}; {alerted_codes} codes; {settled}", "  "))
+    (alerted_minutes, still_missing), = _query(
+        env,
+        "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM stock_prices_minute s"
+        "  WHERE s.stock_code = a.stock_code AND s.venue = coalesce(a.venue, 'krx') AND s.datetime = m))"
+        " FROM collection_alerts a CROSS JOIN unnest(a.minutes) AS m WHERE a.kind = 'gap' AND a.trading_date = %s",
+        day,
+    )
+    if alerted_minutes:
+        say(_paragraph(
+            f"The gap alerts named {alerted_minutes:,} code-minutes; {alerted_minutes - still_missing:,} of them are"
+            f" stored now, fetched by the backfill{f', {still_missing} still missing (below)' if still_missing else ''}.",
+            "  ",
+        ))
     with psycopg.connect(env["AIRFLOW_CONN_KIS_MARKET_DB"]) as conn, conn.cursor(
         row_factory=class_row(storage.DayVerification)
     ) as cur:
@@ -153,7 +207,9 @@ def _print_outcome(say, env: dict[str, str], day: date, counters: dict, codes: i
             "SELECT * FROM minute_verification WHERE trading_date = %s ORDER BY venue, stock_code", (day,)
         ).fetchall()
     for venue in sorted({row.venue for row in report}):
-        say(f"\nVerification of {day} on {venue}:\n{format_report([row for row in report if row.venue == venue])}")
+        rows = [row for row in report if row.venue == venue]
+        say(f"\nVerification of {day} on {venue}, after the backfill (present/expected bars of the grid):\n{format_report(rows)}")
+        _say_what_is_missing(say, venue, rows, without_trades)
     requests = counters["requests_by_endpoint"]
     data_requests = sum(n for endpoint, n in requests.items() if "inquire" in endpoint)
     say(
@@ -162,6 +218,34 @@ def _print_outcome(say, env: dict[str, str], day: date, counters: dict, codes: i
         f"{counters['tokens_issued']} token(s) issued; peak {counters['peak_per_second']}/s, "
         f"{counters['egw00201']} EGW00201 answers"
     )
+
+
+def _say_what_is_missing(say, venue: str, report, without_trades: dict[tuple[str, str], dict[datetime, str]]) -> None:
+    """The minutes still without a bar, against the simulated market's own record: those it had no
+    trade in have no bar anywhere, the others were lost."""
+    missing = [(row.stock_code, minute) for row in report for minute in row.missing_minutes]
+    if not missing:
+        say("Nothing is missing: every minute of every code's grid is stored.")
+        return
+    reasons = Counter(
+        without_trades[(venue, code)][minute].replace("_", " ")
+        for code, minute in missing
+        if minute in without_trades[(venue, code)]
+    )
+    lost = len(missing) - sum(reasons.values())
+    say(_paragraph(
+        f"Still missing: {len(missing)} minutes of {len(codes := {code for code, _ in missing})}"
+        f" code{'s' if len(codes) > 1 else ''}. The simulated market had "
+        f"no trade in {sum(reasons.values())} of them ({', '.join(f'{reason}: {n}' for reason, n in reasons.items())}):"
+        " no bar exists for those."
+        + (f" {lost} had trades: lost, see the report." if lost else " Nothing was lost.")
+        + " Where KIS's day volume includes off-session trades, the verification cannot prove a minute had no trade"
+        " and says unverifiable; where the volumes add up, it says complete_with_explained_absences."
+    ))
+
+
+def _paragraph(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import debian
+
 REPO = Path(__file__).resolve().parent.parent
 SUPERUSER = "kis"
 DEFAULT_PORT = 54329
@@ -79,12 +81,7 @@ def cluster() -> Cluster:
 def _bin_dir() -> Path:
     """The newest installed PostgreSQL server's bin directory; installs Debian's when root."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_major_version)
-    if not candidates and _is_root():
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "postgresql"], check=True, env=env, stdout=subprocess.DEVNULL
-        )
+    if not candidates and debian.install("postgresql", "the private database cluster"):
         candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_major_version)
     if not candidates:
         sys.exit("PostgreSQL server not found: install Debian's package (sudo apt-get install postgresql).")

@@ -19,16 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devtools import airflow_env, localpg
+from devtools import airflow_env, debian, localpg
 
 
 def _server() -> str:
     server = shutil.which("redis-server")
-    if not server and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+    if not server and debian.install("redis-server", "the Celery broker"):
         server = shutil.which("redis-server")
     if not server:
         sys.exit("redis-server not found: install Debian's package (sudo apt-get install redis-server).")

@@ -27,13 +27,12 @@ import glob
 import math
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from devtools import airflow_env, localpg
+from devtools import airflow_env, debian, localpg
 
 # The kis package lives in plugins/, which Airflow (not this process) puts on sys.path.
 if str(airflow_env.REPO / "plugins") not in sys.path:
@@ -112,10 +111,7 @@ def enter(replay: Replay) -> Path:
 def _library() -> str:
     """libfaketime's path; installs Debian's package when root."""
     found = glob.glob(FAKETIME_LIBRARY)
-    if not found and os.geteuid() == 0:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "libfaketime"], check=True, env=env, stdout=subprocess.DEVNULL)
+    if not found and debian.install("libfaketime", "the replay's clock"):
         found = glob.glob(FAKETIME_LIBRARY)
     if not found:
         sys.exit("libfaketime not found: install Debian's package (sudo apt-get install libfaketime).")

@@ -6,7 +6,8 @@ per-process ``hash()``), so any day of any code can be generated alone, in any o
 process, and always comes out the same. Sessions are the simulator's own (:mod:`simulator.sessions`).
 
 What a day contains:
-- prices on the KRX tick grid, from a start price per code between 1,000 and 900,000 KRW;
+- prices on the KRX tick grid, around a level per code: the watch-list's codes near their real price
+  levels (``PRICE_LEVELS``), any other code between 1,000 and 900,000 KRW;
 - U-shaped volumes over the day, a bigger opening bar and a single-price closing-auction bar;
 - for illiquid codes a few flat zero-volume minutes (bars of the today endpoint, none of the daily);
 - in about one code-day in ten a volatility interruption (VI): two minutes without a bar, then a
@@ -56,9 +57,29 @@ DEFAULT_WATCHLIST = Path(__file__).parents[1] / "include" / "watchlist.csv"
 # KRX short codes are no longer all digits (0126Z0); an ETN's is Q and six digits (Q500001).
 CODE_PATTERN = re.compile(r"^(?:[0-9A-Z]{6}|Q[0-9]{6})$")
 # Upper bounds (exclusive) of the KRX price bands and their tick sizes; above the last band: 1,000.
+# KRX's tick sizes since 2023-01-25, one table for KOSPI and KOSDAQ (KRX's tick-size reform, as
+# reported at the time; the 2,000-5,000 band's 5 won and the 1,000 won above 500,000 are its own).
 TICK_BANDS = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
 TOP_TICK = 1_000
 MIN_START_PRICE, MAX_START_PRICE = 1_000, 900_000
+# The default watch-list's approximate price levels (KRW), so that the demo and the dashboard show
+# Samsung Electronics near 100,000 won, not at some random 1,077. Source: the levels their KRX
+# closing prices were at in November 2025, as publicly quoted, rounded to two significant figures;
+# unconfirmed (no market data is reachable from the machine this was written on), and only a
+# plausible magnitude is needed: each seed's market starts within LEVEL_SPREAD of the level.
+PRICE_LEVELS = {
+    "005930": 100_000, "000660": 580_000, "005380": 260_000, "000270": 115_000, "373220": 400_000,
+    "402340": 300_000, "207940": 1_100_000, "034020": 75_000, "012450": 900_000, "329180": 550_000,
+    "028260": 230_000, "105560": 115_000, "068270": 170_000, "032830": 150_000, "012330": 300_000,
+    "042660": 110_000, "009150": 220_000, "035720": 60_000, "035420": 250_000, "055550": 70_000,
+    "010130": 800_000, "006800": 20_000, "267260": 550_000, "015760": 40_000, "006400": 300_000,
+    "086790": 90_000, "005490": 320_000, "009540": 400_000, "042700": 110_000, "051910": 350_000,
+    "034730": 250_000, "316140": 25_000, "298040": 2_000_000, "010140": 25_000, "000810": 480_000,
+    "066570": 85_000, "010120": 400_000, "267250": 180_000, "138040": 110_000, "003670": 180_000,
+    "086280": 170_000, "096770": 110_000, "272210": 55_000, "000150": 800_000, "024110": 20_000,
+    "011200": 22_000, "033780": 140_000, "064350": 200_000, "079550": 450_000, "047810": 100_000,
+}  # fmt: skip
+LEVEL_SPREAD = 0.1  # a seed's start price lies within about ±10 % of the level
 VI_PROBABILITY = 0.1
 VI_BLANK_MINUTES = 2
 ILLIQUID_SHARE = 0.2
@@ -118,6 +139,16 @@ def to_tick(price: float) -> int:
     """The nearest price on the tick grid; rounding across a band edge lands on the edge, which is valid."""
     tick = tick_size(price)
     return max(tick, int(round(price / tick)) * tick)
+
+
+def start_price(code: str, draw: float) -> int:
+    """A code's start price on the tick grid from ``draw`` (uniform in [0, 1), the seed's): near its
+    level in ``PRICE_LEVELS``, or log-uniform between ``MIN_START_PRICE`` and ``MAX_START_PRICE``
+    for a code without one."""
+    level = PRICE_LEVELS.get(code)
+    if level is not None:
+        return to_tick(level * math.exp((2 * draw - 1) * LEVEL_SPREAD))
+    return to_tick(math.exp(math.log(MIN_START_PRICE) + draw * (math.log(MAX_START_PRICE) - math.log(MIN_START_PRICE))))
 
 
 def stable_seed(*parts: object) -> int:
@@ -449,7 +480,7 @@ class Market:
 
     def _profile(self, code: str) -> _Profile:
         rng = random.Random(stable_seed(self.seed, code))
-        start = to_tick(math.exp(rng.uniform(math.log(MIN_START_PRICE), math.log(MAX_START_PRICE))))
+        start = start_price(code, rng.random())
         illiquid = rng.random() < ILLIQUID_SHARE
         # Turnover (won a minute) sets the share volume, so a 900,000 won stock trades few shares.
         turnover = math.exp(rng.uniform(math.log(5e6), math.log(5e7)) if illiquid else rng.uniform(math.log(1e8), math.log(3e9)))

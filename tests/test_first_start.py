@@ -2,7 +2,9 @@
 
 It replays a past session (``--replay``, as ``make airflow REPLAY=...``), so that minute runs fetch
 whatever the hour: the UI answers, minute runs store bars within two minutes of it, and in those
-two minutes no task fails and no alert is raised. Also run alone as ``make check-first-start``.
+two minutes no task fails and no alert is raised. A trigger dated by the browser's clock, days
+ahead of the replayed one (the trigger form's default), is refused with the reason. Also run alone
+as ``make check-first-start``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -79,6 +82,13 @@ def test_a_fresh_start_fetches_bars_and_fails_and_alerts_nothing(fresh_make_airf
     token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
     market = localpg.Cluster(state / "replay" / "pg", pg_port).dsn("kis_market_local")
+    backfill = f"{base}/api/v2/dags/kis_minute_backfill"
+    parsed = time.monotonic() + 60
+    while httpx.get(backfill, headers=headers).status_code != 200 and time.monotonic() < parsed:
+        time.sleep(1)
+    browsers_clock = {"logical_date": datetime.now(UTC).isoformat(), "conf": {}}
+    refused = httpx.post(f"{backfill}/dagRuns", headers=headers, json=browsers_clock)
+    assert refused.status_code == 400 and "ahead of this Airflow's clock" in refused.json()["detail"], refused.text
 
     watched_until = time.monotonic() + WATCH_SECONDS
     while time.monotonic() < watched_until:

@@ -1,14 +1,17 @@
-"""`make airflow REPLAY=...`: which moment a replay starts at, and what a process under it reads.
+"""`make airflow REPLAY=...`: which moment a replay starts at, what a process under it reads, and
+what `make airflow` hands on to ``devtools.local_airflow``.
 
 The whole replayed stack is exercised by tests/test_first_start.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from kis.bar import KST
@@ -50,3 +53,18 @@ def test_a_process_under_the_replay_reads_the_replayed_clock_and_can_sleep() -> 
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert datetime.fromisoformat(child.stdout.strip()).strftime("%Y-%m-%d %H:%M") == "2026-11-27 10:30"
+
+
+def test_make_airflow_hands_its_ports_and_options_to_the_module() -> None:
+    """``make airflow API_PORT=... SIMULATOR_PORT=...`` (README), and any other option through AIRFLOW_ARGS."""
+    make_vars = ("REPLAY", "API_PORT", "SIMULATOR_PORT", "AIRFLOW_ARGS", "MAKEFLAGS")
+    dry_run = subprocess.run(
+        ["make", "--dry-run", "airflow", "REPLAY=2026-11-27", "API_PORT=18480", "SIMULATOR_PORT=19444",
+         "AIRFLOW_ARGS=--replay-pg-port 54399"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True,
+        env={key: value for key, value in os.environ.items() if key not in make_vars},
+    )  # fmt: skip
+    command = dry_run.stdout.strip().splitlines()[-1]
+    assert command.split("-m devtools.local_airflow", 1)[1].split() == [
+        "--replay", "2026-11-27", "--api-port", "18480", "--simulator-port", "19444", "--replay-pg-port", "54399"
+    ]  # fmt: skip

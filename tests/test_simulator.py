@@ -20,7 +20,8 @@ import pytest
 from devtools.net import free_port
 from kis.bar import KST, Bar
 from kis.calendar import default_calendar
-from simulator.market import Market, is_on_tick_grid
+from kis.watchlist import load_watchlist
+from simulator.market import PRICE_LEVELS, Market, is_on_tick_grid
 from simulator.testing import SimulatorHandle, run_simulator
 
 REPO = Path(__file__).parents[1]
@@ -801,6 +802,19 @@ def test_market_is_deterministic_and_on_the_tick_grid() -> None:
     assert zero_volume_days > 0
     assert min(prices) < 5_000 and max(prices) > 200_000
     assert all(1_000 <= Market(0).day_bars(code, days[0])[0].open <= 1_100_000 for code in codes)
+
+
+def test_the_watch_lists_codes_trade_near_their_price_levels() -> None:
+    """Samsung Electronics near 100,000 won, not at a random 1,077: every code of the default
+    watch-list has a level, its prices stay near it, on the tick grid of their band."""
+    days = [s.day for s in default_calendar().sessions_between(date(2026, 11, 16), date(2026, 11, 27))]
+    assert set(PRICE_LEVELS) == set(load_watchlist().codes)
+    for seed in (0, 1):
+        market = Market(seed)
+        for code, level in PRICE_LEVELS.items():
+            prices = [p for day in days for bar in market.day_bars(code, day) for p in (bar.open, bar.high, bar.low, bar.close)]
+            assert 0.7 * level <= min(prices) and max(prices) <= 1.4 * level, (seed, code, level, min(prices), max(prices))
+            assert all(is_on_tick_grid(price) for price in prices), code
 
 
 def test_closing_bar_is_the_biggest_of_the_day() -> None:

@@ -14,7 +14,7 @@ import pytest
 from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, default_calendar
-from kis.timetable import DEFAULT_CRON, KrxSessionTimetable
+from kis.timetable import DEFAULT_CRON, MANUAL_RUN_LEAD, KisCronTimetable, KrxSessionTimetable
 from kis.venues import Venue
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -167,9 +167,6 @@ def test_the_plugin_registers_the_timetable_for_the_scheduler(monkeypatch: pytes
 
 
 # --- the DAG ------------------------------------------------------------------------------------
-# FAILS until dags/kis_minute_bars.py is wired with
-#     schedule=KrxSessionTimetable("* 9-15 * * 1-5", timezone="Asia/Seoul"),
-# (import: from kis.timetable import KrxSessionTimetable).
 
 
 def test_minute_dag_is_scheduled_by_the_session_timetable(dagbag) -> None:
@@ -257,3 +254,52 @@ def test_the_extra_minutes_of_a_session_are_those_croniter_never_ticks_at(cron: 
             ticked.add(tick)
         minutes = [first + timedelta(minutes=i) for i in range(int((last - first).total_seconds() // 60) + 1)]
         assert timetable.extra_minutes(session) == [m for m in minutes if m not in ticked], (cron, session)
+
+
+# --- manual runs: never dated ahead of the clock --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "timetable", [KrxSessionTimetable(), KisCronTimetable("0 16 * * 1-5", timezone="Asia/Seoul")], ids=["minute", "daily"]
+)
+def test_a_manual_run_dated_ahead_of_the_clock_is_refused_with_the_way_out(timetable) -> None:
+    """The trigger form fills in the browser's time: in a replay, days ahead of the stack's clock,
+    and Airflow would start none of the run's tasks before then while the run holds the DAG."""
+    now = pendulum.now("UTC")
+    browser = now.add(days=3, hours=4, minutes=40, seconds=30)
+    with pytest.raises(ValueError) as refused:
+        timetable.infer_manual_data_interval(run_after=browser)
+    message = str(refused.value)
+    assert f"The logical date {browser.in_timezone('Asia/Seoul'):%Y-%m-%d %H:%M} KST is 3 days 4 h 40 min ahead" in message
+    assert f"of this Airflow's clock ({now.in_timezone('Asia/Seoul'):%Y-%m-%d %H}:" in message
+    assert "Clear the logical date" in message
+    # A browser a little fast, or a date in the past, is a run as before.
+    for logical_date in (now.add(seconds=MANUAL_RUN_LEAD.total_seconds() - 60), now.subtract(days=2)):
+        assert timetable.infer_manual_data_interval(run_after=logical_date).end == logical_date
+
+
+@pytest.mark.parametrize("dag_id", ["kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance"])
+def test_the_api_server_refuses_a_trigger_dated_ahead_and_takes_one_without_a_date(dagbag, dag_id: str) -> None:
+    """What ``POST /api/v2/dags/{dag_id}/dagRuns`` (the trigger form) does with the body, on the DAG
+    as the API server has it: a ValueError here is its 400 with the message."""
+    from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))
+    assert isinstance(served.timetable, (KrxSessionTimetable, KisCronTimetable))
+    ahead = TriggerDAGRunPostBody(logical_date=pendulum.now("UTC").add(days=3), conf={})
+    with pytest.raises(ValueError, match="ahead of this Airflow's clock"):
+        ahead.validate_context(served)
+    cleared = TriggerDAGRunPostBody(logical_date=None, conf={}).validate_context(served)
+    assert cleared["logical_date"] is None and cleared["data_interval"] is None
+
+
+def test_the_plugin_registers_the_daily_timetable() -> None:
+    from airflow import plugins_manager
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+
+    assert plugins_manager.get_timetables_plugins()["kis.timetable.KisCronTimetable"] is KisCronTimetable
+    timetable = KisCronTimetable("0 16 * * 1-5", timezone="Asia/Seoul")
+    decoded = decode_timetable(encode_timetable(timetable))
+    assert type(decoded) is KisCronTimetable and decoded.summary == "0 16 * * 1-5"

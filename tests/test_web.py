@@ -6,6 +6,8 @@ One market database is loaded once per module with three dates:
 - ``GAP_DAY``: one code complete, one with a gap its volumes do not explain, one whose two missing
   minutes are explained (a VI: the minute volumes add up to the reported day volume), one without
   any bar;
+- ``MIDDAY_START``: collection began with a minute run at 14:30 (its 30 bars reach back to
+  14:00); one code has every bar since, the others none; not verified yet;
 - ``HOLIDAY``: no session, nothing expected.
 
 ``GAP_DAY`` also has Nextrade (nxt) bars, stored and verified apart: one code complete with a bar
@@ -32,7 +34,7 @@ from devtools.local_airflow import running_airflow
 from devtools.net import free_port
 from kis import schema, storage
 from kis.bar import KST, Bar
-from kis.calendar import default_calendar
+from kis.calendar import RUN_REACH, default_calendar
 from kis.venues import Venue
 
 from browser import Secret, browser_fixture, log_in  # noqa: F401 - the browser fixture
@@ -41,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "test-output"
 COMPLETE_DAY = date(2026, 11, 24)
 GAP_DAY = date(2026, 11, 25)
+MIDDAY_START = datetime(2026, 11, 26, 14, 30, tzinfo=KST)  # the day's first minute run
+FIRST_FETCHED = 300  # 14:00, the grid index of the first minute that run fetched
 HOLIDAY = date(2026, 10, 9)  # Hangul Day
 CODES = ["005930", "000660", "035420", "068270"]
 COMPLETE, GAPPY, EXPLAINED, EMPTY = CODES
@@ -89,6 +93,10 @@ def _load_market(dsn: str) -> None:
         assert len(nxt_grid) == NXT_BARS_PER_DAY
         nxt_bars = {COMPLETE: _bars(COMPLETE, nxt_grid + [NXT_OFF_GRID]), GAPPY: _bars(GAPPY, nxt_grid[:-1])}
         storage.upsert_bars(conn, [bar for bars in nxt_bars.values() for bar in bars], venue=Venue.NEXTRADE)
+        midday_grid = _grid(MIDDAY_START.date())
+        assert midday_grid[FIRST_FETCHED] == MIDDAY_START - RUN_REACH
+        storage.upsert_bars(conn, _bars(COMPLETE, midday_grid[FIRST_FETCHED:]))
+        storage.record_minute_run(conn, MIDDAY_START.date(), MIDDAY_START)
         nxt_volumes = {code: sum(bar.volume for bar in bars) for code, bars in nxt_bars.items()}
         storage.verify_day(
             conn, GAP_DAY, nxt_grid, CODES, nxt_volumes, run_id="test", venue=Venue.NEXTRADE, closing=None
@@ -347,6 +355,25 @@ def test_minutes_not_due_yet_are_not_missing(market_db):
     assert rows == [{"stock_code": EMPTY, "verification": "no_data", "cells": "m" * NXT_BARS_PER_DAY}]
 
 
+def test_minutes_before_collection_began_are_the_backfills_not_missing(market_db):
+    """A start at 14:30: what its first run could not reach is left to the backfill, as the live gap
+    check leaves it, until the day's verification; a day without any minute run is all before."""
+    from kis.web import status
+
+    day, after = MIDDAY_START.date(), BARS_PER_DAY - FIRST_FETCHED
+    with psycopg.connect(market_db) as conn:
+        cells = {row["stock_code"]: row["cells"] for row in status.heatmap(conn, day, CODES, default_calendar(), AFTER_CLOSE)["rows"]}
+        assert cells == {code: "b" * FIRST_FETCHED + ("c" if code == COMPLETE else "m") * after for code in CODES}
+        evening = AFTER_CLOSE + timedelta(hours=5)  # after Nextrade's 20:00 close
+        nxt = status.heatmap(conn, day, [COMPLETE], default_calendar(), evening, venue=Venue.NEXTRADE)["rows"]
+        assert nxt == [{"stock_code": COMPLETE, "verification": None, "cells": "b" * NXT_BARS_PER_DAY}]
+        # Verified, what is still missing is missing (a gap here: the volumes do not explain it).
+        storage.verify_day(conn, day, _grid(day), CODES, run_id="test")
+        verified = status.heatmap(conn, day, [COMPLETE], default_calendar(), AFTER_CLOSE)["rows"]
+        conn.rollback()
+    assert verified[0]["cells"] == "m" * FIRST_FETCHED + "c" * after
+
+
 def test_holiday_expects_nothing(app_client, admin_jwt):
     status = _get(app_client, f"/api/minute-status?date={HOLIDAY}", admin_jwt)
     assert (
@@ -443,7 +470,7 @@ def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
             f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
         )
         assert login.status_code == 201, login.status_code
-        yield {"base": base, "token": Secret(login.json()["access_token"])}
+        yield {"base": base, "token": Secret(login.json()["access_token"]), "env": env}
 
 
 def test_api_server_protects_and_serves_the_plugin(api_server):
@@ -516,11 +543,12 @@ def test_dashboard_in_a_browser(api_server, browser):
         f"No runs of kis_minute_bars on {GAP_DAY}."
     )
     asked = browser.evaluate(
-        "performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/dagRuns'))"
+        "performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('dag_id_pattern=kis_minute_bars'))"
     )
     assert asked and {
         (httpx.URL(url).params["run_after_gte"], httpx.URL(url).params["run_after_lt"]) for url in asked
     } == {(f"{GAP_DAY}T00:00:00+09:00", f"{GAP_DAY + timedelta(days=1)}T00:00:00+09:00")}
+    assert browser.evaluate("document.getElementById('ahead').hidden") is True  # no run dated ahead of the clock
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
     # Each code's row links to its bars of the day as CSV, which the logged-in browser downloads.
     links = browser.evaluate(
@@ -547,6 +575,104 @@ def test_dashboard_in_a_browser(api_server, browser):
     assert browser.evaluate(_pixel_js(GAPPY, NXT_BARS_PER_DAY - 1)) == [116, 192, 252]
     browser.screenshot(OUTPUT_DIR / "dashboard-nxt.png")
     assert browser.errors == []
+
+
+def test_the_date_is_shown_and_typed_as_iso_whatever_the_browsers_locale(api_server, browser):
+    """A date input shows the locale's order (11/25/2026 in en-US) beside KST times: the field is
+    text, YYYY-MM-DD, with the browser's calendar behind a button."""
+    base = api_server["base"]
+    log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+    browser.wait_for("document.body && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("document.getElementById('date').type") == "text"
+    assert browser.evaluate("document.getElementById('date').value") == str(GAP_DAY)
+    assert browser.evaluate("getComputedStyle(document.getElementById('calendar')).opacity") == "0"
+
+    def choose(text: str) -> None:
+        browser.type_into("document.getElementById('date')", text)
+        browser.evaluate("document.getElementById('date').dispatchEvent(new Event('change'))")
+
+    choose(str(COMPLETE_DAY))
+    browser.wait_for(f"heatmapData.date === '{COMPLETE_DAY}' && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("new URL(location.href).searchParams.get('date')") == str(COMPLETE_DAY)
+    choose("11/25/2026")  # refused at the field, nothing loaded
+    assert browser.evaluate("document.getElementById('date').validity.patternMismatch") is True
+    assert browser.evaluate("[heatmapData.date, new URL(location.href).searchParams.get('date')]") == [str(COMPLETE_DAY)] * 2
+    # The calendar button opens the browser's picker; a day picked there is shown and loaded as ISO.
+    browser.click("document.getElementById('pick')")
+    browser.evaluate(
+        f"(() => {{ const c = document.getElementById('calendar'); c.value = '{GAP_DAY}';"
+        " c.dispatchEvent(new Event('change')); })()"
+    )
+    browser.wait_for(f"heatmapData.date === '{GAP_DAY}' && document.body.dataset.state === 'ready'")
+    assert browser.evaluate("document.getElementById('date').value") == str(GAP_DAY)
+    assert browser.errors == []
+
+
+def test_a_mid_day_start_in_a_browser(api_server, browser):
+    """The minutes before the day's first minute run could reach are the backfill's, in a colour and
+    legend of their own, and counted apart from those due."""
+    base, day = api_server["base"], MIDDAY_START.date()
+    log_in(browser, base, api_server["token"])
+    browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={day}")
+    assert browser.wait_for(
+        "document.body && ['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
+    ) == "ready", browser.evaluate("document.getElementById('error').textContent")
+    before, red, green = [177, 151, 252], [224, 49, 49], [47, 158, 68]
+    assert browser.evaluate(_pixel_js(COMPLETE, 0)) == before
+    assert browser.evaluate(_pixel_js(EMPTY, FIRST_FETCHED - 1)) == before
+    assert browser.evaluate(_pixel_js(EMPTY, FIRST_FETCHED)) == red  # within the first run's reach
+    assert browser.evaluate(_pixel_js(COMPLETE, FIRST_FETCHED)) == green
+    legend = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#legend span')].map(s => [s.dataset.state, s.textContent]))"
+    )
+    assert legend == {
+        "c": "collected", "a": "expected absence", "m": "missing", "b": "before collection began", "f": "not yet"
+    }
+    swatch = browser.evaluate("getComputedStyle(document.querySelector('#legend [data-state=b] i')).backgroundColor")
+    assert swatch == f"rgb({before[0]}, {before[1]}, {before[2]})"
+    due, missing = len(CODES) * (BARS_PER_DAY - FIRST_FETCHED), (len(CODES) - 1) * (BARS_PER_DAY - FIRST_FETCHED)
+    assert browser.evaluate("document.getElementById('due').textContent") == f"{_truncated(100 * (due - missing) / due):g} %"
+    assert browser.evaluate("document.getElementById('due-detail').textContent") == (
+        f"{missing} missing of {due} due cells; {len(CODES) * FIRST_FETCHED:,} before collection began, the backfill's"
+    )
+    browser.screenshot(OUTPUT_DIR / "dashboard-mid-day-start.png")
+    assert browser.errors == []
+
+
+def test_a_run_dated_ahead_of_the_clock_is_explained_on_the_dashboard(api_server, browser):
+    """A run Airflow will start no task of for days, holding its DAG: the trigger refuses one dated
+    by the browser's clock (kis.timetable), but a data interval given by hand (the form's "Specify
+    Manually") or a clock set back still makes one; the dashboard names it and the way out."""
+    base, token = api_server["base"], api_server["token"]
+    # The DAGs in the api-server's metadata database, as the dag-processor writes them.
+    subprocess.run(
+        [str(airflow_env.VENV_BIN / "airflow"), "dags", "reserialize"],
+        env={**os.environ, **api_server["env"]}, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    api = httpx.Client(base_url=f"{base}/api/v2/dags/kis_minute_backfill", headers={"Authorization": f"Bearer {token}"})
+    ahead = datetime.now(KST).replace(microsecond=0) + timedelta(days=3, minutes=10, seconds=30)
+    created = api.post("/dagRuns", json={
+        "logical_date": ahead.isoformat(), "data_interval_start": (ahead - timedelta(days=1)).isoformat(),
+        "data_interval_end": ahead.isoformat(), "conf": {},
+    })  # fmt: skip
+    assert created.status_code == 200, created.text
+    run_id = created.json()["dag_run_id"]
+    try:
+        log_in(browser, base, token)
+        browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
+        browser.wait_for("document.body && document.body.dataset.state === 'ready'")
+        assert browser.evaluate("document.getElementById('ahead').hidden") is False
+        assert browser.evaluate("document.getElementById('ahead').innerText") == (
+            f"kis_minute_backfill {run_id}: its logical date, {ahead:%Y-%m-%d %H:%M:%S} KST, is 3 days 10 min ahead"
+            " of the server's clock. Airflow starts none of its tasks before then, and it holds the DAG's one active"
+            " run: the DAG's other runs wait behind it. Mark it failed (or delete it) and trigger again with the"
+            " logical date cleared."
+        )
+        assert browser.errors == []
+    finally:
+        api.delete(f"/dagRuns/{run_id}")
+        api.close()
 
 
 def _pixel_js(code: str, minute_index: int) -> str:

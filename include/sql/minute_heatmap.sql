@@ -6,6 +6,11 @@
 --                        (closing bar present if any and the minute volumes add up to the reported day
 --                        volume: a VI, a halt, a minute without trades)
 --   m  missing           no bar although the minute is due
+--   b  before collection no bar, the minute lies before what the day's first minute run could fetch
+--                        (its minute minus its reach: minute_collection_start, migration 015), and
+--                        no verification of the day yet: never alerted live, left to the backfill
+--                        (a start in the middle of the session; the whole day when no minute run
+--                        of the day fetched)
 --   f  not yet           the minute is not due yet (today's future, or a run may still be busy)
 -- A continuous minute m is due from m + 2 minutes (its bar closes at m + 1 minute and the run of
 -- that tick gets its minute to store it, see LIVE_GAP_AFTER in kis.minute_run); the closing bar
@@ -20,6 +25,7 @@
 --                         day ends without one (nxt, unified)
 --   codes    text[]       the codes to show (a code without any bar shows too)
 --   now      timestamp    the current KST wall-clock time, naive
+--   reach    interval     how far back a minute run fetches (kis.calendar.RUN_REACH: 30 minutes)
 -- Returns one row per code, ordered by code: stock_code, verification (the status of the day's
 -- verification, NULL before one ran) and cells.
 WITH grid AS (
@@ -30,6 +36,12 @@ closing AS (
 ),
 codes AS (
     SELECT DISTINCT stock_code FROM unnest(%(codes)s::text[]) AS c (stock_code)
+),
+collection AS (
+    SELECT coalesce(
+        (SELECT first_run_at - %(reach)s::interval FROM minute_collection_start
+         WHERE trading_date = %(day)s::date AND venue = %(venue)s::text),
+        'infinity'::timestamp) AS reach
 ),
 -- The day's bars and its closing print as the day's verification reads them (migration 018).
 day_bars AS (
@@ -48,11 +60,13 @@ SELECT c.stock_code,
                WHEN g.minute = closing.minute AND g.minute + interval '6 minutes' > %(now)s::timestamp THEN 'f'
                WHEN g.minute + interval '2 minutes' > %(now)s::timestamp THEN 'f'
                WHEN v.status = 'complete_with_explained_absences' AND g.minute = ANY (v.missing_minutes) THEN 'a'
+               WHEN v.status IS NULL AND g.minute < collection.reach THEN 'b'
                ELSE 'm'
            END, '' ORDER BY g.position) FILTER (WHERE g.minute IS NOT NULL), '') AS cells
 FROM codes c
 LEFT JOIN grid g ON true
 CROSS JOIN closing
+CROSS JOIN collection
 LEFT JOIN day_bars b ON b.stock_code = c.stock_code AND b.datetime = g.minute
 LEFT JOIN closing_bars cb ON cb.stock_code = c.stock_code
 LEFT JOIN minute_verification v

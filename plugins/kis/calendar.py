@@ -61,6 +61,10 @@ ONE_MINUTE = timedelta(minutes=1)
 CLOSING_AUCTION = timedelta(minutes=10)
 # The closing print has been seen as late as 15:32: collection keeps going a little after the close.
 CLOSING_PRINT_GRACE = timedelta(minutes=5)
+# How far back a minute run reaches: the 30 closed bars of one page of the today endpoint
+# (kis.endpoints.TODAY_MINUTES_PAGE_ROWS). A run re-reads them all, so a minute one run missed is
+# healed by the next; collection of a day began this long before its first minute run.
+RUN_REACH = 30 * ONE_MINUTE
 
 REGULAR_OPEN = time(9, 0)
 REGULAR_CLOSE = time(15, 30)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kis import metrics
@@ -45,7 +45,17 @@ def upsert_bars_step(fetch_task_id: str):
         conn_id=MARKET_DB_CONN_ID,
         sql=["sql/ensure_minute_partitions.sql", "sql/upsert_minute_bars.sql"],
         parameters={"bars": "{{ " + pulled + " | tojson }}"},
+        # The log says what the upsert did in one line, the operator's "result: {counts}": the hook
+        # does not log each statement again with its parameter (every bar of the batch).
+        hook_params={"log_sql": False},
+        output_processor=upsert_counts,
         trigger_rule="all_done",
-        show_return_value_in_logs=True,
         on_success_callback=metrics.bars_stored,
     )
+
+
+def upsert_counts(results: Sequence[Any], descriptions: Sequence[Any]) -> dict[str, int]:
+    """The upsert step's value (its XCom and its log line): the one row of counts of
+    upsert_minute_bars.sql, the last statement, by column name (received, duplicates, inserted,
+    updated, unchanged)."""
+    return {column[0]: count for column, count in zip(descriptions[-1], results[-1][0])}

@@ -49,10 +49,8 @@ def bars_stored(context: Any) -> None:
     """The ``on_success_callback`` of the upsert: the bars it inserted or changed, and how long
     after the run's logical date (a minute run's minute) they were stored."""
     ti, dag_run = context["ti"], context["dag_run"]
-    # The rows of each statement; the upsert's (the last) is one row of counts, upsert_minute_bars.sql.
-    results = ti.xcom_pull(task_ids=ti.task_id)
-    (_received, _duplicates, inserted, updated, _unchanged), = results[-1]
-    stats.incr(f"kis.bars_stored.{dag_run.dag_id}", inserted + updated)
+    counts = ti.xcom_pull(task_ids=ti.task_id)  # by name: kis.dag_parts.upsert_counts
+    stats.incr(f"kis.bars_stored.{dag_run.dag_id}", counts["inserted"] + counts["updated"])
     at = dag_run.logical_date or dag_run.run_after
     stats.timing(f"kis.stored_lag.{dag_run.dag_id}", datetime.now(UTC) - at)
 

@@ -8,10 +8,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from kis import batches as batching
-from kis import code_alerts, endpoints, storage, task_context
+from kis import code_alerts, storage, task_context
 from kis.alerts import Alert, send_alert
 from kis.bar import KST
-from kis.calendar import ONE_MINUTE, default_calendar
+from kis.calendar import ONE_MINUTE, RUN_REACH, default_calendar
 from kis.task_context import Run
 from kis.venues import Venue
 from kis.verification import minutes_text
@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 # A closed minute still missing this long after it closed is a live gap: every run re-reads the
 # last 30 minutes, so a minute one run missed is normally healed by the next.
 LIVE_GAP_AFTER = timedelta(minutes=2)
-# How far back a minute run reaches: the closed bars of one page of the today endpoint.
-RUN_REACH = endpoints.TODAY_MINUTES_PAGE_ROWS * ONE_MINUTE
 
 
 def plan_minute_run(run: Run) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The minute DAG's schedule: the user's cron plus every collection minute of the venues' calendar it misses.
+"""The DAGs' schedules: the minute DAG's, the user's cron plus every collection minute of the venues'
+calendar it misses; the daily DAGs' cron. Neither takes a manual run dated ahead of the clock.
 
 Registered with Airflow by ``plugins/kis_timetable_plugin.py``: the scheduler and the API server only
 rebuild a custom timetable from its serialized form when a plugin names its class.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pendulum
@@ -19,10 +20,11 @@ from kis.calendar import CLOSING_PRINT_GRACE, KST, KrxCalendar, Session, default
 from kis.venues import DEFAULT_VENUES, Venue
 
 if TYPE_CHECKING:
+    from airflow.timetables.base import DataInterval
     from pendulum import DateTime
     from pendulum.tz.timezone import FixedTimezone, Timezone
 
-__all__ = ["DEFAULT_CRON", "FIRST_RUN_AT_NEXT_TICK", "KrxSessionTimetable"]
+__all__ = ["DEFAULT_CRON", "FIRST_RUN_AT_NEXT_TICK", "KisCronTimetable", "KrxSessionTimetable", "MANUAL_RUN_LEAD"]
 
 DEFAULT_CRON = "* 9-15 * * 1-5"
 # ``run_immediately`` of our DAGs: a DAG's first run is its next tick, never a tick missed before it
@@ -37,9 +39,45 @@ ONE_MINUTE = timedelta(minutes=1)
 _SEARCH_DAYS = 31
 # A regular Wednesday after Nextrade's launch: the description's example of a venue's regular day.
 _REGULAR_DAY = date(2025, 11, 26)
+# How far ahead of this Airflow's clock a manual run's logical date may be: the trigger form fills in
+# the browser's time, which may run a little fast.
+MANUAL_RUN_LEAD = timedelta(minutes=5)
 
 
-class KrxSessionTimetable(CronTriggerTimetable):
+class ManualRunsOnTheClock:
+    """A timetable mixin that refuses a manual run whose logical date is ahead of this Airflow's clock.
+
+    Airflow 3.3.2 starts no task of a run before its logical date (the scheduler logs "Logical date
+    is in future" on every loop, the task's Details say "Logical date ... is in the future", the
+    task log is empty), while the run counts against ``max_active_runs=1``: it sits "running" and
+    holds back the DAG's scheduled runs until then. The trigger form fills in the browser's time,
+    days ahead of a replayed session's clock (``make airflow REPLAY=...``). The API server asks the
+    timetable for the data interval of a manual run with a logical date and answers its
+    ``ValueError`` with 400 and the message, which the form shows: the trigger is refused with the
+    reason and the way out, where it is made. A run without a logical date starts at once.
+    """
+
+    def infer_manual_data_interval(self, *, run_after: DateTime) -> DataInterval:
+        now = datetime.now(UTC)
+        if run_after - now > MANUAL_RUN_LEAD:
+            raise ValueError(
+                f"The logical date {run_after.astimezone(KST):%Y-%m-%d %H:%M} KST is {_span(run_after - now)} ahead"
+                f" of this Airflow's clock ({now.astimezone(KST):%Y-%m-%d %H:%M} KST; a replayed session's clock,"
+                " make airflow REPLAY=..., is days behind the browser's, which the form fills in): Airflow would start"
+                " none of the run's tasks until then, and the run would hold the DAG's one active run, its scheduled"
+                " runs waiting behind it. Clear the logical date (the run then starts now, on this clock; a backfill"
+                " takes its day from the date field) or choose one that is not in the future."
+            )
+        return super().infer_manual_data_interval(run_after=run_after)  # type: ignore[misc]
+
+
+class KisCronTimetable(ManualRunsOnTheClock, CronTriggerTimetable):
+    """Airflow's ``CronTriggerTimetable`` (serialized as ours, and rebuilt as itself by its own
+    ``deserialize``), refusing manual runs dated ahead of the clock (:class:`ManualRunsOnTheClock`):
+    the schedule of the backfills and of ``kis_maintenance``."""
+
+
+class KrxSessionTimetable(ManualRunsOnTheClock, CronTriggerTimetable):
     """``CronTriggerTimetable`` of the user's cron, plus every collection minute of every session of
     the collected venues (KRX by default; Nextrade's and the unified view's day run 08:00-20:00).
 
@@ -256,6 +294,14 @@ class _CronFields:
 def _collection_window(session: Session) -> tuple[datetime, datetime]:
     """First and last collection tick of ``session``, as ``KrxCalendar.in_collection_window`` has them."""
     return session.open + ONE_MINUTE, session.close + CLOSING_PRINT_GRACE
+
+
+def _span(ahead: timedelta) -> str:
+    """``3 days 4 h 40 min``: how far ahead, to the minute."""
+    minutes = int(ahead.total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(part for part in (f"{days} days" if days else "", f"{hours} h" if hours else "", f"{minutes} min") if part)
 
 
 def _utc(moment: datetime) -> DateTime:

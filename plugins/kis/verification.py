@@ -8,6 +8,7 @@ formats them for logs and the demo, and builds the alert of a day that falls sho
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,6 +22,25 @@ from kis.venues import Venue
 SHORT = ("gap", "no_data")
 #: The statuses of a code whose day is settled: every grid minute stored or its absence explained.
 COMPLETE = ("complete", "complete_with_explained_absences")
+#: What each status means, as the report's legend says it (verify_day.sql decides them).
+STATUS_MEANINGS = {
+    "complete": "every minute of the grid is stored",
+    "complete_with_explained_absences": "minutes without a bar, and the stored bars' volumes add up to KIS's day "
+    "volume: those minutes had no trade (a VI, a halt, an illiquid code); the day is complete",
+    "unverifiable": "minutes without a bar, the closing bar stored (where the venue has one), and KIS's day volume is not the bars' sum, so a "
+    "minute without trades cannot be told from a lost one; reported, not alerted by the verification",
+    "gap": "the closing bar is missing: bars were lost (alerted)",
+    "no_data": "no bar at all (alerted; the day fails)",
+}
+#: What each value of the volume column means: KIS's day volume against the sum of the stored bars'.
+VOLUME_MEANINGS = {
+    "match": "KIS's day volume equals the stored bars' sum",
+    "exceeds": "KIS's day volume is larger: it also counts off-session trades (before the open, after the "
+    "close), which are in no minute bar (docs/krx-sessions.md)",
+    "below": "KIS's day volume is smaller than the stored bars' sum",
+    "unknown": "KIS reported no day volume",
+    "mismatch": "KIS's day volume is not the bars' sum (a verification from before migration 007)",
+}
 
 
 @dataclass(frozen=True)
@@ -109,8 +129,9 @@ def complete_codes(report: Sequence[DayVerification]) -> list[str]:
 
 
 def format_report(report: Sequence[DayVerification]) -> str:
-    """The verification as a fixed-width table, one line per code, for logs and the demo: what the
-    grid expected, what was present, and the minutes missing and served outside the grid."""
+    """The verification as a fixed-width table, one line per code, for logs, alerts and the demo:
+    what the grid expected, what was present, and the minutes missing and served outside the grid;
+    then what each status and volume value of the table means, so that it reads without the source."""
     lines = [f"{'code':<7} {'status':<33} {'present':>11} {'volume':<9} missing minutes (KST)"]
     for r in report:
         unexpected = f"; outside the grid: {minutes_text(r.unexpected_minutes, kst=False)}" if r.unexpected_minutes else ""
@@ -120,7 +141,16 @@ def format_report(report: Sequence[DayVerification]) -> str:
         )
     present, expected = sum(r.present for r in report), sum(r.expected for r in report)
     lines.append(f"{'total':<7} {'':<33} {f'{present}/{expected}':>11}")
+    lines += _legend("status", STATUS_MEANINGS, {r.status for r in report})
+    lines += _legend("volume, KIS's day volume against the stored bars' sum", VOLUME_MEANINGS, {r.volume_status for r in report})
     return "\n".join(lines)
+
+
+def _legend(column: str, meanings: dict[str, str], shown: set[str]) -> list[str]:
+    """The meanings of the values of ``column`` the table shows, in the order of ``meanings``."""
+    used = [value for value in meanings if value in shown]
+    lines = [textwrap.fill(f"{value}: {meanings[value]}", 100, initial_indent="  ", subsequent_indent="    ") for value in used]
+    return [f"{column}:", *lines] if used else []
 
 
 def shortfall_alert(result: DayOutcome, report_text: str, *, dag_id: str, run_id: str) -> Alert:

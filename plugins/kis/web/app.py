@@ -43,6 +43,7 @@ from kis.bar import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.parsing import CODE_PATTERN
 from kis.resources import MARKET_DB_CONN_ID
+from kis.timetable import MANUAL_RUN_LEAD
 from kis.venues import Venue
 from kis.web import bars_api, status
 
@@ -196,6 +197,7 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         page = (STATIC_DIR / "dashboard.html").read_text(encoding="utf-8")
         page = page.replace("{{RUN_DEADLINE_SECONDS}}", str(src.run_deadline_seconds()))
         page = page.replace("{{COLLECTION_DAG_ID}}", COLLECTION_DAG_ID)
+        page = page.replace("{{MANUAL_RUN_LEAD_SECONDS}}", str(int(MANUAL_RUN_LEAD.total_seconds())))
         return HTMLResponse(page, headers=NO_STORE)
 
     @app.get("/static/{name}", include_in_schema=False)

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from kis import storage
 from kis.resources import load_sql
 from kis.bar import KST
-from kis.calendar import KrxCalendar, Session
+from kis.calendar import RUN_REACH, KrxCalendar, Session
 from kis.venues import Venue
 
 __all__ = ["ALERT_LIMIT", "CELL_STATES", "heatmap", "latest_alerts", "minute_status"]
@@ -28,7 +28,13 @@ __all__ = ["ALERT_LIMIT", "CELL_STATES", "heatmap", "latest_alerts", "minute_sta
 ALERT_LIMIT = 20
 
 # One character per heatmap cell keeps a day of 50 codes x 381 minutes at about 20 kB of JSON.
-CELL_STATES = {"c": "collected", "a": "expected_absence", "m": "missing", "f": "not_yet"}
+CELL_STATES = {
+    "c": "collected",
+    "a": "expected_absence",
+    "m": "missing",
+    "b": "before_collection",  # before the day's first minute run could fetch: the backfill's
+    "f": "not_yet",
+}
 
 
 def minute_status(
@@ -105,6 +111,7 @@ def heatmap(
         "closing": closing,
         "codes": list(codes),
         "now": now.astimezone(KST).replace(tzinfo=None),
+        "reach": RUN_REACH,
     }
     return {
         "date": day.isoformat(),

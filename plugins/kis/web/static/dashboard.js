@@ -5,7 +5,15 @@
 // offset, and the page formats them, and its own clock, in Asia/Seoul.
 "use strict";
 
-const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", f: "#e9ecef" };
+const COLORS = { c: "#2f9e44", a: "#74c0fc", m: "#e03131", b: "#b197fc", f: "#e9ecef" };
+// The legend's words for the API's cell states, and what each means (the legend's tooltips).
+const LEGEND = {
+  c: ["collected", "a bar is stored"],
+  a: ["expected absence", "no bar, and the day's verification explained it: the minute volumes add up (a VI, a halt, no trade)"],
+  m: ["missing", "no bar although a minute run could have fetched it (alerted), or the day's verification found it missing"],
+  b: ["before collection began", "no bar, before the day's first minute run could reach (a start in the middle of the session): never alerted, the backfill fetches and verifies it after the close"],
+  f: ["not yet", "not due yet"],
+};
 const LABEL_WIDTH = 64;
 const AXIS_HEIGHT = 18;
 const ROW_HEIGHT = 12;
@@ -16,6 +24,7 @@ const RUNS_SHOWN = 60;
 
 const $ = (id) => document.getElementById(id);
 const dateInput = $("date");
+const calendarInput = $("calendar");
 const venueInput = $("venue");
 let heatmapData = null;
 let refreshTimer = null;
@@ -162,7 +171,10 @@ function renderLegend(states) {
     const item = document.createElement("span");
     const swatch = document.createElement("i");
     swatch.style.background = COLORS[key];
-    item.append(swatch, name.replaceAll("_", " "));
+    const [words, meaning] = LEGEND[key] || [name.replaceAll("_", " "), ""];
+    item.append(swatch, words);
+    item.title = meaning;
+    item.dataset.state = key;
     legend.append(item);
   }
 }
@@ -209,11 +221,15 @@ function renderHeatmap(data) {
     }
   });
 
-  const counts = { c: 0, a: 0, m: 0, f: 0 };
+  const counts = { c: 0, a: 0, m: 0, b: 0, f: 0 };
   for (const row of data.rows) for (const state of row.cells) counts[state] += 1;
+  // The minutes before collection began were never due to the minute runs: counted apart, as the
+  // backfill's, not as missing.
   const due = counts.c + counts.a + counts.m;
   text("due", due ? percent(100 * (counts.c + counts.a) / due) : "–");
-  text("due-detail", due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "") : "nothing due yet");
+  const before = counts.b ? count(counts.b) + " before collection began, the backfill's" : "";
+  text("due-detail", (due ? count(counts.m) + " missing of " + count(due) + " due cells" + (counts.a ? ", " + count(counts.a) + " explained" : "")
+    : "nothing due yet") + (before ? "; " + before : ""));
   text("heatmap-note", data.session
     ? data.rows.length + " codes × " + data.minutes.length + " bars; hover a cell for its minute. Generated " + kst(data.generated_at, data.date) + "."
     : "No " + venueInput.selectedOptions[0].textContent + " session on " + data.date + ": nothing is expected.");
@@ -229,7 +245,7 @@ function showTip(event) {
   const i = Math.floor(x / cellWidth);
   const row = heatmapData.rows[r];
   if (x < 0 || !row || i < 0 || i >= row.cells.length) { tip.hidden = true; return; }
-  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + " KST: " + heatmapData.states[row.cells[i]].replaceAll("_", " ");
+  tip.textContent = row.stock_code + " " + heatmapData.minutes[i] + " KST: " + LEGEND[row.cells[i]][0];
   tip.style.left = (event.clientX - rect.left + 12) + "px";
   tip.style.top = (event.clientY - rect.top + 12) + "px";
   tip.hidden = false;
@@ -302,6 +318,35 @@ async function loadLatency(day, now) {
   }
 }
 
+function span(ms) {
+  // "3 days 4 h 40 min" of a duration, to the minute.
+  const minutes = Math.floor(ms / 60000);
+  const parts = [[Math.floor(minutes / 1440), " days"], [Math.floor(minutes / 60) % 24, " h"], [minutes % 60, " min"]];
+  return parts.filter(([n], i) => n || i === 2).map(([n, unit]) => n + unit).join(" ");
+}
+
+async function loadRunsAhead(now) {
+  // Runs of the collection's DAGs dated ahead of the server's clock: Airflow starts none of their
+  // tasks before their logical date, and each holds its DAG's one active run meanwhile. The trigger
+  // refuses them (kis.timetable); one made another way (a data interval given by hand, a clock set
+  // back) is named here, with the way out.
+  const box = $("ahead");
+  const lead = Number(document.body.dataset.manualRunLead) * 1000;
+  const url = "../api/v2/dags/~/dagRuns?dag_id_pattern=kis_&state=queued&state=running&limit=20"
+    + "&logical_date_gte=" + encodeURIComponent(new Date(now + lead).toISOString());
+  let runs = [];
+  try {
+    runs = (await getJson(url)).dag_runs.filter((run) => run.dag_id.startsWith("kis_") && run.logical_date);
+  } catch (_) {
+    // Airflow's API unreachable: the latency panel says so; the page's own figures stand.
+  }
+  box.replaceChildren(...runs.map((run) => cell("p", run.dag_id + " " + run.dag_run_id + ": its logical date, "
+    + kst(run.logical_date, "") + ", is " + span(Date.parse(run.logical_date) - now) + " ahead of the server's clock."
+    + " Airflow starts none of its tasks before then, and it holds the DAG's one active run: the DAG's other runs"
+    + " wait behind it. Mark it failed (or delete it) and trigger again with the logical date cleared.")));
+  box.hidden = !runs.length;
+}
+
 async function load() {
   // No date chosen: the server's today (KST), which its answer names; the browser's clock may be
   // another day's (a replayed session, a skewed clock).
@@ -316,7 +361,7 @@ async function load() {
     following = kstParts(new Date(serverNow)).date === status.date;
     renderStatus(status);
     renderHeatmap(heatmap);
-    await loadLatency(status.date, serverNow);
+    await Promise.all([loadLatency(status.date, serverNow), loadRunsAhead(serverNow)]);
     $("error").hidden = true;
     text("updated", "updated " + kstParts(new Date(serverNow)).time + " KST");
     document.body.dataset.state = "ready";
@@ -336,6 +381,8 @@ function start() {
   const venue = new URLSearchParams(window.location.search).get("venue");
   if ([...venueInput.options].some((option) => option.value === venue)) venueInput.value = venue;
   const applyChoice = () => {
+    // A date the field's pattern refuses (11/24/2026) is said at the field, not sent.
+    if (!dateInput.reportValidity()) return;
     const url = new URL(window.location.href);
     if (dateInput.value) url.searchParams.set("date", dateInput.value);
     else url.searchParams.delete("date");
@@ -345,6 +392,14 @@ function start() {
   };
   dateInput.addEventListener("change", applyChoice);
   venueInput.addEventListener("change", applyChoice);
+  $("pick").addEventListener("click", () => {
+    calendarInput.value = dateInput.value;
+    calendarInput.showPicker();
+  });
+  calendarInput.addEventListener("change", () => {
+    dateInput.value = calendarInput.value;
+    applyChoice();
+  });
   $("today").addEventListener("click", () => { dateInput.value = ""; dateInput.dispatchEvent(new Event("change")); });
   $("refresh").addEventListener("click", load);
   $("heatmap").addEventListener("mousemove", showTip);
