@@ -273,3 +273,12 @@ def test_kis_venues_variable(raw, venues) -> None:
 def test_bad_kis_venues_fail_clearly(raw, error) -> None:
     with pytest.raises(ValueError, match=error):
         parse_venues(raw)
+
+
+def test_a_minute_runs_reach_is_one_page_of_the_today_endpoint() -> None:
+    """The live gap check and the dashboard start a day's collection RUN_REACH before its first run:
+    what one request of the today endpoint returns."""
+    from kis.calendar import RUN_REACH
+    from kis.endpoints import TODAY_MINUTES_PAGE_ROWS
+
+    assert RUN_REACH == TODAY_MINUTES_PAGE_ROWS * timedelta(minutes=1)
