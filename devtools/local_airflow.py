@@ -155,7 +155,10 @@ def running_airflow(
             wait_for_http(f"{api}/api/v2/monitor/health", processes=processes)
         yield processes
     finally:
-        _stop(processes)
+        # The API server last: the others call it on their way out (a running task reports its
+        # end, the triggerer its triggers'), and without it they wait out their retries instead.
+        _stop({name: process for name, process in processes.items() if name != "api-server"})
+        _stop({name: process for name, process in processes.items() if name == "api-server"})
 
 
 @contextmanager
