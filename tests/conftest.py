@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: the private PostgreSQL cluster and fresh databases on it."""
+"""Fixtures shared by the whole suite: the private PostgreSQL cluster and fresh databases on it;
+the tiers of the suite (markers ``slow``, ``stack``, ``solo``, see pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from contextlib import contextmanager
 from devtools import airflow_env, localpg
 
 # Airflow reads its configuration at import, so the suite's local Airflow (its own home, metadata
-# database on the private cluster, Fernet key) is set up before any test module imports Airflow.
+# database on the private cluster, Fernet key) is set before any test module imports Airflow. Only
+# named here: the cluster starts with the first test that needs it (pg_cluster).
 # Each pytest-xdist worker gets its own, so DAG runs of parallel tests never meet.
-localpg.start()
-localpg.wait_until_accepting()
 AIRFLOW_ENV = airflow_env.environment(f"test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
 os.environ.update(AIRFLOW_ENV)
 # dag.test() cannot finish a run of a DAG that declares deadlines (Airflow 3.3.2, see kis.alerts).
@@ -24,14 +24,34 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
 
+# The fixtures of a simulated market: a test that has one runs DAGs with dag.test().
+DAG_RUNS = {"market", "simulated_market"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs DAGs is ``slow``; a ``stack`` test runs in the group ``stack`` (one at a
+    time, on one pytest-xdist worker with ``--dist loadgroup``); ``stack`` and ``solo`` tests are
+    ``slow`` too: none of these is in ``make test-fast``."""
+    for item in items:
+        if DAG_RUNS & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("stack"):
+            item.add_marker(pytest.mark.xdist_group("stack"))
+        if item.get_closest_marker("stack") or item.get_closest_marker("solo"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> localpg.Cluster:
-    """The private cluster, started at import above (`make test` stops it afterwards)."""
+    """The private cluster, started when not running (scripts/test.sh stops it afterwards)."""
+    localpg.start()
+    localpg.wait_until_accepting()
     return localpg.cluster()
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> dict[str, str]:
+def airflow_db(pg_cluster: localpg.Cluster) -> dict[str, str]:
     """The suite's Airflow metadata database, migrated, with the pools imported."""
     airflow_env.prepare(AIRFLOW_ENV)
     return AIRFLOW_ENV
@@ -79,7 +99,7 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
 # --- a simulated trading day for DAG tests (tests/simulated_day.py) ---------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 

@@ -25,7 +25,9 @@ from devtools import airflow_env, localpg
 from devtools.local_airflow import wait_for_http
 from devtools.net import free_port
 
-pytestmark = pytest.mark.slow
+# Alone on the machine: each minute run of 50 codes must end within its 50 s deadline, or its
+# Deadline Alert fails the check; a test beside it would share the two cores.
+pytestmark = pytest.mark.solo
 # A Friday's regular session, from its open as the README's REPLAY=2026-11-27:
 # started later, the first minute run would report the minutes before the start as gaps.
 REPLAY = "2026-11-27"

@@ -241,7 +241,7 @@ def scheduler_on_a_real_account(pg_cluster):
 
 
 
-@pytest.mark.slow
+@pytest.mark.stack
 def test_airflow_backfill_over_a_range_with_a_holiday(scheduler_on_a_real_account):
     import httpx
     import psycopg

@@ -446,6 +446,7 @@ def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
         yield {"base": base, "token": Secret(login.json()["access_token"])}
 
 
+@pytest.mark.stack
 def test_api_server_protects_and_serves_the_plugin(api_server):
     base, token = api_server["base"], api_server["token"]
     url = f"{base}/kis/api/minute-status?date={GAP_DAY}"
@@ -464,6 +465,7 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
     assert ours["fastapi_apps"][0]["url_prefix"] == "/kis"
 
 
+@pytest.mark.stack
 def test_curl_gets_a_days_5_minute_csv(api_server):
     """As docs/bars-out.md shows it: a token from /auth/token, then curl."""
     base, token = api_server["base"], api_server["token"]
@@ -488,6 +490,7 @@ def test_curl_gets_a_days_5_minute_csv(api_server):
 # --- the dashboard in headless Chromium ------------------------------------------------------------
 
 
+@pytest.mark.stack
 def test_dashboard_in_a_browser(api_server, browser):
     base = api_server["base"]
     log_in(browser, base, api_server["token"])
@@ -577,6 +580,7 @@ KST_UNLABELLED_JS = """(() => {
 })()"""
 
 
+@pytest.mark.stack
 def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, browser):
     base = api_server["base"]
     browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
@@ -606,6 +610,7 @@ def _sign_in_js(username: str, password: str) -> str:
     )
 
 
+@pytest.mark.stack
 def test_dashboard_inside_the_airflow_ui(api_server, browser):
     """The external view: the UI's own page /plugin/kis-dashboard shows the dashboard in an iframe."""
     base = api_server["base"]
