@@ -66,15 +66,26 @@ def test_backfill_rerun_next_morning_stores_the_day_from_the_past_day_endpoint(m
     assert dag_run.state == "success"
 
 
-def test_backfill_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
+# Case 1's backfill and case 3's minute run, each re-run the next morning: its tick and fetch task.
+RERUNS = {
+    "kis_minute_backfill": ("2026-11-25T16:00", "fetch_session_bars"),
+    "kis_minute_bars": ("2026-11-25T10:31", "fetch_recent_bars"),
+}
+
+
+@pytest.mark.parametrize("dag_id", list(RERUNS))
+def test_a_rerun_next_morning_on_a_mock_account_fails_and_says_why(
+    simulated_market, monkeypatch, caplog, capfd, dag_id
+):
+    when, task_id = RERUNS[dag_id]
     started = time.time()
     with simulated_market(mode="mock") as market:
-        no_retry_delay(market, monkeypatch, "kis_minute_backfill", "fetch_session_bars")
-        tick = kst("2026-11-25T16:00")
-        dag_run = market.run("kis_minute_backfill", tick, lag=lag_until(tick, NEXT_MORNING))
-        assert dag_run.state == "failed"
+        no_retry_delay(market, monkeypatch, dag_id, task_id)
+        tick = kst(when)
+        dag_run = market.run(dag_id, tick, lag=lag_until(tick, NEXT_MORNING))
+        assert dag_run.state == "failed"  # never a silent success with nothing stored
         states = task_states(dag_run)
-        assert set(states["fetch_session_bars"]) == {"failed"}
+        assert set(states[task_id]) == {"failed"}
         assert "success" not in states.get("verify_day", [])
         assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]  # nothing half-stored
         assert past_day_requests(market) == 0
@@ -124,19 +135,6 @@ def test_minute_run_rerun_next_morning_stores_its_bars_from_the_past_day_endpoin
     assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime >= '2026-11-26'") == [(0,)]
     assert past_day_requests(market) >= len(CODES)
     assert dag_run.state == "success"
-
-
-def test_minute_run_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
-    started = time.time()
-    with simulated_market(mode="mock") as market:
-        no_retry_delay(market, monkeypatch, "kis_minute_bars", "fetch_recent_bars")
-        tick = kst("2026-11-25T10:31")
-        dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, NEXT_MORNING))
-        assert dag_run.state == "failed"  # never a silent success with nothing stored
-        assert set(task_states(dag_run)["fetch_recent_bars"]) == {"failed"}
-        assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]
-        text = every_log(caplog, capfd, started)
-        assert "mock account" in text and "FHKST03010230" in text
 
 
 # --- case 4: CSAT's late hour, the closing auction, the closing print -----------------------------
