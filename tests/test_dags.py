@@ -87,7 +87,7 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
     assert evening.dag_display_name == "KIS minute backfill: Nextrade and unified"
 
 
-def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
+def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch, airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("KIS_DEADLINE_ALERTS", "auto")
