@@ -23,7 +23,6 @@ os.environ["KIS_DEADLINE_ALERTS"] = "off"
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
-
 # The fixtures of a simulated market: a test that has one runs DAGs with dag.test().
 DAG_RUNS = {"market", "simulated_market"}
 

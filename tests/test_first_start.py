@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from simulated_day import wait_for
 
 from devtools import airflow_env, localpg
 from devtools.local_airflow import wait_for_http
 from devtools.net import free_port
-from simulated_day import wait_for
 
 # Alone on the machine: each minute run of 50 codes must end within its 50 s deadline, or its
 # Deadline Alert fails the check; a test beside it would share the two cores.
