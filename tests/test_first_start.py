@@ -77,14 +77,22 @@ def fresh_make_airflow() -> Iterator[tuple[str, Path, int, subprocess.Popen]]:
 
 def test_a_fresh_start_fetches_bars_and_fails_and_alerts_nothing(fresh_make_airflow) -> None:
     base, state, pg_port, process = fresh_make_airflow
-    wait_for_http(f"{base}/api/v2/monitor/health", timeout=300, processes={"make airflow": process})
+    log = state / "make-airflow.log"
+
+    def ui_announced() -> bool:
+        assert process.poll() is None, log.read_text()
+        return "Airflow UI:" in log.read_text()
+
+    # What a newcomer waits for: the address printed once everything has started.
+    wait_for("make airflow prints the UI's address", ui_announced, timeout=300)
+    wait_for_http(f"{base}/api/v2/monitor/health", timeout=30, processes={"make airflow": process})
     password = (state / "admin.password").read_text().strip()
     token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
     market = localpg.Cluster(state / "replay" / "pg", pg_port).dsn("kis_market_local")
 
     def watched_runs_ended() -> bool:
-        assert process.poll() is None, (state / "make-airflow.log").read_text()
+        assert process.poll() is None, log.read_text()
         ended = httpx.get(
             f"{base}/api/v2/dags/kis_minute_bars/dagRuns", params={"state": ["success", "failed"]},
             headers=headers, timeout=30,
