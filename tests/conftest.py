@@ -113,7 +113,9 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
 # --- a simulated trading day for DAG tests (tests/simulated_day.py) ---------------------------------
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: a dag.test(run_conf=...) leaves its conf in the DAG object's params,
+# which the DAG's later runs then take as their own (a backfill's `date`).
+@pytest.fixture(scope="module")
 def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
