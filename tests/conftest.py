@@ -113,8 +113,8 @@ def point_kis_at(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> Callable[.
 # --- a simulated trading day for DAG tests (tests/simulated_day.py) ---------------------------------
 
 
-# Per module, not per session: a dag.test(run_conf=...) leaves its conf in the DAG object's params,
-# which the DAG's later runs then take as their own (a backfill's `date`).
+# Per module, not per session: dag.test() runs the tasks in this process, on these objects, and a
+# run's conf stays in their params, which the DAG's later runs then take as theirs (a backfill's date).
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
