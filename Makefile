@@ -1,11 +1,14 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test install lock bench airflow simulator check-first-start
+.PHONY: demo test test-fast install lock bench airflow simulator check-first-start
 
 demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
 	@scripts/demo.sh $(DEMO_ARGS)
 
-test:  ## run the whole test suite
+test:  ## run the whole test suite (what CI runs)
 	@scripts/test.sh
+
+test-fast:  ## the tests of the development loop: parsing, calendar, storage, the web API, the hook and the simulator; no DAG run, no Airflow component
+	@scripts/test.sh --fast
 
 install:  ## create .venv with the pinned packages
 	@scripts/bootstrap.sh

@@ -20,7 +20,7 @@ Celery app from this dictionary too, to publish tasks, and import none of them. 
 - ``kis_celery_preload`` (beside this file): loads the plugins once, as each task process would.
 
 Airflow puts ``$AIRFLOW_HOME/config`` on ``sys.path`` in every component: compose mounts this
-folder there; ``make airflow`` puts it on ``PYTHONPATH``. tests/test_celery_preload.py checks that a
+folder there; ``make airflow`` puts it on ``PYTHONPATH``. tests/test_task_preload.py checks that a
 pool process has everything a fetch task imports.
 """
 

@@ -135,9 +135,14 @@ def running_airflow(
         for name in early:
             processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
         if "api-server" in processes:
-            wait_for_http(
-                f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
-            )
+            api = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
+            wait_for_http(f"{api}/api/v2/monitor/health", processes=processes)
+            if "scheduler" in components or celery_workers:
+                # The Execution API (a Cadwyn app) builds its versioned routes on its first request,
+                # on the server's event loop: 5-12 s on 2 loaded cores during which the whole API
+                # server answers nothing, the UI and the REST API included. Made here, that first
+                # request keeps the first task's start call (and a client's 5 s timeout) out of it.
+                wait_for_http(f"{api}/execution/health", processes=processes)
         for name in components:
             if name not in early:
                 processes[name] = _start([airflow, *COMPONENTS[name]], env, log_dir / f"{name}.log")
@@ -147,12 +152,13 @@ def running_airflow(
             worker.own_env = own  # what sets it apart (setproctitle hides /proc/PID/environ)
             processes[f"celery-worker-{index}"] = worker
         if "api-server" in processes:
-            wait_for_http(
-                f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health", processes=processes
-            )
+            wait_for_http(f"{api}/api/v2/monitor/health", processes=processes)
         yield processes
     finally:
-        _stop(processes)
+        # The API server last: the others call it on their way out (a running task reports its
+        # end, the triggerer its triggers'), and without it they wait out their retries instead.
+        _stop({name: process for name, process in processes.items() if name != "api-server"})
+        _stop({name: process for name, process in processes.items() if name == "api-server"})
 
 
 @contextmanager

@@ -53,6 +53,12 @@ class Cluster:
         return self.root / "server.log"
 
     def password(self) -> str:
+        """The superuser's password, generated on first use: ``initdb`` takes it from this file, so
+        a DSN can be formed (a test suite's configuration read) before the cluster exists."""
+        if not self.password_file.exists():
+            with _lock(self):
+                if not self.password_file.exists():
+                    _new_password(self)
         return self.password_file.read_text().strip()
 
     def dsn(self, dbname: str = "postgres") -> str:
@@ -101,10 +107,18 @@ def _run(argv: list[str], check: bool = True, **kwargs) -> subprocess.CompletedP
     return subprocess.run(_as_server_user(argv), check=check, cwd="/", **kwargs)
 
 
-def _init(c: Cluster, bin_dir: Path) -> None:
+def _new_password(c: Cluster) -> None:
+    """Written aside and renamed into place: a reader never sees the file half written."""
     c.root.mkdir(parents=True, exist_ok=True)
-    c.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-    c.password_file.chmod(0o600)
+    new = c.password_file.with_name(c.password_file.name + ".new")
+    with open(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(secrets.token_urlsafe(24) + "\n")
+    new.replace(c.password_file)
+
+
+def _init(c: Cluster, bin_dir: Path) -> None:
+    if not c.password_file.exists():
+        _new_password(c)
     if _is_root():
         shutil.chown(c.root, "postgres", "postgres")
         shutil.chown(c.password_file, "postgres", "postgres")

@@ -124,8 +124,8 @@ def test_an_event_without_a_day_fails_the_run_at_once_and_materializes_nothing(m
 # --- under the real scheduler ----------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_the_scheduler_runs_the_resampling_when_the_backfill_verifies_a_day():
+@pytest.mark.stack
+def test_the_scheduler_runs_the_resampling_when_the_backfill_verifies_a_day(pg_cluster):
     with (
         run_simulator(now="2026-11-25T16:00:02+09:00") as sim,
         local_airflow("assets", sim, AIRFLOW_VAR_KIS_WATCHLIST="005930") as (api, market_dsn),

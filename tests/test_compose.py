@@ -4,8 +4,8 @@ docker-compose.worker.yaml (a Celery worker on a machine of its own).
 
 No Docker engine runs on our machines, but ``config`` needs none: it parses, validates and
 interpolates the file. The test uses ``docker compose`` (v2) when the Docker CLI has the plugin,
-else ``docker-compose``, installing Debian's (1.29, which is why the file keeps to the compose
-features 1.29 knows: profiles, depends_on conditions, extension fields) when running as root.
+else ``docker-compose``: Debian's (1.29, which is why the file keeps to the compose features 1.29
+knows: profiles, depends_on conditions, extension fields), which scripts/test.sh installs as root.
 """
 
 from __future__ import annotations
@@ -37,14 +37,11 @@ def _compose_command() -> list[str]:
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
         if probe.returncode == 0:
             return ["docker", "compose"]
-    if not shutil.which("docker-compose") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "docker-compose"]):
-            subprocess.run(argv, env=env, capture_output=True, timeout=600)
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     pytest.skip(
-        "neither `docker compose` nor `docker-compose` is available, and installing Debian's needs root"
+        "neither `docker compose` nor `docker-compose` is available"
+        " (scripts/test.sh installs Debian's docker-compose when run as root)"
     )
 
 

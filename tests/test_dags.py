@@ -94,7 +94,7 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
     assert evening.dag_display_name == "KIS minute backfill: Nextrade and unified"
 
 
-def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch):
+def test_deadline_alerts_are_declared_outside_dags_test(monkeypatch, airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("KIS_DEADLINE_ALERTS", "auto")
@@ -206,13 +206,24 @@ def test_an_unknown_code_fails_alone_and_is_alerted_once(simulated_market):
         assert alerts == [("unknown_code", "999990")]
 
 
-def test_a_code_failing_in_a_batch_is_alerted_alone_and_its_batch_mates_are_stored(market, monkeypatch):
+# A minute run and the day's backfill: the hook's call each fetch task makes, the task, and how many
+# of the closed bars before the tick a run stores (the minute run's 30-bar reach; the whole day).
+FETCHES = {
+    "kis_minute_bars": ("2026-11-25T10:31", "recent_bars", "fetch_recent_bars", 30),
+    "kis_minute_backfill": ("2026-11-25T16:00", "session_bars", "fetch_session_bars", None),
+}
+
+
+@pytest.mark.parametrize("dag_id", list(FETCHES))
+def test_a_code_failing_in_a_batch_is_alerted_alone_and_its_batch_mates_are_stored(market, monkeypatch, dag_id):
+    when, method, task_id, reach = FETCHES[dag_id]
     monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "2")  # batches 005930+000660, 0126Z0+035720
-    reason = fail_one_code(monkeypatch, "recent_bars", "000660")
-    monkeypatch.setattr(market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars"), "retry_delay", timedelta(0))
-    dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
+    reason = fail_one_code(monkeypatch, method, "000660")
+    monkeypatch.setattr(market.dagbag.get_dag(dag_id).get_task(task_id), "retry_delay", timedelta(0))
+    tick = kst(when)
+    dag_run = market.run(dag_id, tick)
     # The batch with the failing code ends failed after its two retries; the other succeeds.
-    assert fetch_tries(dag_run, "fetch_recent_bars") == [
+    assert fetch_tries(dag_run, task_id) == [
         ("005930…000660 (2 codes)", "failed", 3), ("0126Z0…035720 (2 codes)", "success", 1)
     ]
     assert task_states(dag_run)["upsert_bars"] == ["success"]
@@ -221,7 +232,8 @@ def test_a_code_failing_in_a_batch_is_alerted_alone_and_its_batch_mates_are_stor
     stored = market.stored(day)
     assert stored["000660"] == []
     for code in ("005930", "0126Z0", "035720"):  # 005930 shares the failed task
-        assert stored[code] == [b for b in market.sim.truth(code, day) if b.minute < kst("2026-11-25T10:31")][-30:], code
+        closed = [b for b in market.sim.truth(code, day) if b.minute < tick]
+        assert stored[code] == (closed[-reach:] if reach else closed), code
     # One alert, on the last try, naming the code and KIS's reason.
     (code, message, details), = market.query(
         "SELECT stock_code, message, details FROM collection_alerts WHERE kind = 'fetch_failed'"
@@ -367,25 +379,6 @@ def test_a_faulty_day_still_ends_complete_after_the_backfill(simulated_market):
             assert stored[code] == market.sim.truth(code, day), code
         assert market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'unknown_code'") == [(1,)]
         assert market.sim.counters()["faults_injected"]
-
-
-def test_backfill_stores_the_batch_mates_of_a_failing_code_and_alerts_it_once(market, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_KIS_CODES_PER_TASK", "2")
-    reason = fail_one_code(monkeypatch, "session_bars", "000660")
-    monkeypatch.setattr(market.dagbag.get_dag("kis_minute_backfill").get_task("fetch_session_bars"), "retry_delay", timedelta(0))
-    dag_run = market.run("kis_minute_backfill", kst("2026-11-25T16:00"))
-    assert fetch_tries(dag_run, "fetch_session_bars") == [
-        ("005930…000660 (2 codes)", "failed", 3), ("0126Z0…035720 (2 codes)", "success", 1)
-    ]
-    assert task_states(dag_run)["upsert_bars"] == ["success"]
-    assert dag_run.state == "failed"
-    day = date(2026, 11, 25)
-    stored = market.stored(day)
-    assert stored["000660"] == []
-    for code in ("005930", "0126Z0", "035720"):
-        assert stored[code] == market.sim.truth(code, day), code
-    (code, message), = market.query("SELECT stock_code, message FROM collection_alerts WHERE kind = 'fetch_failed'")
-    assert code == "000660" and reason in message
 
 
 def test_backfill_alerts_an_unknown_code_once_and_verifies_the_others(simulated_market, monkeypatch):

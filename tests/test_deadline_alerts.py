@@ -20,7 +20,7 @@ from devtools.net import free_port
 from simulated_day import wait_for
 from simulator.testing import run_simulator
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 TICK = "2026-11-25T10:31:00+09:00"
 
 

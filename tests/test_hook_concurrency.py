@@ -80,6 +80,10 @@ def test_fifty_processes_at_nine_get_exactly_one_token(point_kis_at: Callable[..
     # 49 waiting processes were released together; the rate tests below assert the limit.
 
 
+# Solo: an arrival is stamped when the sender and the simulator's thread get the CPU. The more
+# processes share the 2 cores, the more late requests bunch with punctual ones (peak 16/s alone,
+# 18 beside three busy processes, 22 under pytest -n 2), past the jitter the limiter's 0.8 covers.
+@pytest.mark.solo
 @pytest.mark.parametrize(
     ("mode", "limit", "processes", "calls"),
     [("real", 20, 8, 25), ("mock", 2, 4, 3)],

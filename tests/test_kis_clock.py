@@ -1,8 +1,8 @@
 """Issue 11's four cases under real Airflow (`dag.test()`) on the simulator: the day KIS serves is
 the KIS clock's day (the simulator's market clock, sent as the HTTP ``Date`` header), never the
 run's logical date; the day volume counts off-session trades; the closing auction and CSAT's late
-hour; and the completeness threshold. The last test runs Airflow's own backfill under the real
-scheduler.
+hour; and the completeness threshold. The last test runs the runs Airflow's own backfill makes of a
+date range.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from simulated_day import CODES, kst, task_states, wait_for
+from simulated_day import CODES, kst, task_states
 
 DAY = date(2026, 11, 25)
 NEXT_MORNING = kst("2026-11-26T09:10")
@@ -66,15 +66,26 @@ def test_backfill_rerun_next_morning_stores_the_day_from_the_past_day_endpoint(m
     assert dag_run.state == "success"
 
 
-def test_backfill_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
+# Case 1's backfill and case 3's minute run, each re-run the next morning: its tick and fetch task.
+RERUNS = {
+    "kis_minute_backfill": ("2026-11-25T16:00", "fetch_session_bars"),
+    "kis_minute_bars": ("2026-11-25T10:31", "fetch_recent_bars"),
+}
+
+
+@pytest.mark.parametrize("dag_id", list(RERUNS))
+def test_a_rerun_next_morning_on_a_mock_account_fails_and_says_why(
+    simulated_market, monkeypatch, caplog, capfd, dag_id
+):
+    when, task_id = RERUNS[dag_id]
     started = time.time()
     with simulated_market(mode="mock") as market:
-        no_retry_delay(market, monkeypatch, "kis_minute_backfill", "fetch_session_bars")
-        tick = kst("2026-11-25T16:00")
-        dag_run = market.run("kis_minute_backfill", tick, lag=lag_until(tick, NEXT_MORNING))
-        assert dag_run.state == "failed"
+        no_retry_delay(market, monkeypatch, dag_id, task_id)
+        tick = kst(when)
+        dag_run = market.run(dag_id, tick, lag=lag_until(tick, NEXT_MORNING))
+        assert dag_run.state == "failed"  # never a silent success with nothing stored
         states = task_states(dag_run)
-        assert set(states["fetch_session_bars"]) == {"failed"}
+        assert set(states[task_id]) == {"failed"}
         assert "success" not in states.get("verify_day", [])
         assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]  # nothing half-stored
         assert past_day_requests(market) == 0
@@ -127,19 +138,6 @@ def test_minute_run_rerun_next_morning_stores_its_bars_from_the_past_day_endpoin
     assert market.query("SELECT count(*) FROM stock_prices_minute WHERE datetime >= '2026-11-26'") == [(0,)]
     assert past_day_requests(market) >= len(CODES)
     assert dag_run.state == "success"
-
-
-def test_minute_run_rerun_next_morning_on_a_mock_account_fails_and_says_why(simulated_market, monkeypatch, caplog, capfd):
-    started = time.time()
-    with simulated_market(mode="mock") as market:
-        no_retry_delay(market, monkeypatch, "kis_minute_bars", "fetch_recent_bars")
-        tick = kst("2026-11-25T10:31")
-        dag_run = market.run("kis_minute_bars", tick, lag=lag_until(tick, NEXT_MORNING))
-        assert dag_run.state == "failed"  # never a silent success with nothing stored
-        assert set(task_states(dag_run)["fetch_recent_bars"]) == {"failed"}
-        assert market.query("SELECT count(*) FROM stock_prices_minute") == [(0,)]
-        text = every_log(caplog, capfd, started)
-        assert "mock account" in text and "FHKST03010230" in text
 
 
 # --- case 4: CSAT's late hour, the closing auction, the closing print -----------------------------
@@ -216,94 +214,61 @@ def test_the_completeness_threshold_decides_a_day_with_lost_minutes(simulated_ma
         assert len(messages) == 2 and "000660" in messages[-1] and "below the threshold" in messages[-1]
 
 
-# --- Airflow's own backfill over a date range, under the real scheduler ---------------------------
+# --- Airflow's own backfill over a date range ----------------------------------------------------
 
 
-@pytest.fixture
-def scheduler_on_a_real_account(pg_cluster):
-    """A local Airflow (scheduler, dag-processor, triggerer, api-server) on a real-account simulator
-    whose clock is 2026-11-30 09:10 KST, two codes."""
-    from devtools import airflow_env, localpg
-    from devtools.local_airflow import running_airflow
-    from devtools.net import free_port
-    from simulator.testing import run_simulator
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    port = free_port()
-    with run_simulator(now="2026-11-30T09:10:00+09:00") as sim:
-        env = airflow_env.environment(
-            f"range_{worker}", api_port=port,
-            kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
-        )
-        env |= {"KIS_DEADLINE_ALERTS": "off", "AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
-        localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
-        market_dsn = localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
-        with running_airflow(env):
-            yield f"http://127.0.0.1:{port}", sim, market_dsn
-
-
-
-
-@pytest.mark.slow
-def test_airflow_backfill_over_a_range_with_a_holiday(scheduler_on_a_real_account):
-    import httpx
+def test_airflow_backfill_over_a_range_with_a_holiday(simulated_market):
+    """The runs `airflow backfill create` (or the UI's backfill form) makes of 2026-10-08..12: the
+    dates and the checks of Airflow's own backfill (its dry run), each run as the scheduler would run
+    it (dag.test()), on a real account whose clock is 2026-11-30 09:10 KST, two codes."""
     import psycopg
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+    from airflow.models.backfill import ReprocessBehavior, _do_dry_run
+    from airflow.utils.session import create_session
 
-    from devtools import airflow_env
+    from kis.bars import KST
     from kis.calendar import default_calendar
 
-    base, sim, market_dsn = scheduler_on_a_real_account
+    codes = ["005930", "000660"]
     sessions = [date(2026, 10, 8), date(2026, 10, 12)]
     holiday = date(2026, 10, 9)  # Hangul Day
     assert [s.day for s in default_calendar().sessions_between(date(2026, 10, 8), date(2026, 10, 12))] == sessions
-    token = httpx.post(
-        f"{base}/auth/token", json={"username": "admin", "password": airflow_env.admin_password()}
-    ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    dag_url = f"{base}/api/v2/dags/kis_minute_backfill"
-    wait_for("the dag-processor parses kis_minute_backfill", lambda: httpx.get(dag_url, headers=headers).status_code == 200, 120)
-    # The scheduler queues no task of a paused DAG, a backfill's included.
-    assert httpx.patch(dag_url, headers=headers, json={"is_paused": False}).status_code == 200
-    created = httpx.post(
-        f"{base}/api/v2/backfills", headers=headers,
-        json={"dag_id": "kis_minute_backfill", "from_date": "2026-10-08T00:00:00+09:00",
-              "to_date": "2026-10-12T16:00:00+09:00", "max_active_runs": 1},
-    )
-    assert created.status_code == 200, created.text
-
-    def finished():
-        runs = httpx.get(f"{dag_url}/dagRuns", headers=headers, params={"run_type": "backfill"}).json()["dag_runs"]
-        if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
-            return runs
-        return None
-
-    runs = wait_for("the three backfill runs end", finished, 420, interval=2)
-    states = {datetime.fromisoformat(r["logical_date"]).astimezone(kst("2026-01-01T00:00").tzinfo).date(): r for r in runs}
-    assert set(states) == {*sessions, holiday}
-    for day, run in states.items():
-        assert run["state"] == "success", (day, run)
-    holiday_tis = httpx.get(
-        f"{dag_url}/dagRuns/{states[holiday]['dag_run_id']}/taskInstances", headers=headers
-    ).json()["task_instances"]
-    assert {ti["task_id"]: ti["state"] for ti in holiday_tis if ti["task_id"] in ("trading_day_gate", "upsert_bars")} == {
-        "trading_day_gate": "success", "upsert_bars": "skipped"
-    }
-    with psycopg.connect(market_dsn) as conn:
-        # (Unpausing also lets the scheduler start the latest scheduled run, of the wall clock's day:
-        # only the backfilled range is looked at.)
-        verified = conn.execute(
-            "SELECT trading_date, stock_code, status FROM minute_verification WHERE trading_date <= '2026-10-12' ORDER BY 1, 2"
-        ).fetchall()
-        for day in sessions:
-            for code in ("005930", "000660"):
-                stored = conn.execute(
-                    "SELECT count(*) FROM stock_prices_minute WHERE stock_code = %s AND datetime::date = %s", (code, day)
-                ).fetchone()[0]
-                assert stored == len(traded(sim.truth(code, day))), (code, day)
-        assert conn.execute("SELECT count(*) FROM stock_prices_minute WHERE datetime::date = %s", (holiday,)).fetchone() == (0,)
-    assert {(d, c) for d, c, _ in verified} == {(d, c) for d in sessions for c in ("005930", "000660")}
+    with simulated_market(codes=codes) as market:
+        sim, clock = market.sim, kst("2026-11-30T09:10")
+        sync_bag_to_db(market.dagbag, "dags-folder", None)  # as the dag-processor has before a backfill
+        with create_session() as session:
+            backfill = _do_dry_run(
+                dag_id="kis_minute_backfill", from_date=kst("2026-10-08T00:00"), to_date=kst("2026-10-12T16:00"),
+                # Every date, its runs of an earlier session of the suite included (the metadata
+                # database outlives it): a fresh database's backfill, whose default is NONE.
+                reverse=False, reprocess_behavior=ReprocessBehavior.COMPLETED, session=session,
+            )  # fmt: skip
+            ticks = [info.logical_date for info in backfill]
+        # One run a weekday at 16:00, the holiday's too (the cron does not know it); in date order, as
+        # the backfill's max_active_runs of 1 runs them.
+        runs = {tick.astimezone(KST).date(): market.run("kis_minute_backfill", tick, lag=lag_until(tick, clock))
+                for tick in ticks}
+        assert set(runs) == {*sessions, holiday}
+        for day, run in runs.items():
+            assert run.state == "success", (day, task_states(run))
+        holiday_states = task_states(runs[holiday])
+        assert {task: holiday_states[task] for task in ("trading_day_gate", "upsert_bars")} == {
+            "trading_day_gate": ["success"], "upsert_bars": ["skipped"]
+        }
+        with psycopg.connect(market.dsn) as conn:
+            verified = conn.execute(
+                "SELECT trading_date, stock_code, status FROM minute_verification WHERE trading_date <= '2026-10-12' ORDER BY 1, 2"
+            ).fetchall()
+            for day in sessions:
+                for code in codes:
+                    stored = conn.execute(
+                        "SELECT count(*) FROM stock_prices_minute WHERE stock_code = %s AND datetime::date = %s", (code, day)
+                    ).fetchone()[0]
+                    assert stored == len(traded(sim.truth(code, day))), (code, day)
+            assert conn.execute("SELECT count(*) FROM stock_prices_minute WHERE datetime::date = %s", (holiday,)).fetchone() == (0,)
+        counters = sim.counters()["requests_by_endpoint"]
+    assert {(d, c) for d, c, _ in verified} == {(d, c) for d in sessions for c in codes}
     assert {s for *_, s in verified} <= {"complete", "complete_with_explained_absences", "unverifiable"}, verified
     # One day-volume request per code and session, none for the holiday; the past-day endpoint paged.
-    counters = sim.counters()["requests_by_endpoint"]
     assert sum(n for e, n in counters.items() if "inquire-daily-itemchartprice" in e) == 4, counters
     assert sum(n for e, n in counters.items() if "inquire-time-dailychartprice" in e) >= 4 * 3, counters

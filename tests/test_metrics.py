@@ -155,7 +155,7 @@ def test_runs_report_requests_retries_tokens_bars_lag_and_completeness(simulated
         assert statsd.gauges["kis.completeness.krx"] == total / (len(CODES) * 381)
 
 
-@pytest.mark.slow
+@pytest.mark.stack
 def test_supervised_task_processes_send_the_metrics(pg_cluster):
     """Under the scheduler and the LocalExecutor each task runs in a process of its own, which sets
     up its metrics from ``[metrics]`` at start: those of a minute run reach the StatsD server."""

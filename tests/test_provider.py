@@ -185,6 +185,7 @@ def _with_secret(sim: SimulatorHandle, secret: str) -> SimpleNamespace:
 # --- the CLI and the UI's Test button -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_airflow_connections_test_on_the_cli(airflow_db, point_kis_at: Callable[..., None]) -> None:
     with run_simulator() as sim:
         point_kis_at(sim)
@@ -214,6 +215,7 @@ def ui(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
         httpx.delete(f"{base}/api/v2/connections/kis_default", headers={"Authorization": f"Bearer {token}"})
 
 
+@pytest.mark.stack
 def test_the_kis_connection_added_in_the_ui_passes_its_test(ui: dict[str, Any], browser: Browser) -> None:
     base, sim = ui["base"], ui["sim"]
     log_in(browser, base, ui["token"])

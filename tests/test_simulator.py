@@ -623,6 +623,7 @@ def burst(client: Client, calls: int) -> list[httpx.Response]:
         return list(pool.map(lambda _: client.today("005930", "103000"), range(calls)))
 
 
+@pytest.mark.solo
 @pytest.mark.parametrize(("mode", "limit"), [("real", 18), ("mock", 1)])  # KIS's notice of 2026-04-20
 def test_rate_limit_per_app_key(mode: str, limit: int) -> None:
     with run_simulator(mode=mode) as sim:
@@ -689,6 +690,7 @@ def test_fault_missing_fields(sim: SimulatorHandle, client: Client) -> None:
     assert sorted(len(row) for row in rows) == [7] + [8] * 29
 
 
+@pytest.mark.solo
 def test_fault_latency_does_not_serialise(sim: SimulatorHandle, client: Client) -> None:
     sim.set_faults({"latency_ms": 300, "jitter_ms": 20})
     started = time.monotonic()

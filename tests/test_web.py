@@ -473,6 +473,7 @@ def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
         yield {"base": base, "token": Secret(login.json()["access_token"]), "env": env}
 
 
+@pytest.mark.stack
 def test_api_server_protects_and_serves_the_plugin(api_server):
     base, token = api_server["base"], api_server["token"]
     url = f"{base}/kis/api/minute-status?date={GAP_DAY}"
@@ -491,6 +492,7 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
     assert ours["fastapi_apps"][0]["url_prefix"] == "/kis"
 
 
+@pytest.mark.stack
 def test_curl_gets_a_days_5_minute_csv(api_server):
     """As docs/bars-out.md shows it: a token from /auth/token, then curl."""
     base, token = api_server["base"], api_server["token"]
@@ -515,6 +517,7 @@ def test_curl_gets_a_days_5_minute_csv(api_server):
 # --- the dashboard in headless Chromium ------------------------------------------------------------
 
 
+@pytest.mark.stack
 def test_dashboard_in_a_browser(api_server, browser):
     base = api_server["base"]
     log_in(browser, base, api_server["token"])
@@ -577,6 +580,7 @@ def test_dashboard_in_a_browser(api_server, browser):
     assert browser.errors == []
 
 
+@pytest.mark.stack
 def test_the_date_is_shown_and_typed_as_iso_whatever_the_browsers_locale(api_server, browser):
     """A date input shows the locale's order (11/25/2026 in en-US) beside KST times: the field is
     text, YYYY-MM-DD, with the browser's calendar behind a button."""
@@ -609,6 +613,7 @@ def test_the_date_is_shown_and_typed_as_iso_whatever_the_browsers_locale(api_ser
     assert browser.errors == []
 
 
+@pytest.mark.stack
 def test_a_mid_day_start_in_a_browser(api_server, browser):
     """The minutes before the day's first minute run could reach are the backfill's, in a colour and
     legend of their own, and counted apart from those due."""
@@ -640,6 +645,7 @@ def test_a_mid_day_start_in_a_browser(api_server, browser):
     assert browser.errors == []
 
 
+@pytest.mark.stack
 def test_a_run_dated_ahead_of_the_clock_is_explained_on_the_dashboard(api_server, browser):
     """A run Airflow will start no task of for days, holding its DAG: the trigger refuses one dated
     by the browser's clock (kis.timetable), but a data interval given by hand (the form's "Specify
@@ -703,6 +709,7 @@ KST_UNLABELLED_JS = """(() => {
 })()"""
 
 
+@pytest.mark.stack
 def test_dashboard_without_login_goes_to_the_login_page_and_back(api_server, browser):
     base = api_server["base"]
     browser.call("Page.navigate", url=f"{base}/kis/dashboard?date={GAP_DAY}")
@@ -732,6 +739,7 @@ def _sign_in_js(username: str, password: str) -> str:
     )
 
 
+@pytest.mark.stack
 def test_dashboard_inside_the_airflow_ui(api_server, browser):
     """The external view: the UI's own page /plugin/kis-dashboard shows the dashboard in an iframe."""
     base = api_server["base"]
