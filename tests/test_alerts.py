@@ -112,6 +112,36 @@ def test_an_alert_goes_out_by_e_mail_when_configured(market_db, smtp_sink, monke
     assert body == GAP.message
 
 
+def test_a_refused_key_is_alerted_and_mailed_once_a_day_until_resolved(market_db, smtp_sink, monkeypatch) -> None:
+    """Every fetch task of a run on a refused key meets the refusal: the table keeps one open
+    key_refused alert per connection and day, and only that one goes out."""
+    host, port = smtp_sink.server_address
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_ALERT_EMAIL", "desk@example.com")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps({"conn_type": "smtp", "host": host, "port": port,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "kis@example.com"}}),
+    )
+    refused = Alert(kind="key_refused", message="KIS refused the app key of connection kis_second",
+                    trading_date=date(2026, 11, 25), dag_id="kis_minute_bars", run_id="r1",
+                    details={"conn_id": "kis_second"})
+    for alert in (refused, replace(refused, run_id="r2"), replace(refused, details={"conn_id": "kis_third"}),
+                  replace(refused, trading_date=date(2026, 11, 26))):
+        send_alert(alert)
+    send_alert(replace(refused, run_id="r3"))
+    query = "SELECT trading_date, details->>'conn_id', run_id FROM collection_alerts ORDER BY 1, 2, 3"
+    with psycopg.connect(market_db) as conn:
+        assert conn.execute(query).fetchall() == [
+            (date(2026, 11, 25), "kis_second", "r1"), (date(2026, 11, 25), "kis_third", "r1"),
+            (date(2026, 11, 26), "kis_second", "r1"),
+        ]
+        conn.execute("UPDATE collection_alerts SET resolved_at = now()")  # the key fixed, the alert resolved
+    send_alert(replace(refused, run_id="r4"))  # refused again: alerted again
+    with psycopg.connect(market_db) as conn:
+        assert conn.execute(query).fetchall()[1] == (date(2026, 11, 25), "kis_second", "r4")
+    assert len(smtp_sink.messages) == 4
+
+
 def test_an_unreachable_database_does_not_fail_the_caller(monkeypatch, caplog) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", "postgresql://nobody:nothing@127.0.0.1:9/none")
     send_alert(GAP)
