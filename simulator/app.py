@@ -107,7 +107,7 @@ class SimulatorConfig:
         self.appkeys = tuple((str(key), str(secret)) for key, secret in self.appkeys)
         keys = [key for key, _ in self.appkeys]
         if not keys or len(set(keys)) != len(keys) or not all(keys):
-            raise ValueError(f"appkeys must be distinct, non-empty app keys, each with its secret; got {keys}")
+            raise ValueError(f"appkeys must be distinct non-empty app keys, each with its secret; got {keys}")
 
     @property
     def effective_rate_limit(self) -> int:
@@ -739,7 +739,8 @@ class Simulator:
                     raise ValueError("at needs an offset")
                 revocation = Revocation(at=at)
         except (TypeError, ValueError) as err:
-            return JSONResponse({"error": f"need appkey and at (ISO 8601 with an offset) or after_requests: {err}"}, 400)
+            error = f"need appkey and at (ISO 8601 with an offset) or after_requests: {err}"
+            return JSONResponse({"error": error}, status_code=400)
         self.revocations[appkey] = revocation
         return JSONResponse(self._appkeys_state())
 

@@ -59,7 +59,9 @@ class SimulatorHandle:
     def expire_tokens(self) -> None:
         self._call("POST", "/_sim/tokens/expire")
 
-    def revoke_appkey(self, appkey: str, at: datetime | str | None = None, *, after_requests: int | None = None) -> None:
+    def revoke_appkey(
+        self, appkey: str, at: datetime | str | None = None, *, after_requests: int | None = None
+    ) -> None:
         """KIS refuses ``appkey`` (EGW00103) from the market clock's ``at`` on (None: now), or, with
         ``after_requests``, once it has made that many more data calls."""
         body: dict[str, Any] = {"appkey": appkey}
@@ -136,10 +138,11 @@ def run_simulator(
     """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
 
     ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
-    documented defaults; ``appkeys`` accepts several (app key, app secret) pairs instead; ``splits`` and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and
-    ``faults["nxt_codes"]`` (None: the default watch-list's codes trade on Nextrade). ``sessions``
-    replaces the sessions the market trades in (default :class:`simulator.sessions.Sessions`): a
-    collector tested against other hours than its own calendar's, e.g. an after-market from 15:30.
+    documented defaults; ``appkeys`` accepts several (app key, app secret) pairs instead; ``splits``
+    and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and ``faults["nxt_codes"]`` (None: the
+    default watch-list's codes trade on Nextrade). ``sessions`` replaces the sessions the market
+    trades in (default :class:`simulator.sessions.Sessions`): a collector tested against other hours
+    than its own calendar's, e.g. an after-market from 15:30.
     """
     if appkeys is not None and (appkey or appsecret):
         raise ValueError("give appkeys, or appkey and appsecret, not both")

@@ -101,7 +101,7 @@ def test_keys_share_the_codes_by_their_rates_and_alternate() -> None:
 def test_a_connection_that_is_not_there_is_named(two_keys, monkeypatch) -> None:
     with two_keys():
         monkeypatch.setenv("AIRFLOW_VAR_KIS_CONNECTIONS", '["kis_default", "kis_nowhere"]')
-        with pytest.raises(CollectionFailed, match="'kis_nowhere' of kis_connections cannot be used"):
+        with pytest.raises(CollectionFailed, match="'kis_nowhere' of kis_connections is not usable"):
             minute_run.plan_minute_run(Run("kis_minute_bars", "manual", kst("2026-11-25T10:31")))
 
 

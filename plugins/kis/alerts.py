@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 class Alert:
     """Something an operator must look at: what, where, and the evidence."""
 
-    kind: str  # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | key_refused | invalid_watchlist | left_universe | not_on_venue (information)
+    # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | key_refused | invalid_watchlist
+    # | left_universe | not_on_venue (information)
+    kind: str
     message: str
     trading_date: date | None = None
     dag_id: str | None = None

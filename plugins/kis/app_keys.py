@@ -48,7 +48,8 @@ def parse_connections(raw: str | None) -> tuple[str, ...]:
         ids = None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.strip() for i in ids):
         raise ValueError(
-            f'kis_connections must be a non-empty JSON list of KIS connection ids, e.g. ["kis_default"]; got {raw!r}'
+            "kis_connections must be a non-empty JSON list of KIS connection ids, "
+            f'e.g. ["kis_default", "kis_second"]; got {raw!r}'
         )
     return tuple(dict.fromkeys(i.strip() for i in ids))
 
@@ -69,12 +70,14 @@ def paced_rates(conn_ids: Sequence[str]) -> dict[str, float]:
         try:
             settings = task_context.kis_hook(conn_id).settings
         except Exception as err:  # noqa: BLE001 - a missing or incomplete connection, named
-            raise CollectionFailed(f"The connection {conn_id!r} of kis_connections cannot be used: {err}") from None
+            raise CollectionFailed(f"The connection {conn_id!r} of kis_connections is not usable: {err}") from err
         rates[conn_id] = settings.rate_limit * settings.rate_limit_safety
     return rates
 
 
-def hand_out(codes: Mapping[Venue, Sequence[str]], rates: Mapping[str, float], per_task: int) -> list[dict[str, Any]]:
+def hand_out(
+    codes: Mapping[Venue, Sequence[str]], rates: Mapping[str, float], per_task: int
+) -> list[dict[str, Any]]:
     """The batches of a run, ``{"venue", "codes", "conn_ids"}`` each: every venue's codes shared
     across the connections in proportion to their ``rates`` (a key paced at twice another's asks
     twice its codes; equal keys ask as many, give or take one), then cut into batches of
@@ -125,9 +128,9 @@ def alert_key_refused(conn_id: str, err: KisKeyRefused, run: Run) -> None:
         Alert(
             kind=KEY_REFUSED,
             message=(
-                f"KIS refused the app key of connection {conn_id} ({err.msg_cd}: {err.msg1}): its share of the "
-                f"work moves to the other keys of kis_connections, and it is left out for the rest of {run.day}. "
-                "Fix or replace the key, then resolve this alert to use it again today"
+                f"KIS refused the app key of connection {conn_id} ({err.msg_cd}: {err.msg1}): its share "
+                f"of the work moves to the other keys of kis_connections, and it is left out for the rest "
+                f"of {run.day}. Fix or replace the key, then resolve this alert to use it again today"
             ),
             trading_date=run.day,
             dag_id=run.dag_id,
@@ -165,7 +168,7 @@ class KeyFailover:
             try:
                 return fetch(self._hook, code)
             except KisKeyRefused as err:
-                log.warning("KIS refused the app key of %s (%s); %s goes on with the next key", self._conn_id, err, code)
+                log.warning("KIS refused the key of %s (%s); %s goes on with the next", self._conn_id, err, code)
                 alert_key_refused(self._conn_id, err, self.run)
                 self._refused.append(self._conn_id)
                 self.close()

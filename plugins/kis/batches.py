@@ -49,7 +49,8 @@ class LeftOut:
     @classmethod
     def read(cls, conn: Any, day: date, run: Run) -> LeftOut:
         """One statement, whatever the number of venues and keys."""
-        params = {"day": day, "code_kinds": [UNKNOWN_CODE, NOT_ON_VENUE], "today": run.day, "key_kind": KEY_REFUSED}
+        kinds = {"code_kinds": [UNKNOWN_CODE, NOT_ON_VENUE], "key_kind": KEY_REFUSED}
+        params = {"day": day, "today": run.day, **kinds}
         unknown: set[str] = set()
         not_traded: dict[str, set[str]] = {}
         refused: set[str] = set()
