@@ -93,7 +93,7 @@ def hand_out(
         shares: dict[str, list[str]] = {key: [] for key in keys}
         for code in venue_codes:
             # The key whose share, with this code, stays the smallest against its rate; ties go to
-            # the first, so that a single key's batches are the watch-list's order.
+            # the key listed first, so the hand-out is the same at every run.
             key = min(keys, key=lambda k: (asked[k] + 1) / rates[k])
             asked[key] += 1
             shares[key].append(code)
