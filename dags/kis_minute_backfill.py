@@ -30,8 +30,9 @@ the reason, as Airflow would start none of the run's tasks until then:
    path to the verification; it detaches them concurrently and waits for no lock longer than a
    few seconds: when a reader blocks it, it fails and is retried 10 minutes later.
 
-Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_venues`,
-`kis_completeness_threshold` (0.98 by default); connections `kis_default` and `kis_market_db`.
+Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_venues`, `kis_connections` (the
+app keys the run is shared across, default `["kis_default"]`), `kis_completeness_threshold` (0.98 by
+default); connections `kis_default` (and the others of `kis_connections`) and `kis_market_db`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         # The batches reach the log once, in the operator's "Condition result".
         @task.short_circuit(show_return_value_in_logs=False)
         def trading_day_gate(params=None, dag_run=None) -> list[dict]:
-            return minute_backfill.plan_backfill(backfill_day(params, dag_run))
+            return minute_backfill.plan_backfill(backfill_day(params, dag_run), Run.of(dag_run))
 
         batches = trading_day_gate()
 
@@ -102,9 +103,11 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
             multiple_outputs=False,
         )
-        def fetch_session_bars(codes: list[str], venue: str, params=None, dag_run=None, ti=None) -> dict:
+        def fetch_session_bars(
+            codes: list[str], venue: str, conn_ids: list[str], params=None, dag_run=None, ti=None
+        ) -> dict:
             return minute_backfill.fetch_session_bars(
-                codes, Venue(venue), backfill_day(params, dag_run), Run.of(dag_run), ti=ti
+                codes, Venue(venue), backfill_day(params, dag_run), Run.of(dag_run), conn_ids=conn_ids, ti=ti
             )
 
         fetched = fetch_session_bars.expand_kwargs(batches)

@@ -19,7 +19,10 @@ DAG's first run is its next tick, never a minute that was over before it was fir
 2. **fetch_recent_bars**: one mapped task per venue and batch (one code by default) in the
    `kis_api` pool, labelled with the code (and the venue, unless KRX): one request per code for
    the last 30 closed bars, so a late or retried run heals itself. A code Nextrade does not trade
-   is reported once a day (`not_on_venue`, information) and not asked there again that day.
+   is reported once a day (`not_on_venue`, information) and not asked there again that day. With
+   several app keys (`kis_connections`) each task is handed one (`005930 via kis_second`); a key
+   KIS refuses is alerted once a day (`key_refused`), the task goes on with the next key, and the
+   later runs leave the refused key out.
 3. **upsert_bars**: one set-based `INSERT ... ON CONFLICT DO UPDATE` over all fetched bars; it
    runs even when some codes failed (a fetch task with a failed code still hands over the others'
    bars, alerts the code with its reason on its last try, then ends failed), so one code never
@@ -30,8 +33,9 @@ DAG's first run is its next tick, never a minute that was over before it was fir
    the backfill's verification, as the first run's log says. A later outage is alerted.
 
 Clear one failed `fetch_recent_bars` task in the grid to fetch and store that code again.
-Configuration: Variables `kis_watchlist`, `kis_codes_per_task` and `kis_venues`; connections `kis_default` and
-`kis_market_db`. The run's minute is its logical date, never the wall clock; which endpoint serves
+Configuration: Variables `kis_watchlist`, `kis_codes_per_task`, `kis_venues` and `kis_connections` (the app
+keys the run is shared across, default `["kis_default"]`); connections `kis_default` (and the others of
+`kis_connections`) and `kis_market_db`. The run's minute is its logical date, never the wall clock; which endpoint serves
 it is decided by KIS's clock: a run cleared or retried after its day fetches from the past-day
 endpoint (real accounts; a mock account fails with that reason).
 """
@@ -84,8 +88,8 @@ def kis_minute_bars():
         # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
         multiple_outputs=False,
     )
-    def fetch_recent_bars(codes: list[str], venue: str, dag_run=None, ti=None) -> dict:
-        return minute_run.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), ti=ti)
+    def fetch_recent_bars(codes: list[str], venue: str, conn_ids: list[str], dag_run=None, ti=None) -> dict:
+        return minute_run.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), conn_ids=conn_ids, ti=ti)
 
     batches = session_gate()
     fetched = fetch_recent_bars.expand_kwargs(batches)

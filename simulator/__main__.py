@@ -21,6 +21,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--appsecret", default=DEFAULT_APPSECRET, help=f"the accepted app secret (default {DEFAULT_APPSECRET})"
     )
     parser.add_argument(
+        "--appkeys", type=_appkey_pairs, default=None, metavar="KEY:SECRET,...",
+        help="several accepted app keys, each with its secret, each with its own token and rate limit "
+        "(instead of --appkey and --appsecret)",
+    )  # fmt: skip
+    parser.add_argument(
         "--now", type=datetime.fromisoformat, default=None,
         help="market clock at start, ISO 8601 with offset, e.g. 2026-11-25T10:31:00+09:00 (default: wall clock)",
     )  # fmt: skip
@@ -43,12 +48,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _appkey_pairs(text: str) -> list[tuple[str, str]]:
+    """``KEY1:SECRET1,KEY2:SECRET2`` as (app key, app secret) pairs."""
+    pairs = []
+    for number, item in enumerate((part.strip() for part in text.split(",")), start=1):
+        key, colon, secret = item.partition(":")
+        if not (key and colon and secret):  # not echoed: it may hold a secret
+            raise argparse.ArgumentTypeError(f"entry {number} is not KEY:SECRET")
+        pairs.append((key, secret))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = SimulatorConfig(
         mode=args.mode,
-        appkey=args.appkey,
-        appsecret=args.appsecret,
+        appkeys=tuple(args.appkeys or [(args.appkey, args.appsecret)]),
         now=args.now,
         seed=args.seed,
         rate_limit=args.rate_limit,

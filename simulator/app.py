@@ -87,8 +87,8 @@ class SimulatorConfig:
     """Everything a run is started with; ``python -m simulator`` maps its options onto it."""
 
     mode: str = "real"
-    appkey: str = DEFAULT_APPKEY
-    appsecret: str = DEFAULT_APPSECRET
+    # The accepted (app key, app secret) pairs: several accounts, each with its own token and limit.
+    appkeys: tuple[tuple[str, str], ...] = ((DEFAULT_APPKEY, DEFAULT_APPSECRET),)
     now: datetime | None = None  # the market clock at start; None: the wall clock
     seed: int = 0
     rate_limit: int | None = None  # None: 18/s real, 1/s mock
@@ -104,6 +104,10 @@ class SimulatorConfig:
             raise ValueError(f"mode must be one of {sorted(RATE_LIMITS)}, not {self.mode!r}")
         if self.now is not None and self.now.tzinfo is None:
             raise ValueError("now must be time-zone aware (e.g. 2026-11-25T10:31:00+09:00)")
+        self.appkeys = tuple((str(key), str(secret)) for key, secret in self.appkeys)
+        keys = [key for key, _ in self.appkeys]
+        if not keys or len(set(keys)) != len(keys) or not all(keys):
+            raise ValueError(f"appkeys must be distinct non-empty app keys, each with its secret; got {keys}")
 
     @property
     def effective_rate_limit(self) -> int:
@@ -191,6 +195,7 @@ class Counters:
     peak_per_second_by_appkey: dict[str, int] = field(default_factory=dict)
     egw00201: int = 0
     tokens_issued: int = 0
+    tokens_issued_by_appkey: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     _arrivals: deque[float] = field(default_factory=deque)
     _arrivals_by_appkey: dict[str, deque[float]] = field(default_factory=dict)
@@ -214,6 +219,7 @@ class Counters:
             "peak_per_second_by_appkey": dict(self.peak_per_second_by_appkey),
             "egw00201": self.egw00201,
             "tokens_issued": self.tokens_issued,
+            "tokens_issued_by_appkey": dict(self.tokens_issued_by_appkey),
             "faults_injected": dict(self.faults_injected),
         }
 
@@ -246,6 +252,8 @@ class Simulator:
         self.current_token: dict[str, _Token] = {}
         self.last_issue: dict[str, float] = {}
         self.accepted: dict[str, deque[float]] = {}
+        self.appsecrets = dict(config.appkeys)
+        self.revocations: dict[str, Revocation] = {}
         self.listings = built_listings(config.seed)
         self.market = Market(config.seed, self.sessions, listings=self.listings)
         self._master_zips: dict[tuple[StockMarket, date, str | None], bytes] = {}
@@ -283,6 +291,8 @@ class Simulator:
             Route("/_sim/counters/reset", self.control_counters_reset, methods=["POST"]),
             Route("/_sim/faults", self.control_faults, methods=["GET", "POST"]),
             Route("/_sim/tokens/expire", self.control_tokens_expire, methods=["POST"]),
+            Route("/_sim/appkeys", self.control_appkeys, methods=["GET"]),
+            Route("/_sim/appkeys/revoke", self.control_appkeys_revoke, methods=["POST"]),
         ]
 
         async def http_error(request: Request, exc: Exception) -> Response:
@@ -325,6 +335,7 @@ class Simulator:
         self.tokens[token.value] = self.current_token[appkey] = token
         self.last_issue[appkey] = at
         self.counters.tokens_issued += 1
+        self.counters.tokens_issued_by_appkey[appkey] += 1
         return self._token_response(token, at)
 
     async def revoke(self, request: Request) -> Response:
@@ -342,10 +353,13 @@ class Simulator:
         return JSONResponse({"code": 200, "message": "접근토큰 폐기에 성공하였습니다"})
 
     def _check_credentials(self, appkey: str, appsecret: str) -> tuple[str, str] | None:
-        if appkey != self.config.appkey:
-            return ("EGW00103", "유효하지 않은 AppKey입니다.")
-        if appsecret != self.config.appsecret:
-            return ("EGW00105", "유효하지 않은 AppSecret입니다.")
+        """EGW00103 for an app key never issued or revoked (a revoked key answers as an unknown one:
+        docs/kis-api.md, K14), EGW00105 for a wrong secret."""
+        revocation = self.revocations.get(appkey)
+        if appkey not in self.appsecrets or (revocation is not None and revocation.reached(self.clock.now())):
+            return ERRORS["bad_appkey"][1:]
+        if appsecret != self.appsecrets[appkey]:
+            return ERRORS["bad_appsecret"][1:]
         return None
 
     def _token_response(self, token: _Token, at: float) -> Response:
@@ -372,6 +386,8 @@ class Simulator:
         async def handle(request: Request) -> Response:
             appkey = request.headers.get("appkey", "")
             self.counters.count(endpoint, appkey)
+            if (revocation := self.revocations.get(appkey)) is not None:
+                revocation.count_request()
             arrived = monotonic_time.monotonic()
             self.counters.arrive(appkey, arrived)
             await self._latency()
@@ -701,6 +717,59 @@ class Simulator:
         for token in self.tokens.values():
             token.expires_at = min(token.expires_at, at)
         return JSONResponse({"expired": len(self.tokens)})
+
+
+    async def control_appkeys(self, request: Request) -> Response:
+        return JSONResponse(self._appkeys_state())
+
+    async def control_appkeys_revoke(self, request: Request) -> Response:
+        """``POST /_sim/appkeys/revoke {"appkey", "at"}``: the key is refused from the market clock's
+        ``at`` on (default now), as KIS refuses a revoked key; or ``{"appkey", "after_requests": n}``:
+        from its (n+1)-th data call after this one (a key revoked in the middle of a run)."""
+        body = await _json_body(request)
+        appkey = str(body.get("appkey", ""))
+        try:
+            if appkey not in self.appsecrets:
+                raise ValueError(f"{appkey!r} is not an app key of this simulator")
+            if "after_requests" in body:
+                revocation = Revocation(requests_left=int(body["after_requests"]))
+            else:
+                at = datetime.fromisoformat(body["at"]) if body.get("at") else self.clock.now()
+                if at.tzinfo is None:
+                    raise ValueError("at needs an offset")
+                revocation = Revocation(at=at)
+        except (TypeError, ValueError) as err:
+            error = f"need appkey and at (ISO 8601 with an offset) or after_requests: {err}"
+            return JSONResponse({"error": error}, status_code=400)
+        self.revocations[appkey] = revocation
+        return JSONResponse(self._appkeys_state())
+
+    def _appkeys_state(self) -> dict[str, Any]:
+        now = self.clock.now()
+        return {
+            "appkeys": [
+                {"appkey": key, "revoked": key in self.revocations and self.revocations[key].reached(now)}
+                for key in self.appsecrets
+            ]
+        }
+
+
+@dataclass
+class Revocation:
+    """When KIS starts refusing an app key: a moment of the market clock, or after a number of its
+    data calls (each call counted on arrival, before it is checked)."""
+
+    at: datetime | None = None
+    requests_left: int | None = None
+
+    def count_request(self) -> None:
+        if self.requests_left is not None:
+            self.requests_left -= 1
+
+    def reached(self, now: datetime) -> bool:
+        if self.requests_left is not None:
+            return self.requests_left < 0
+        return self.at is not None and now >= self.at
 
 
 def create_app(config: SimulatorConfig | None = None) -> ASGIApp:

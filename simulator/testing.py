@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -30,10 +30,12 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 class SimulatorHandle:
     """A running simulator: its address and credentials, and the control API as methods."""
 
-    def __init__(self, host: str, port: int, appkey: str, appsecret: str, mode: str) -> None:
+    def __init__(self, host: str, port: int, appkeys: Sequence[tuple[str, str]], mode: str) -> None:
         self.host, self.port = host, port
         self.base_url = f"http://{host}:{port}"
-        self.appkey, self.appsecret, self.mode = appkey, appsecret, mode
+        #: the accepted (app key, app secret) pairs; ``appkey`` and ``appsecret`` are the first
+        self.appkeys, self.mode = list(appkeys), mode
+        self.appkey, self.appsecret = self.appkeys[0]
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
 
     def now(self) -> datetime:
@@ -56,6 +58,18 @@ class SimulatorHandle:
 
     def expire_tokens(self) -> None:
         self._call("POST", "/_sim/tokens/expire")
+
+    def revoke_appkey(
+        self, appkey: str, at: datetime | str | None = None, *, after_requests: int | None = None
+    ) -> None:
+        """KIS refuses ``appkey`` (EGW00103) from the market clock's ``at`` on (None: now), or, with
+        ``after_requests``, once it has made that many more data calls."""
+        body: dict[str, Any] = {"appkey": appkey}
+        if after_requests is not None:
+            body["after_requests"] = after_requests
+        elif at is not None:
+            body["at"] = at if isinstance(at, str) else at.isoformat()
+        self._call("POST", "/_sim/appkeys/revoke", body)
 
     def truth(self, code: str, day: date, venue: str = "krx") -> list[Bar]:
         """The bars of ``code`` on ``day`` at ``venue`` (``krx``, ``nxt`` or ``unified``), as traded."""
@@ -112,6 +126,7 @@ def run_simulator(
     seed: int = 0,
     appkey: str | None = None,
     appsecret: str | None = None,
+    appkeys: Sequence[tuple[str, str]] | None = None,
     rate_limit: int | None = None,
     token_lifetime_seconds: float = 86400,
     token_throttle_seconds: float = 60,
@@ -123,15 +138,17 @@ def run_simulator(
     """Start a simulator on a free port of 127.0.0.1, yield its handle, stop it on exit.
 
     ``now`` None starts the market clock at the wall clock; appkey/appsecret None take the
-    documented defaults; ``splits`` and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and
-    ``faults["nxt_codes"]`` (None: the default watch-list's codes trade on Nextrade). ``sessions``
-    replaces the sessions the market trades in (default :class:`simulator.sessions.Sessions`): a
-    collector tested against other hours than its own calendar's, e.g. an after-market from 15:30.
+    documented defaults; ``appkeys`` accepts several (app key, app secret) pairs instead; ``splits``
+    and ``nxt_codes`` are shortcuts for ``faults["splits"]`` and ``faults["nxt_codes"]`` (None: the
+    default watch-list's codes trade on Nextrade). ``sessions`` replaces the sessions the market
+    trades in (default :class:`simulator.sessions.Sessions`): a collector tested against other hours
+    than its own calendar's, e.g. an after-market from 15:30.
     """
+    if appkeys is not None and (appkey or appsecret):
+        raise ValueError("give appkeys, or appkey and appsecret, not both")
     config = SimulatorConfig(
         mode=mode,
-        appkey=appkey or DEFAULT_APPKEY,
-        appsecret=appsecret or DEFAULT_APPSECRET,
+        appkeys=tuple(appkeys or [(appkey or DEFAULT_APPKEY, appsecret or DEFAULT_APPSECRET)]),
         now=datetime.fromisoformat(now) if isinstance(now, str) else now,
         seed=seed,
         rate_limit=rate_limit,
@@ -152,7 +169,7 @@ def run_simulator(
     server = uvicorn.Server(server_config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{port}", daemon=True)
     thread.start()
-    handle = SimulatorHandle("127.0.0.1", port, config.appkey, config.appsecret, mode)
+    handle = SimulatorHandle("127.0.0.1", port, config.appkeys, mode)
     try:
         _wait_until_serving(handle, thread)
         yield handle

@@ -53,6 +53,19 @@ def smtp_sink() -> Iterator[socketserver.ThreadingTCPServer]:
 
 
 @pytest.fixture
+def desk_mail(smtp_sink, monkeypatch: pytest.MonkeyPatch) -> socketserver.ThreadingTCPServer:
+    """Alerts mailed to desk@example.com through ``smtp_sink``, whose ``messages`` they land in."""
+    host, port = smtp_sink.server_address
+    monkeypatch.setenv("AIRFLOW_VAR_KIS_ALERT_EMAIL", "desk@example.com")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps({"conn_type": "smtp", "host": host, "port": port,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "kis@example.com"}}),
+    )
+    return smtp_sink
+
+
+@pytest.fixture
 def market_db(monkeypatch: pytest.MonkeyPatch, market_dsn: str) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MARKET_DB", market_dsn)
     return market_dsn
@@ -96,20 +109,36 @@ def test_an_alert_names_its_venue(market_db: str) -> None:
         assert codes_alerted(conn, "unknown_code", day) == {"000660"}
 
 
-def test_an_alert_goes_out_by_e_mail_when_configured(market_db, smtp_sink, monkeypatch) -> None:
-    host, port = smtp_sink.server_address
-    monkeypatch.setenv("AIRFLOW_VAR_KIS_ALERT_EMAIL", "desk@example.com")
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SMTP_DEFAULT",
-        json.dumps({"conn_type": "smtp", "host": host, "port": port,
-                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "kis@example.com"}}),
-    )
+def test_an_alert_goes_out_by_e_mail_when_configured(market_db, desk_mail) -> None:
     send_alert(GAP)
-    (raw,) = smtp_sink.messages
+    (raw,) = desk_mail.messages
     message = email.message_from_string(raw)
     assert message["To"] == "desk@example.com" and message["Subject"] == "[KIS minute bars] gap: 2026-11-25"
     body = next(part.get_payload(decode=True).decode() for part in message.walk() if not part.is_multipart())
     assert body == GAP.message
+
+
+def test_a_refused_key_is_alerted_and_mailed_once_a_day_until_resolved(market_db, desk_mail) -> None:
+    """Every fetch task of a run on a refused key meets the refusal: the table keeps one open
+    key_refused alert per connection and day, and only that one goes out."""
+    refused = Alert(kind="key_refused", message="KIS refused the app key of connection kis_second",
+                    trading_date=date(2026, 11, 25), dag_id="kis_minute_bars", run_id="r1",
+                    details={"conn_id": "kis_second"})
+    for alert in (refused, replace(refused, run_id="r2"), replace(refused, details={"conn_id": "kis_third"}),
+                  replace(refused, trading_date=date(2026, 11, 26))):
+        send_alert(alert)
+    send_alert(replace(refused, run_id="r3"))
+    query = "SELECT trading_date, details->>'conn_id', run_id FROM collection_alerts ORDER BY 1, 2, 3"
+    with psycopg.connect(market_db) as conn:
+        assert conn.execute(query).fetchall() == [
+            (date(2026, 11, 25), "kis_second", "r1"), (date(2026, 11, 25), "kis_third", "r1"),
+            (date(2026, 11, 26), "kis_second", "r1"),
+        ]
+        conn.execute("UPDATE collection_alerts SET resolved_at = now()")  # the key fixed, the alert resolved
+    send_alert(replace(refused, run_id="r4"))  # refused again: alerted again
+    with psycopg.connect(market_db) as conn:
+        assert conn.execute(query).fetchall()[1] == (date(2026, 11, 25), "kis_second", "r4")
+    assert len(desk_mail.messages) == 4
 
 
 def test_an_unreachable_database_does_not_fail_the_caller(monkeypatch, caplog) -> None:

@@ -39,7 +39,6 @@ from devtools.net import free_port
 from kis import endpoints, schema, storage, task_context
 from kis.bar import Bar
 from kis.hook import KisHook
-from kis.resources import KIS_CONN_ID
 
 DAY = date(2026, 11, 25)
 TWO_CODES = ["005930", "000660"]
@@ -269,7 +268,7 @@ def test_api_outage_storms_and_damaged_bodies(drill, monkeypatch):
         with monkeypatch.context() as outage:
             # The outage outlasts any retry budget; the default one (12 attempts up to 8 s apart,
             # ~28 s a code, then two task retries 5 s apart) would only take longer to say so.
-            short_budget = partial(KisHook, KIS_CONN_ID, max_attempts=2, backoff_max=0.05)
+            short_budget = partial(KisHook, max_attempts=2, backoff_max=0.05)
             outage.setattr(task_context, "kis_hook", short_budget)
             fetch = market.dagbag.get_dag("kis_minute_bars").get_task("fetch_recent_bars")
             outage.setattr(fetch, "retry_delay", timedelta(0))

@@ -14,10 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 import requests
-from kis import endpoints
+from kis import endpoints, token_store
 from kis.bar import KST
 from kis.calendar import default_calendar
-from kis.errors import KisApiError, KisNotYet, KisUnknownCode, KisUnsupported
+from kis.errors import KisApiError, KisKeyRefused, KisNotYet, KisUnknownCode, KisUnsupported
 from kis.hook import KisHook
 from kis.parsing import day_volume
 from kis.token_store import app_key_hash
@@ -264,6 +264,30 @@ def test_token_issuance_is_paced_and_egw00133_waited_out(connect: Callable[..., 
         counters = sim.counters()
         assert counters["tokens_issued"] == 3
         assert counters["requests_by_endpoint"]["tokenP"] == 4  # no EGW00133 this time
+
+
+def test_a_refused_key_fails_at_once_and_its_other_workers_learn_it_from_the_state(
+    connect: Callable[..., KisHook], market_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KIS refuses the app key at the token endpoint (EGW00103): no retry. Another worker of the key
+    (another hook, as in another process) gets the refusal from the state database within the issue
+    interval, neither asking KIS again nor waiting the interval out; after it, KIS is asked again."""
+    with run_simulator(now="2026-11-25T10:31:00+09:00") as sim:
+        sim.revoke_appkey(sim.appkey)
+        with pytest.raises(KisKeyRefused) as refused:
+            connect(sim).recent_bars(CODE, until=at("10:30"))
+        assert (refused.value.msg_cd, refused.value.status) == ("EGW00103", 403)
+        waits: list[float] = []  # the limiter's pacing sleeps a few ms; the issue interval's wait would be ~60 s
+        monkeypatch.setattr(token_store.time, "sleep", waits.append)
+        with KisHook() as other, pytest.raises(KisKeyRefused) as learnt:
+            other.recent_bars(CODE, until=at("10:30"))
+        assert learnt.value.msg_cd == "EGW00103" and max(waits, default=0) < 1
+        assert sim.counters()["requests_by_endpoint"] == {"tokenP": 1}
+        with psycopg.connect(market_dsn, autocommit=True) as conn:  # the issue interval (60 s) has passed
+            conn.execute("UPDATE kis_api_token SET last_issue_at = last_issue_at - interval '61 seconds'")
+        with KisHook() as later, pytest.raises(KisKeyRefused):
+            later.recent_bars(CODE, until=at("10:30"))
+        assert sim.counters()["requests_by_endpoint"] == {"tokenP": 2} and max(waits, default=0) < 1
 
 
 @pytest.mark.parametrize(

@@ -36,21 +36,23 @@ ONE_MINUTE = timedelta(minutes=1)
 class Client:
     """A minimal KIS client: enough to exercise the simulator, nothing like the real hook."""
 
-    def __init__(self, sim: SimulatorHandle) -> None:
+    def __init__(self, sim: SimulatorHandle, appkey: tuple[str, str] | None = None) -> None:
+        """A client of ``appkey`` (an (app key, app secret) pair; default the simulator's first)."""
         self.sim = sim
+        self.appkey, self.appsecret = appkey or (sim.appkey, sim.appsecret)
         self.http = httpx.Client(base_url=sim.base_url, timeout=10)
         self.token = self.issue().json()["access_token"]
 
     def issue(self, **overrides: str) -> httpx.Response:
-        body = {"grant_type": "client_credentials", "appkey": self.sim.appkey, "appsecret": self.sim.appsecret}
+        body = {"grant_type": "client_credentials", "appkey": self.appkey, "appsecret": self.appsecret}
         return self.http.post("/oauth2/tokenP", json=body | overrides)
 
     def headers(self, path: str, **overrides: str | None) -> dict[str, str]:
         headers = {
             "content-type": "application/json; charset=utf-8",
             "authorization": f"Bearer {self.token}",
-            "appkey": self.sim.appkey,
-            "appsecret": self.sim.appsecret,
+            "appkey": self.appkey,
+            "appsecret": self.appsecret,
             "tr_id": TR_IDS[path],
             "custtype": "P",
         } | overrides
@@ -584,6 +586,52 @@ def test_revoked_token_is_invalid() -> None:
         assert client.today("005930", "103000").json()["msg_cd"] == "EGW00121"
 
 
+KEY_A, KEY_B = ("APPKEY-A", "SECRET-A"), ("APPKEY-B", "SECRET-B")
+
+
+def test_several_app_keys_each_with_its_own_token_and_rate_limit() -> None:
+    with run_simulator(appkeys=[KEY_A, KEY_B]) as sim:
+        assert sim.appkeys == [KEY_A, KEY_B] and (sim.appkey, sim.appsecret) == KEY_A
+        a, b = Client(sim, KEY_A), Client(sim, KEY_B)
+        assert a.token != b.token
+        assert sim.counters()["tokens_issued_by_appkey"] == {"APPKEY-A": 1, "APPKEY-B": 1}
+        # Each key's token is its own, and so is its secret.
+        assert a.today("005930", "103000", authorization=f"Bearer {b.token}").json()["msg_cd"] == "EGW00121"
+        assert b.today("005930", "103000", appsecret="SECRET-A").json()["msg_cd"] == "EGW00105"
+        time.sleep(1.05)  # the calls above out of the one-second windows
+        # A's limit is used up in this second; B's window is its own.
+        rejected_a = [r for r in burst(a, 18 + 4) if r.json()["msg_cd"] == "EGW00201"]
+        rejected_b = [r for r in burst(b, 18) if r.json()["msg_cd"] == "EGW00201"]
+        assert (len(rejected_a), len(rejected_b)) == (4, 0)
+        assert sim.counters()["peak_per_second_by_appkey"] == {"APPKEY-A": 18 + 4, "APPKEY-B": 18}
+
+
+def test_a_revoked_app_key_is_refused_from_its_moment_as_an_unknown_key() -> None:
+    with run_simulator(appkeys=[KEY_A, KEY_B], now="2026-11-25T10:14:00+09:00") as sim:
+        a, b = Client(sim, KEY_A), Client(sim, KEY_B)
+        sim.revoke_appkey("APPKEY-B", "2026-11-25T10:15:00+09:00")
+        assert b.today("005930", "101300").json()["rt_cd"] == "0"  # not yet
+        sim.set_now("2026-11-25T10:15:00+09:00")
+        refused = b.today("005930", "101400")
+        assert (refused.status_code, refused.json()["msg_cd"]) == (500, "EGW00103")
+        token = b.issue()
+        assert (token.status_code, token.json()["error_code"]) == (403, "EGW00103")
+        assert a.today("005930", "101400").json()["rt_cd"] == "0"  # the other key is untouched
+        assert httpx.get(f"{sim.base_url}/_sim/appkeys").json() == {
+            "appkeys": [{"appkey": "APPKEY-A", "revoked": False}, {"appkey": "APPKEY-B", "revoked": True}]
+        }
+
+
+def test_an_app_key_revoked_after_some_requests() -> None:
+    with run_simulator(appkeys=[KEY_A, KEY_B]) as sim:
+        a = Client(sim, KEY_A)
+        sim.revoke_appkey("APPKEY-A", after_requests=2)
+        answers = [a.today("005930", "103000").json()["msg_cd"] for _ in range(4)]
+        assert answers == ["MCA00000", "MCA00000", "EGW00103", "EGW00103"]
+        bad = httpx.post(f"{sim.base_url}/_sim/appkeys/revoke", json={"appkey": "APPKEY-C"})
+        assert bad.status_code == 400
+
+
 @pytest.mark.parametrize(
     ("headers", "msg_cd"),
     [
@@ -828,6 +876,14 @@ def test_closing_bar_is_the_biggest_of_the_day() -> None:
 # --- the command line ---------------------------------------------------------------------------
 
 
+
+
+def test_cli_takes_several_app_keys() -> None:
+    from simulator.__main__ import parse_args
+
+    assert parse_args(["--appkeys", "K1:S1, K2:S2"]).appkeys == [("K1", "S1"), ("K2", "S2")]
+    with pytest.raises(SystemExit):
+        parse_args(["--appkeys", "K1:S1,K2"])
 
 
 def test_cli_serves_on_loopback() -> None:

@@ -8,4 +8,6 @@ RETURNING
     t.token_ciphertext,
     EXTRACT(EPOCH FROM t.refresh_after - clock_timestamp())::float8 AS refresh_in,
     EXTRACT(EPOCH FROM t.expires_at - clock_timestamp())::float8 AS expires_in,
-    EXTRACT(EPOCH FROM clock_timestamp() - t.last_issue_at)::float8 AS since_last_issue;
+    EXTRACT(EPOCH FROM clock_timestamp() - t.last_issue_at)::float8 AS since_last_issue,
+    t.refused_code,
+    t.refused_message;

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 class Alert:
     """Something an operator must look at: what, where, and the evidence."""
 
-    kind: str  # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | invalid_watchlist | left_universe | not_on_venue (information)
+    # gap | incomplete_day | deadline_missed | unknown_code | fetch_failed | key_refused | invalid_watchlist
+    # | left_universe | not_on_venue (information)
+    kind: str
     message: str
     trading_date: date | None = None
     dag_id: str | None = None
@@ -51,19 +53,22 @@ INFORMATION = frozenset({"not_on_venue"})
 
 
 def send_alert(alert: Alert, *, market_conn_id: str = MARKET_DB_CONN_ID) -> None:
-    """Logs, stores and forwards one alert (information only logs and stores). Storing or
-    forwarding failures are logged, not raised: an alert must never be the reason a collection
-    run fails."""
-    if alert.kind in INFORMATION:
-        log.info("%s: %s", alert.kind, alert.message)
-    else:
-        log.warning("ALERT %s: %s", alert.kind, alert.message)
+    """Logs, stores and forwards one alert (information only logs and stores); an alert the table
+    holds once only (``key_refused``, a connection's key, once a day) and holds already is only
+    logged. Storing or forwarding failures are logged, not raised: an alert must never be the
+    reason a collection run fails."""
     try:
-        _store(alert, market_conn_id)
+        stored = _store(alert, market_conn_id)
     except Exception:
         log.exception("Could not store the alert in %s", market_conn_id)
-    if alert.kind in INFORMATION:
+        stored = True  # better forwarded twice than never
+    if not stored:
+        log.info("%s, alerted already: %s", alert.kind, alert.message)
         return
+    if alert.kind in INFORMATION:
+        log.info("%s: %s", alert.kind, alert.message)
+        return
+    log.warning("ALERT %s: %s", alert.kind, alert.message)
     for notifier in _configured_notifiers(alert):
         try:
             notifier.notify({"alert": alert})
@@ -97,7 +102,8 @@ def resolve_verified(
     return [(kind, code) for _, kind, code in conn.execute(load_sql("resolve_verified_alerts"), params)]
 
 
-def _store(alert: Alert, market_conn_id: str) -> None:
+def _store(alert: Alert, market_conn_id: str) -> bool:
+    """Stores ``alert``; False when a once-only alert of its kind was there already."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from kis import schema
@@ -105,7 +111,7 @@ def _store(alert: Alert, market_conn_id: str) -> None:
     with PostgresHook(postgres_conn_id=market_conn_id).get_conn() as conn:
         # A deadline can be missed before any task of the day has brought the schema up.
         schema.migrate(conn)
-        conn.execute(
+        return conn.execute(
             load_sql("insert_collection_alert"),
             {
                 "kind": alert.kind,
@@ -118,7 +124,7 @@ def _store(alert: Alert, market_conn_id: str) -> None:
                 "message": alert.message,
                 "details": json.dumps(dict(alert.details), default=str),
             },
-        )
+        ).fetchone() is not None
 
 
 def _configured_notifiers(alert: Alert) -> list[Any]:

@@ -1,23 +1,27 @@
-"""A run's watch-list in batches: handed out per venue by the gate, fetched code by code by each
-mapped fetch task, and accounted for after the upsert.
+"""A run's watch-list in batches: handed out per venue and app key by the gate, fetched code by
+code by each mapped fetch task, and accounted for after the upsert.
 
 One code never takes the others down: each code of a batch is fetched on its own, the codes fetched
 reach the upsert even when another code of their batch failed, and the codes KIS does not know (or
 a venue does not trade) are alerted once and left out for the rest of the day
-(:mod:`kis.code_alerts`).
+(:mod:`kis.code_alerts`). One key never takes the others down either: a batch's codes move to the
+next key when KIS refuses its own, which the later runs of the day leave out (:mod:`kis.app_keys`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from kis import alerts, code_alerts, task_context
+from kis import alerts, app_keys, code_alerts, task_context
+from kis.app_keys import KEY_REFUSED, EveryKeyRefused, KeyFailover
 from kis.bar import bars_by_code
 from kis.code_alerts import NOT_ON_VENUE, UNKNOWN_CODE
 from kis.errors import KisError, KisUnknownCode, KisUnsupported
+from kis.resources import load_sql
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
 from kis.watchlist import load_watchlist
@@ -32,24 +36,74 @@ class CodesFailed(RuntimeError):
     """Codes of a batch failed for a reason a retry may mend; the others' result is already pushed."""
 
 
-def watchlist_batches(conn, day: date, venues: Sequence[Venue] = (Venue.KRX,)) -> list[dict[str, Any]]:
-    """The day's watch-list in batches for each venue, ``{"venue": ..., "codes": [...]}``: without
-    the codes KIS already called unknown today, nor on a venue the codes it does not trade."""
+@dataclass(frozen=True)
+class LeftOut:
+    """What the alerts of earlier runs leave out of a run: the codes KIS does not know on the day,
+    the codes each venue does not trade, and the connections whose app key KIS refused on the run's
+    own date (until the alert is resolved)."""
+
+    unknown: frozenset[str] = frozenset()
+    not_traded: Mapping[str, frozenset[str]] = field(default_factory=dict)  # venue value -> codes
+    refused_keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def read(cls, conn: Any, day: date, run: Run) -> LeftOut:
+        """One statement, whatever the number of venues and keys."""
+        kinds = {"code_kinds": [UNKNOWN_CODE, NOT_ON_VENUE], "key_kind": KEY_REFUSED}
+        params = {"day": day, "today": run.day, **kinds}
+        unknown: set[str] = set()
+        not_traded: dict[str, set[str]] = {}
+        refused: set[str] = set()
+        for kind, venue, code, conn_id in conn.execute(load_sql("left_out_of_runs"), params):
+            if kind == KEY_REFUSED:
+                refused.add(conn_id)
+            elif kind == NOT_ON_VENUE:
+                not_traded.setdefault(venue, set()).add(code)
+            else:
+                unknown.add(code)
+        return cls(frozenset(unknown), {v: frozenset(c) for v, c in not_traded.items()}, frozenset(refused))
+
+    def codes(self, venue: Venue) -> frozenset[str]:
+        """The codes not asked on ``venue``: unknown, or not traded there."""
+        return self.unknown | self.not_traded.get(venue.value, frozenset())
+
+
+@dataclass
+class RunWork:
+    """What a run's gate hands out: the codes it asks on each venue, and the connections that ask."""
+
+    codes: dict[Venue, list[str]]
+    conn_ids: tuple[str, ...]
+
+    def batches(self) -> list[dict[str, Any]]:
+        """``{"venue", "codes", "conn_ids"}`` each (:func:`kis.app_keys.hand_out`), none empty."""
+        per_task = int(task_context.variable("kis_codes_per_task", "1"))
+        return app_keys.hand_out(self.codes, app_keys.paced_rates(self.conn_ids), per_task)
+
+
+def run_work(conn: Any, day: date, run: Run, venues: Sequence[Venue] = (Venue.KRX,)) -> RunWork:
+    """The day's watch-list on each venue, without the codes KIS already called unknown on ``day``,
+    nor on a venue the codes it does not trade; and the connections of ``kis_connections`` without
+    those whose key KIS refused today. Fails, asking nothing, when KIS refused every key."""
     watchlist = load_watchlist(task_context.variable("kis_watchlist"))
     if watchlist.invalid:
         log.warning("Invalid watch-list entries, never sent to KIS: %s", ", ".join(watchlist.invalid))
-    unknown = alerts.codes_alerted(conn, UNKNOWN_CODE, day)
-    if unknown:
-        log.warning("Codes KIS reported unknown today, not asked again: %s", ", ".join(sorted(unknown)))
-    per_task = int(task_context.variable("kis_codes_per_task", "1"))
-    batches = []
+    left = LeftOut.read(conn, day, run)
+    if left.unknown:
+        log.warning("Codes KIS reported unknown today, not asked again: %s", ", ".join(sorted(left.unknown)))
+    codes = {}
     for venue in venues:
-        not_traded = alerts.codes_alerted(conn, NOT_ON_VENUE, day, venue=venue.value)
+        not_traded = left.not_traded.get(venue.value)
         if not_traded:
             log.info("Not traded on %s today, not asked again: %s", venue.label, ", ".join(sorted(not_traded)))
-        for codes in watchlist.batches(per_task, leaving_out=unknown | not_traded):
-            batches.append({"venue": venue.value, "codes": codes})
-    return batches
+        codes[venue] = [code for code in watchlist.codes if code not in left.codes(venue)]
+    configured = app_keys.configured_connections()
+    refused = [conn_id for conn_id in configured if conn_id in left.refused_keys]
+    if refused:
+        log.warning("KIS refused the app keys of %s today: left out", ", ".join(refused))
+    if len(refused) == len(configured):
+        raise CollectionFailed(app_keys.every_key_refused(refused))
+    return RunWork(codes, tuple(conn_id for conn_id in configured if conn_id not in refused))
 
 
 def fetch_batch(
@@ -59,6 +113,7 @@ def fetch_batch(
     day: date,
     run: Run,
     venue: Venue = Venue.KRX,
+    conn_ids: Sequence[str] = app_keys.DEFAULT_CONNECTIONS,
     day_volumes: bool = False,
     ti: Any | None = None,
 ) -> dict[str, Any]:
@@ -66,7 +121,9 @@ def fetch_batch(
     one code never takes the others down.
 
     ``fetch(hook, code)`` is one code's call of the hook (``KisHook.recent_bars`` or
-    ``session_bars``). The value holds the bars under ``"bars"`` as ``kis.bar.bars_by_code`` lists
+    ``session_bars``), on the hook of the batch's first connection of ``conn_ids``; when KIS refuses
+    that key, the same code and the rest go on with the next one (:class:`kis.app_keys.KeyFailover`).
+    The value holds the bars under ``"bars"`` as ``kis.bar.bars_by_code`` lists
     them (the upsert's format: the venue is said once, at the top), with ``day_volumes`` the day
     volume KIS reported for each code under ``"volumes"`` (the verification's evidence), and
     ``"venue"``, ``"fetched"`` and ``"failed"`` (code: reason). An unknown code is alerted at once (a
@@ -75,29 +132,35 @@ def fetch_batch(
     ``KisError`` is recorded with its reason. When a code failed, the value is pushed as the task's
     ``return_value`` XCom and the task raises: Airflow keeps the XCom of a failed try (it clears it
     when the next try starts), and the upsert, which pulls the XComs of every mapped fetch, stores
-    the other codes. ``CollectionFailed`` (no retry) when every failed code is unknown, else
-    ``CodesFailed``, retried by Airflow; on the last try each code that still failed is alerted
-    (``fetch_failed``), so a code is alerted once whatever the number of tries.
+    the other codes. ``CollectionFailed`` (no retry) when every failed code is unknown or KIS
+    refused every key, else ``CodesFailed``, retried by Airflow; on the last try each code that
+    still failed is alerted (``fetch_failed``), so a code is alerted once whatever the number of tries.
     """
-    unknown_before: set[str] = set()
-    not_traded: set[str] = set()
+    left = LeftOut()
     if ti is not None and ti.try_number > 1:
         with task_context.market_db() as conn:
-            unknown_before = alerts.codes_alerted(conn, UNKNOWN_CODE, day) & set(codes)
-            not_traded = alerts.codes_alerted(conn, NOT_ON_VENUE, day, venue=venue.value) & set(codes)
+            left = LeftOut.read(conn, day, run)
+    unknown_before = left.unknown & set(codes)
     fetched: dict[str, BarsResult] = {}
     failed = {code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before}
     unknown = set(unknown_before)
-    with task_context.kis_hook() as hook:
+    no_key: EveryKeyRefused | None = None
+    with KeyFailover(conn_ids, run, refused=left.refused_keys) as keys:
         for code in codes:
-            if code in unknown_before or code in not_traded:
+            if code in left.codes(venue):
+                continue
+            if no_key is not None:
+                failed[code] = "not asked: KIS refused every app key"
                 continue
             try:
-                fetched[code] = _fetched(fetch(hook, code), venue)
+                fetched[code] = _fetched(keys.call(fetch, code), venue)
             except KisUnsupported as err:
                 # The account cannot serve the request (a past day on a mock account): no code of
                 # the batch would succeed, and no retry can change that.
                 raise CollectionFailed(str(err)) from None
+            except EveryKeyRefused as err:
+                no_key = err
+                failed[code] = "not asked: KIS refused every app key"
             except KisUnknownCode as err:
                 if venue is Venue.NEXTRADE:
                     code_alerts.report_not_on_venue(code, err, day, run, venue)
@@ -118,8 +181,10 @@ def fetch_batch(
         return value
     if ti is not None:
         ti.xcom_push("return_value", value)
-    reasons = "; ".join(f"{code}: {reason}" for code, reason in sorted(failed.items()))
     stored = f"the other {len(fetched)} codes of the batch are stored" if fetched else "no code of the batch was fetched"
+    if no_key is not None:
+        raise CollectionFailed(f"{no_key}; {len(failed)} of {len(codes)} codes not fetched, {stored}")
+    reasons = "; ".join(f"{code}: {reason}" for code, reason in sorted(failed.items()))
     if set(failed) <= unknown:
         raise CollectionFailed(f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}")
     last_try = ti is None or ti.try_number > ti.max_tries

@@ -30,6 +30,7 @@ from kis.errors import (
     TOKEN_REJECTED,
     TOKEN_THROTTLED,
     KisApiError,
+    KisKeyRefused,
     KisRateLimited,
     KisResponseError,
     KisTokenError,
@@ -283,7 +284,7 @@ def check_envelope(response: Response) -> dict:
     if msg_cd in TOKEN_REJECTED or msg_cd == TOKEN_THROTTLED:
         raise KisTokenError(msg_cd, msg1, status)
     if msg_cd in CREDENTIALS_REJECTED:
-        raise KisApiError(msg_cd, msg1, status)  # a wrong key stays wrong: no retry, though HTTP 500
+        raise KisKeyRefused(msg_cd, msg1, status)  # a wrong key stays wrong: no retry, though HTTP 500
     if status >= 500:
         raise KisTransientError(msg_cd or f"HTTP{status}", msg1, status)
     if status >= 400:

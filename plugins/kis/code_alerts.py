@@ -38,7 +38,7 @@ def alert_unknown_code(code: str, err: KisUnknownCode, day: date, run: Run) -> N
 
 def report_not_on_venue(code: str, err: KisUnknownCode, day: date, run: Run, venue: Venue) -> None:
     """Information, not a gap: ``venue`` does not trade ``code`` today (KIS answered as for an
-    unknown code). Sent once a day: later runs leave the code out (``watchlist_batches``)."""
+    unknown code). Sent once a day: later runs leave the code out (``kis.batches.run_work``)."""
     _send(
         NOT_ON_VENUE, code, day, run,
         f"{code} is not traded on {venue.label} ({err.msg_cd}: {err.msg1}); left out there for the rest of {day}",

@@ -13,10 +13,13 @@ from kis.venues import Venue
 def batch_label(op_kwargs: Mapping[str, Any]) -> str:
     """The label of a mapped fetch task in the grid: its venue unless KRX, then its code, or its
     first and last codes for a batch (Airflow keeps at most 250 characters of it: a list of every
-    code would not fit)."""
+    code would not fit), then, when the run shares its work across several app keys, the
+    connection it was handed."""
     codes, venue = op_kwargs["codes"], op_kwargs.get("venue", Venue.KRX.value)
+    conn_ids = op_kwargs.get("conn_ids") or ()
     label = "" if venue == Venue.KRX.value else f"{venue} "
-    return label + (codes[0] if len(codes) == 1 else f"{codes[0]}…{codes[-1]} ({len(codes)} codes)")
+    label += codes[0] if len(codes) == 1 else f"{codes[0]}…{codes[-1]} ({len(codes)} codes)"
+    return label + (f" via {conn_ids[0]}" if len(conn_ids) > 1 else "")
 
 
 # The fetch tasks' map_index_template, with batch_label among the DAG's user_defined_filters: each

@@ -51,6 +51,11 @@ class KisTokenError(KisApiError):
     """The token was refused (EGW00121/122/123) or could not be issued (EGW00133 and the like)."""
 
 
+class KisKeyRefused(KisApiError):
+    """KIS refused the app key or its secret (EGW00103, EGW00105): a bad, revoked or locked-out key.
+    Never retried: the work moves to another key (:mod:`kis.app_keys`)."""
+
+
 class KisUnknownCode(KisApiError):
     """The stock code is not known to KIS: an error for that code only."""
 

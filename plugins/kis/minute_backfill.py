@@ -17,7 +17,7 @@ from croniter import croniter
 from kis import alerts, assets, code_alerts, metrics, storage, task_context, verification
 from kis import batches as batching
 from kis.alerts import send_alert
-from kis.bar import KST
+from kis.app_keys import DEFAULT_CONNECTIONS
 from kis.calendar import Session, default_calendar, trading_day
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
@@ -43,7 +43,7 @@ class BackfillDay:
     @classmethod
     def of(cls, dag_run: Any, params: dict[str, Any], covers: Sequence[Venue] = (Venue.KRX,)) -> BackfillDay:
         """The run's ``date`` parameter, or the run's own day when the parameter is empty."""
-        today = Run.of(dag_run).at.astimezone(KST).date()
+        today = Run.of(dag_run).day
         day = date.fromisoformat(params["date"]) if params.get("date") else today
         if day > today:
             raise CollectionFailed(f"{day} is after the run's date {today}: there are no bars yet")
@@ -59,9 +59,9 @@ class BackfillDay:
         return {venue: session for venue in self.venues if (session := self.session(venue)) is not None}
 
 
-def plan_backfill(target: BackfillDay) -> list[dict[str, Any]]:
-    """The batches of codes to backfill, each with its venue; empty (the run skips) when no venue
-    of the run trades that day."""
+def plan_backfill(target: BackfillDay, run: Run) -> list[dict[str, Any]]:
+    """The batches of codes to backfill, each with its venue and app keys; empty (the run skips)
+    when no venue of the run trades that day."""
     if not target.venues:
         log.info("kis_venues (%s) has no venue this backfill covers: nothing to do", _configured())
         return []
@@ -69,7 +69,7 @@ def plan_backfill(target: BackfillDay) -> list[dict[str, Any]]:
         log.info("%s has no session of %s: nothing to backfill", target.day, ", ".join(v.label for v in target.venues))
         return []
     with task_context.prepared_market_db(target.day) as conn:
-        return batching.watchlist_batches(conn, target.day, list(target.sessions))
+        return batching.run_work(conn, target.day, run, list(target.sessions)).batches()
 
 
 def _configured() -> str:
@@ -101,11 +101,18 @@ def backfill_wait_until(dag_run: Any, params: dict[str, Any], covers: Sequence[V
 
 
 def fetch_session_bars(
-    codes: Sequence[str], venue: Venue, target: BackfillDay, run: Run, *, ti: Any | None = None
+    codes: Sequence[str],
+    venue: Venue,
+    target: BackfillDay,
+    run: Run,
+    *,
+    conn_ids: Sequence[str] = DEFAULT_CONNECTIONS,
+    ti: Any | None = None,
 ) -> dict[str, Any]:
     """Every bar of the day on ``venue`` for each code, with the day volumes KIS reported
-    (``"volumes"``), and the codes that failed (``"failed"``): a code that fails is reported on its
-    own and the others' bars still reach the upsert (see :func:`kis.batches.fetch_batch`)."""
+    (``"volumes"``), and the codes that failed (``"failed"``), asked with the app key of
+    ``conn_ids[0]`` (the next ones should KIS refuse it): a code that fails is reported on its own
+    and the others' bars still reach the upsert (see :func:`kis.batches.fetch_batch`)."""
     session = target.session(venue)
     return batching.fetch_batch(
         codes,
@@ -113,6 +120,7 @@ def fetch_session_bars(
         day=target.day,
         run=run,
         venue=venue,
+        conn_ids=conn_ids,
         day_volumes=True,
         ti=ti,
     )

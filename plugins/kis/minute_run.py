@@ -10,6 +10,7 @@ from typing import Any
 from kis import batches as batching
 from kis import code_alerts, storage, task_context
 from kis.alerts import Alert, send_alert
+from kis.app_keys import DEFAULT_CONNECTIONS
 from kis.bar import KST
 from kis.calendar import ONE_MINUTE, RUN_REACH, default_calendar
 from kis.task_context import Run
@@ -32,7 +33,7 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
     after the closing bar, the grace ticks ask only for the codes whose closing print is not stored.
     """
     calendar = default_calendar()
-    day = run.at.astimezone(KST).date()
+    day = run.day
     venues = task_context.configured_venues()
     asked: dict[Venue, datetime | None] = {}  # venue -> the closing bar still awaited, else None
     for venue in venues:
@@ -52,18 +53,15 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
         )
         return []
     with task_context.prepared_market_db(day) as conn:
-        batches = batching.watchlist_batches(conn, day, list(asked))
+        work = batching.run_work(conn, day, run, list(asked))
         for venue, closing_bar in asked.items():
             if closing_bar is None:
                 continue
             # The closing print's grace minutes: only the codes without their closing bar.
-            codes = [code for batch in batches if batch["venue"] == venue.value for code in batch["codes"]]
-            done = storage.codes_with_closing_bar(conn, codes, closing_bar, venue=venue.value)
+            done = storage.codes_with_closing_bar(conn, work.codes[venue], closing_bar, venue=venue.value)
             log.info("Closing print grace (%s): %d codes have their closing bar stored, not asked again", venue.label, len(done))
-            for batch in batches:
-                if batch["venue"] == venue.value:
-                    batch["codes"] = [code for code in batch["codes"] if code not in done]
-        handed_out = [batch for batch in batches if batch["codes"]]
+            work.codes[venue] = [code for code in work.codes[venue] if code not in done]
+        handed_out = work.batches()
         # Recorded before any fetch: the live gap check covers what this run could fetch, even
         # when its own check never runs.
         for venue in {batch["venue"] for batch in handed_out}:
@@ -71,8 +69,16 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
         return handed_out
 
 
-def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, *, ti: Any | None = None) -> dict[str, Any]:
-    """The closed bars of the last 30 minutes before the run's minute for each code on ``venue``:
+def fetch_recent_bars(
+    codes: Sequence[str],
+    run: Run,
+    venue: Venue = Venue.KRX,
+    *,
+    conn_ids: Sequence[str] = DEFAULT_CONNECTIONS,
+    ti: Any | None = None,
+) -> dict[str, Any]:
+    """The closed bars of the last 30 minutes before the run's minute for each code on ``venue``,
+    asked with the app key of ``conn_ids[0]`` (the next ones should KIS refuse it):
     ``{"bars": {code: rows}, "venue": ..., "fetched": [...], "failed": {code: reason}}``.
 
     A code that fails is reported on its own and the others' bars still reach the upsert (see
@@ -88,6 +94,7 @@ def fetch_recent_bars(codes: Sequence[str], run: Run, venue: Venue = Venue.KRX, 
         day=until.date(),
         run=run,
         venue=venue,
+        conn_ids=conn_ids,
         ti=ti,
     )
 
@@ -101,7 +108,7 @@ def check_live_gaps(batches: Sequence[dict[str, Any]], fetched: Sequence[Any], r
     minus ``RUN_REACH``. The minutes before (a start in the middle of a session) are the backfill's.
     """
     calendar = default_calendar()
-    day = run.at.astimezone(KST).date()
+    day = run.day
     gaps: list[tuple[Venue, str, datetime]] = []
     with task_context.market_db() as conn:
         for venue in {Venue(batch["venue"]) for batch in batches}:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from kis import schema
+from kis.bar import KST
 from kis.resources import KIS_CONN_ID, MARKET_DB_CONN_ID
 from kis.venues import DEFAULT_VENUES, Venue, parse_venues
 
@@ -37,6 +38,11 @@ class Run:
     @classmethod
     def of(cls, dag_run: Any) -> Run:
         return cls(dag_run.dag_id, dag_run.run_id, dag_run.logical_date or dag_run.run_after)
+
+    @property
+    def day(self) -> date:
+        """The run's own date, in KST."""
+        return self.at.astimezone(KST).date()
 
 
 class CollectionFailed(AirflowFailException):
@@ -66,10 +72,11 @@ def prepared_market_db(day: date):
     return conn
 
 
-def kis_hook() -> KisHook:
+def kis_hook(conn_id: str = KIS_CONN_ID) -> KisHook:
+    """The hook of the KIS connection ``conn_id`` (one app key)."""
     from kis.hook import KisHook
 
-    return KisHook(kis_conn_id=KIS_CONN_ID)
+    return KisHook(kis_conn_id=conn_id)
 
 
 def configured_venues() -> tuple[Venue, ...]:

@@ -10,7 +10,9 @@ and issuance is throttled to one a minute (EGW00133). So the token lives in one 
   issues a new one; the others queue on the lock and read what the first one stored, so fifty
   processes asking at 09:00 cause exactly one issue;
 - the time of the last call to the token endpoint is kept, and the next one waits until the
-  minimum interval has passed; an EGW00133 anyway (another client used the key) is waited out.
+  minimum interval has passed; an EGW00133 anyway (another client used the key) is waited out;
+- a refused key (EGW00103/EGW00105) is kept with that time: within the interval the key's other
+  workers get the same refusal from the row at once, neither waiting nor asking KIS again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kis import metrics
-from kis.errors import TOKEN_THROTTLED, KisError, KisTokenError
+from kis.errors import TOKEN_THROTTLED, KisError, KisKeyRefused, KisTokenError
 from kis.resources import load_sql
 
 if TYPE_CHECKING:
@@ -142,16 +144,22 @@ class TokenStore:
         """Under the row lock: reuse what another worker just stored, or issue one token."""
         failure: KisError | None = None
         with self._conn.transaction():
-            ciphertext, refresh_in, _expires_in, since_last_issue = self._conn.execute(
-                load_sql("kis_api_token_lock.sql"), self._key
-            ).fetchone()
+            row = self._conn.execute(load_sql("kis_api_token_lock.sql"), self._key).fetchone()
+            ciphertext, refresh_in, _expires_in, since_last_issue, refused_code, refused_message = row
             if token := self._usable(ciphertext, refresh_in):
                 return token
+            if refused_code is not None and since_last_issue < self.min_issue_interval:
+                raise KisKeyRefused(refused_code, refused_message or "")
             try:
                 issued = self._issue_respecting_throttle(since_last_issue)
             except KisError as exc:
                 # Commit anyway: the recorded time of the attempt keeps the next one from hammering.
                 failure = exc
+                if isinstance(exc, KisKeyRefused):
+                    self._conn.execute(
+                        load_sql("kis_api_token_refused.sql"),
+                        {**self._key, "refused_code": exc.msg_cd, "refused_message": exc.msg1},
+                    )
             else:
                 self._save(issued)
         if failure is not None:

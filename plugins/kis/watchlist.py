@@ -1,11 +1,10 @@
-"""The watch-list: which codes the DAGs collect, and how they are split into mapped fetch tasks."""
+"""The watch-list: which codes the DAGs collect (:mod:`kis.batches` splits them into mapped fetch tasks)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +19,6 @@ class WatchList:
 
     codes: tuple[str, ...]
     invalid: tuple[str, ...]
-
-    def batches(self, codes_per_task: int, *, leaving_out: Collection[str] = ()) -> list[list[str]]:
-        """The codes, less ``leaving_out``, cut into consecutive batches, one per mapped fetch task."""
-        if codes_per_task < 1:
-            raise ValueError(f"kis_codes_per_task must be at least 1, got {codes_per_task}")
-        codes = [code for code in self.codes if code not in leaving_out]
-        return [codes[i : i + codes_per_task] for i in range(0, len(codes), codes_per_task)]
 
 
 def parse_watchlist(entries: list[str]) -> WatchList:
