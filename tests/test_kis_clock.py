@@ -226,7 +226,7 @@ def test_airflow_backfill_over_a_range_with_a_holiday(simulated_market):
     from airflow.models.backfill import ReprocessBehavior, _do_dry_run
     from airflow.utils.session import create_session
 
-    from kis.bars import KST
+    from kis.bar import KST
     from kis.calendar import default_calendar
 
     codes = ["005930", "000660"]

@@ -11,7 +11,7 @@ import re
 from simulated_day import CODES, kst
 
 # A batch of the gates' value, as the log shows it.
-FIRST_BATCH = "{'venue': 'krx', 'codes': ['005930']}"
+FIRST_BATCH = "{'venue': 'krx', 'codes': ['005930'], 'conn_ids': ['kis_default']}"
 
 
 def test_the_upsert_logs_one_line_of_counts_and_no_bars(market, capfd) -> None:
