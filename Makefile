@@ -13,7 +13,7 @@ test-fast:  ## the tests of the development loop: parsing, calendar, storage, th
 install:  ## create .venv with the pinned packages
 	@scripts/bootstrap.sh
 
-bench:  ## the short benchmarks and the goals of issue 21, met or missed: the minute run (5 runs per shape) and the storage; about 8 minutes on 2 cores, on a quiet machine
+bench:  ## the short benchmarks and the goals of issue 21, met or missed: the minute run (5 runs per shape) and the storage; about 6 minutes on 2 cores, on a quiet machine
 	@scripts/bootstrap.sh && .venv/bin/python bench/bench_minute_run.py --runs 5 && .venv/bin/python bench/bench_storage.py
 
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt

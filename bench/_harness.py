@@ -39,12 +39,15 @@ import requests  # noqa: E402
 
 from devtools import airflow_env, local_airflow, localpg, localredis  # noqa: E402
 from devtools.net import free_port  # noqa: E402
+from kis.client import DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_SAFETY  # noqa: E402
+from simulator.app import RATE_LIMITS  # noqa: E402
 
 KST = timezone(timedelta(hours=9))
 FAR_FUTURE_SECONDS = 10 * 365 * 86400
 TERMINAL = {"success", "failed"}
-
-
+# The hook's default pace on a real account and the simulator's limit (KIS's, docs/kis-api.md).
+PACED_RATE = DEFAULT_RATE_LIMIT["real"] * DEFAULT_RATE_LIMIT_SAFETY
+SERVER_LIMIT = RATE_LIMITS["real"]
 
 
 def parse_ts(text: str | None) -> float | None:

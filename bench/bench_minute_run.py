@@ -5,7 +5,7 @@
 
 The stack (see bench/_harness.py): LocalExecutor, the PostgreSQL metadata database on the private
 cluster, scheduler / dag-processor / triggerer / api-server started separately on 127.0.0.1 with
-the settings of devtools.airflow_env, the simulator as its own process (real mode, 20 req/s,
+the settings of devtools.airflow_env, the simulator as its own process (real mode, KIS's 18 req/s,
 50 ms latency). The wall clock is not in a KRX session, so the benchmark plays the ticks of a
 simulated day itself: for each minute it sets the simulator's market clock to the tick + 3 s,
 triggers the run through the REST API with the tick as its logical date, and waits for it to end
@@ -57,11 +57,10 @@ from datetime import date, datetime
 
 from contextlib import ExitStack
 
-from _harness import KST, POSTGRES, CpuWindow, MemorySampler, MinuteRun, measure_minute_run, parse_ts, percentile, running_stack, watchlist
+from _harness import (KST, PACED_RATE, POSTGRES, SERVER_LIMIT, CpuWindow, MemorySampler, MinuteRun, measure_minute_run,
+                      parse_ts, percentile, running_stack, watchlist)
 
 from kis.calendar import default_calendar  # noqa: E402  (plugins/ is on sys.path via _harness)
-from kis.client import DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_SAFETY  # noqa: E402
-from simulator.app import RATE_LIMITS  # noqa: E402
 
 # The goals, as ratios within one run (issues 16 and 21): per code against the bare shape, batched
 # against the limiter's floor (codes at the hook's paced rate), and Celery against the
@@ -72,9 +71,6 @@ CPU_PER_FETCH_TASK_OVER_BARE_MS = 35
 FETCH_SPAN_OVER_BARE = 0.5
 POSTGRES_VS_BARE = 1.5
 IDLE_CPU_PER_SECOND = 0.15
-# The hook's default pace on a real account and the simulator's limit (KIS's, docs/kis-api.md).
-PACED_RATE = DEFAULT_RATE_LIMIT["real"] * DEFAULT_RATE_LIMIT_SAFETY
-SERVER_LIMIT = RATE_LIMITS["real"]
 # The idle window: after the stack has parsed its DAGs and settled (its first seconds are start-up).
 IDLE_SETTLE_SECONDS = 20
 IDLE_WINDOW_SECONDS = 30

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_scale.py [--codes 50,200,400,600,800] [--runs 2] [--pool N]
 
 The same stack as bench_minute_run.py (LocalExecutor, PostgreSQL metadata DB, components on
-127.0.0.1 with the devtools.airflow_env settings, the simulator at 20 req/s and 50 ms latency).
+127.0.0.1 with the devtools.airflow_env settings, the simulator at KIS's 18 req/s and 50 ms latency).
 For each watch-list size it sets the Variables ``kis_watchlist`` (the shipped 50 codes, then
 generated well-formed codes A00001...) and ``kis_codes_per_task`` = ceil(codes / pool slots),
 so that one wave of mapped tasks fills the pool, and times ``--runs`` consecutive minute runs from the
@@ -11,7 +11,7 @@ run's queued_at to the end of ``upsert_bars`` (bars committed). It stops steppin
 size whose slowest run misses the minute.
 
 What limits it is read off the figures: the fetch span against the rate floor (codes / the hook's
-16 req/s), the upsert's duration (one statement over codes x 30 bars), and the rest (scheduling,
+paced rate, 14.4 req/s), the upsert's duration (one statement over codes x 30 bars), and the rest (scheduling,
 task start-up, XCom).
 """
 
@@ -25,9 +25,7 @@ import sys
 import time
 from datetime import date, datetime, timedelta
 
-from _harness import KST, CpuWindow, measure_minute_run, running_stack, watchlist
-
-PACED_RATE = 16.0  # the hook's default: 20 req/s x rate_limit_safety 0.8
+from _harness import KST, PACED_RATE, SERVER_LIMIT, CpuWindow, measure_minute_run, running_stack, watchlist
 
 
 def main(argv=None) -> int:
@@ -90,7 +88,7 @@ def main(argv=None) -> int:
                 break
 
     print("\n" + "=" * 118)
-    print(f"kis_minute_bars at scale: simulator 20 req/s, {args.latency_ms} ms; hook paced at {PACED_RATE:.0f} req/s;"
+    print(f"kis_minute_bars at scale: simulator {SERVER_LIMIT} req/s, {args.latency_ms} ms; hook paced at {PACED_RATE:g} req/s;"
           f" pool {slots}; {args.runs} runs per size; seconds from queued_at to the bars committed")
     print("=" * 118)
     print(f"{'codes':>6}{'per task':>9}{'tasks':>6}{'p50':>8}{'max':>8}{'fetch span':>11}{'rate floor':>11}"
@@ -102,9 +100,9 @@ def main(argv=None) -> int:
               + ("" if r["ok"] else " (failed tasks)"))
     fitting = [r["codes"] for r in rows if r["max"] <= args.budget and r["ok"]]
     print(f"\nLargest watch-list measured within {args.budget:.0f} s: {max(fitting) if fitting else 'none'} codes."
-          f" Rate ceiling: {PACED_RATE:.0f} req/s x ({args.budget:.0f} s - fixed overhead) ->"
+          f" Rate ceiling: {PACED_RATE:g} req/s x ({args.budget:.0f} s - fixed overhead) ->"
           f" about {PACED_RATE * (args.budget - min((r['other'] for r in rows), default=0)):.0f} codes;"
-          " 20 req/s with rate_limit_safety 1.0 would give 25 % more and risk EGW00201.")
+          f" {SERVER_LIMIT} req/s with rate_limit_safety 1.0 would give 25 % more and risk EGW00201.")
     print(f"Total wall time {time.monotonic() - started:.0f} s")
     return 0
 
