@@ -87,7 +87,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         # The batches reach the log once, in the operator's "Condition result".
         @task.short_circuit(show_return_value_in_logs=False)
         def trading_day_gate(params=None, dag_run=None) -> list[dict]:
-            return minute_backfill.plan_backfill(backfill_day(params, dag_run), Run.of(dag_run))
+            return minute_backfill.plan_backfill(backfill_day(params, dag_run))
 
         batches = trading_day_gate()
 
@@ -104,7 +104,7 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
             multiple_outputs=False,
         )
         def fetch_session_bars(
-            codes: list[str], venue: str, conn_ids: list[str], params=None, dag_run=None, ti=None
+            codes: list[str], venue: str, conn_ids: list[str] | None = None, params=None, dag_run=None, ti=None
         ) -> dict:
             return minute_backfill.fetch_session_bars(
                 codes, Venue(venue), backfill_day(params, dag_run), Run.of(dag_run), conn_ids=conn_ids, ti=ti

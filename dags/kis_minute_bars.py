@@ -88,7 +88,9 @@ def kis_minute_bars():
         # One XCom: a dict return would otherwise also push each of its keys, bars included, again.
         multiple_outputs=False,
     )
-    def fetch_recent_bars(codes: list[str], venue: str, conn_ids: list[str], dag_run=None, ti=None) -> dict:
+    def fetch_recent_bars(
+        codes: list[str], venue: str, conn_ids: list[str] | None = None, dag_run=None, ti=None
+    ) -> dict:
         return minute_run.fetch_recent_bars(codes, Run.of(dag_run), Venue(venue), conn_ids=conn_ids, ti=ti)
 
     batches = session_gate()

@@ -47,18 +47,24 @@ def key_alerts(market: Market) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def two_keys(simulated_market, point_kis_at, monkeypatch) -> Callable[..., contextmanager]:
-    """``with two_keys(codes=..., rate_limit=None, **run_simulator options) as market``: a simulator
-    with two accounts, ``kis_default`` on the first and ``kis_second`` on the second, both in
-    ``kis_connections``; ``rate_limit`` is the simulator's limit and the connections' too."""
+    """``with two_keys(codes=..., rate_limit=None, second="real", token_issue_interval=1, **run_simulator
+    options) as market``: a simulator with two accounts, ``kis_default`` on the first and ``kis_second``
+    on the second (``second="mock"``: a mock account's connection), both in ``kis_connections``;
+    ``rate_limit`` is the simulator's limit and the connections' too."""
 
     @contextmanager
-    def simulate(*, rate_limit: int | None = None, **options) -> Iterator[Market]:
+    def simulate(
+        *, rate_limit: int | None = None, second: str = "real", token_issue_interval: float = 1, **options
+    ) -> Iterator[Market]:
         with simulated_market(appkeys=[FIRST, SECOND], rate_limit=rate_limit, **options) as market:
-            sim, extra = market.sim, {"token_issue_interval": 1} | ({"rate_limit": rate_limit} if rate_limit else {})
+            sim = market.sim
+            extra = {"token_issue_interval": token_issue_interval} | ({"rate_limit": rate_limit} if rate_limit else {})
             point_kis_at(sim, **extra)
             monkeypatch.setenv(
                 "AIRFLOW_CONN_KIS_SECOND",
-                airflow_env.kis_connection(sim.host, sim.port, appkey=SECOND[0], appsecret=SECOND[1], **extra),
+                airflow_env.kis_connection(
+                    sim.host, sim.port, environment=second, appkey=SECOND[0], appsecret=SECOND[1], **extra
+                ),
             )
             monkeypatch.setenv("AIRFLOW_VAR_KIS_CONNECTIONS", json.dumps(CONNECTIONS))
             yield market
@@ -149,7 +155,8 @@ def test_minute_runs_on_two_keys_store_the_closed_truth(two_keys) -> None:
 
 def test_a_key_refused_mid_run_is_alerted_once_and_its_codes_are_fetched_with_the_other(two_keys) -> None:
     codes = WATCHLIST[:8]
-    with two_keys(codes=codes) as market:
+    # KIS's own token interval (60 s): the refusal kept in the key's row holds for the whole run.
+    with two_keys(codes=codes, token_issue_interval=60) as market:
         market.sim.revoke_appkey(SECOND[0], after_requests=1)  # revoked after its first request of the run
         dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:31"))
         assert dag_run.state == "success"
@@ -163,7 +170,13 @@ def test_a_key_refused_mid_run_is_alerted_once_and_its_codes_are_fetched_with_th
         (conn_id, message, details), = key_alerts(market)
         assert conn_id == "kis_second" and "kis_second" in message and "EGW00103" in message
         assert not any(secret in text for text in (message, details) for secret in (*FIRST, *SECOND))
-        assert data_requests(market)[SECOND[0]] == 1 + 3  # one answered, then three refused (each moved on)
+        # One answered, one refused; the key's other two tasks read the refusal from its token row and
+        # moved on without asking KIS (a refused key asked again and again is what KIS locks out).
+        assert data_requests(market)[SECOND[0]] == 1 + 1
+        # Dated by today's clock, not by the day the run collects (kis.app_keys.refusal_day).
+        assert market.query("SELECT trading_date FROM collection_alerts WHERE kind = 'key_refused'") == [
+            (app_keys.refusal_day(),)
+        ]
 
         before = data_requests(market)
         dag_run = market.run("kis_minute_bars", kst("2026-11-25T10:32"))
@@ -174,6 +187,31 @@ def test_a_key_refused_mid_run_is_alerted_once_and_its_codes_are_fetched_with_th
         stored = market.stored(DAY, codes)
         for code in codes:  # nothing stored before was lost
             assert stored[code] == [b for b in market.sim.truth(code, DAY) if b.minute < kst("2026-11-25T10:32")][-31:]
+
+        # A run of another day, as an Airflow backfill of last week makes them, leaves the key out
+        # too, and alerts nothing again.
+        before = data_requests(market)
+        dag_run = market.run("kis_minute_bars", kst("2026-11-24T10:31"))
+        assert dag_run.state == "success"
+        assert not any("kis_second" in (ti.rendered_map_index or "") for ti in dag_run.get_task_instances())
+        assert data_requests(market)[SECOND[0]] == before[SECOND[0]]
+        assert len(key_alerts(market)) == 1
+
+
+def test_a_mock_keys_share_of_a_past_day_goes_to_the_real_key(two_keys) -> None:
+    """A mock account cannot ask for a past day (KIS serves it to real accounts only): its codes go
+    on with the batch's next key, without an alert, and nothing fails."""
+    with two_keys(second="mock") as market:
+        market.sim.set_now("2026-11-25T10:31:02+09:00")
+        value = minute_run.fetch_recent_bars(
+            CODES[:2], Run("kis_minute_bars", "cleared-next-day", kst("2026-11-24T10:31")),
+            conn_ids=["kis_second", "kis_default"],
+        )  # fmt: skip
+        assert value["fetched"] == CODES[:2] and value["failed"] == {}
+        # Each key's first request is the today page that tells it KIS's date; then the real key asked
+        # the past-day endpoint once per code.
+        assert data_requests(market) == {FIRST[0]: 1 + 2, SECOND[0]: 1}
+        assert key_alerts(market) == []
 
 
 def test_every_key_refused_fails_the_run_with_that_reason_and_keeps_what_was_stored(two_keys) -> None:
@@ -222,3 +260,13 @@ def test_the_backfill_on_two_keys_equals_the_truth(two_keys) -> None:
         assert requests[FIRST[0]] > 0 and requests[SECOND[0]] > 0
         assert sum(requests.values()) == market.data_requests()
         assert app_keys.KEY_REFUSED not in {kind for (kind,) in market.query("SELECT kind FROM collection_alerts")}
+
+
+@pytest.mark.parametrize("dag_id, task_id", [("kis_minute_bars", "fetch_recent_bars"), ("kis_minute_backfill", "fetch_session_bars")])
+def test_a_batch_handed_out_before_several_keys_is_still_fetched(dagbag, dag_id: str, task_id: str) -> None:
+    """A fetch task of a run made before the upgrade, cleared in the grid: its batch has no
+    ``conn_ids``, and the task takes the default connection (kis.batches.fetch_batch)."""
+    import inspect
+
+    task = dagbag.get_dag(dag_id).get_task(task_id)
+    assert inspect.signature(task.python_callable).parameters["conn_ids"].default is None

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import date, datetime
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kis import task_context
 from kis.alerts import Alert, send_alert
-from kis.errors import KisError, KisKeyRefused
+from kis.bar import KST
+from kis.errors import KisError, KisKeyRefused, KisUnsupported
 from kis.resources import KIS_CONN_ID
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
@@ -121,18 +123,26 @@ class EveryKeyRefused(KisError):
     """KIS refused every app key a batch could use."""
 
 
+def refusal_day() -> date:
+    """The day a key's refusal holds for: today in KST, whatever day a run collects. A backfill of
+    last month meets today's refusal, and is alerted once with today's runs, not once per day it
+    collects."""
+    return datetime.now(KST).date()
+
+
 def alert_key_refused(conn_id: str, err: KisKeyRefused, run: Run) -> None:
     """The alert of a refused key, once a day per connection (``collection_alerts`` holds one open
     alert of it a day, migration 019): the connection's id and KIS's answer, never the key."""
+    today = refusal_day()
     send_alert(
         Alert(
             kind=KEY_REFUSED,
             message=(
                 f"KIS refused the app key of connection {conn_id} ({err.msg_cd}: {err.msg1}): its share "
                 f"of the work moves to the other keys of kis_connections, and it is left out for the rest "
-                f"of {run.day}. Fix or replace the key, then resolve this alert to use it again today"
+                f"of {today}. Fix or replace the key, then resolve this alert to use it again today"
             ),
-            trading_date=run.day,
+            trading_date=today,
             dag_id=run.dag_id,
             run_id=run.run_id,
             details={"conn_id": conn_id, "msg_cd": err.msg_cd, "msg1": err.msg1},
@@ -158,10 +168,14 @@ class KeyFailover:
 
     def call(self, fetch: Callable[[KisHook, str], T], code: str) -> T:
         """``fetch(hook, code)`` on the first key KIS does not refuse; :class:`EveryKeyRefused`
-        when none is left."""
+        when none is left. A key whose account cannot serve the request (a past day on a mock
+        account) hands it to the next key, without an alert; with none left, that reason is raised."""
+        unsupported: KisUnsupported | None = None
         while True:
             if self._hook is None:
                 if not self._waiting:
+                    if unsupported is not None:
+                        raise unsupported
                     raise EveryKeyRefused(every_key_refused(self._refused))
                 self._conn_id = self._waiting.pop(0)
                 self._hook = task_context.kis_hook(self._conn_id)
@@ -171,6 +185,12 @@ class KeyFailover:
                 log.warning("KIS refused the key of %s (%s); %s goes on with the next", self._conn_id, err, code)
                 alert_key_refused(self._conn_id, err, self.run)
                 self._refused.append(self._conn_id)
+                self.close()
+            except KisUnsupported as err:
+                if not self._waiting:
+                    raise
+                log.info("%s cannot serve %s (%s); the batch goes on with the next key", self._conn_id, code, err)
+                unsupported = err
                 self.close()
 
     def close(self) -> None:

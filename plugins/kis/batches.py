@@ -39,18 +39,18 @@ class CodesFailed(RuntimeError):
 @dataclass(frozen=True)
 class LeftOut:
     """What the alerts of earlier runs leave out of a run: the codes KIS does not know on the day,
-    the codes each venue does not trade, and the connections whose app key KIS refused on the run's
-    own date (until the alert is resolved)."""
+    the codes each venue does not trade, and the connections whose app key KIS refused today
+    (:func:`kis.app_keys.refusal_day`, whatever day the run collects; until the alert is resolved)."""
 
     unknown: frozenset[str] = frozenset()
     not_traded: Mapping[str, frozenset[str]] = field(default_factory=dict)  # venue value -> codes
     refused_keys: frozenset[str] = frozenset()
 
     @classmethod
-    def read(cls, conn: Any, day: date, run: Run) -> LeftOut:
+    def read(cls, conn: Any, day: date) -> LeftOut:
         """One statement, whatever the number of venues and keys."""
         kinds = {"code_kinds": [UNKNOWN_CODE, NOT_ON_VENUE], "key_kind": KEY_REFUSED}
-        params = {"day": day, "today": run.day, **kinds}
+        params = {"day": day, "today": app_keys.refusal_day(), **kinds}
         unknown: set[str] = set()
         not_traded: dict[str, set[str]] = {}
         refused: set[str] = set()
@@ -81,14 +81,14 @@ class RunWork:
         return app_keys.hand_out(self.codes, app_keys.paced_rates(self.conn_ids), per_task)
 
 
-def run_work(conn: Any, day: date, run: Run, venues: Sequence[Venue] = (Venue.KRX,)) -> RunWork:
+def run_work(conn: Any, day: date, venues: Sequence[Venue] = (Venue.KRX,)) -> RunWork:
     """The day's watch-list on each venue, without the codes KIS already called unknown on ``day``,
     nor on a venue the codes it does not trade; and the connections of ``kis_connections`` without
     those whose key KIS refused today. Fails, asking nothing, when KIS refused every key."""
     watchlist = load_watchlist(task_context.variable("kis_watchlist"))
     if watchlist.invalid:
         log.warning("Invalid watch-list entries, never sent to KIS: %s", ", ".join(watchlist.invalid))
-    left = LeftOut.read(conn, day, run)
+    left = LeftOut.read(conn, day)
     if left.unknown:
         log.warning("Codes KIS reported unknown today, not asked again: %s", ", ".join(sorted(left.unknown)))
     codes = {}
@@ -113,7 +113,7 @@ def fetch_batch(
     day: date,
     run: Run,
     venue: Venue = Venue.KRX,
-    conn_ids: Sequence[str] = app_keys.DEFAULT_CONNECTIONS,
+    conn_ids: Sequence[str] | None = None,
     day_volumes: bool = False,
     ti: Any | None = None,
 ) -> dict[str, Any]:
@@ -121,8 +121,10 @@ def fetch_batch(
     one code never takes the others down.
 
     ``fetch(hook, code)`` is one code's call of the hook (``KisHook.recent_bars`` or
-    ``session_bars``), on the hook of the batch's first connection of ``conn_ids``; when KIS refuses
-    that key, the same code and the rest go on with the next one (:class:`kis.app_keys.KeyFailover`).
+    ``session_bars``), on the hook of the batch's first connection of ``conn_ids`` (``kis_default``
+    when None: a batch handed out before several keys); when KIS refuses that key, or its account
+    cannot serve the day, the same code and the rest go on with the next one
+    (:class:`kis.app_keys.KeyFailover`).
     The value holds the bars under ``"bars"`` as ``kis.bar.bars_by_code`` lists
     them (the upsert's format: the venue is said once, at the top), with ``day_volumes`` the day
     volume KIS reported for each code under ``"volumes"`` (the verification's evidence), and
@@ -139,13 +141,13 @@ def fetch_batch(
     left = LeftOut()
     if ti is not None and ti.try_number > 1:
         with task_context.market_db() as conn:
-            left = LeftOut.read(conn, day, run)
+            left = LeftOut.read(conn, day)
     unknown_before = left.unknown & set(codes)
     fetched: dict[str, BarsResult] = {}
     failed = {code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before}
     unknown = set(unknown_before)
     no_key: EveryKeyRefused | None = None
-    with KeyFailover(conn_ids, run, refused=left.refused_keys) as keys:
+    with KeyFailover(conn_ids or app_keys.DEFAULT_CONNECTIONS, run, refused=left.refused_keys) as keys:
         for code in codes:
             if code in left.codes(venue):
                 continue

@@ -177,10 +177,12 @@ class KisClient:
         return self._with_state(self.tokens.get)
 
     def post(self, endpoint: str, payload: Mapping[str, Any]) -> tuple[int, dict]:
-        """An unauthorized POST (the token endpoint), retried; returns the status and body."""
-        return self._with_state(
-            lambda: self._with_retries(lambda: self._send("POST", endpoint, headers={}, json=dict(payload)))
-        )
+        """An unauthorized POST (the token endpoint), retried; returns the status and body.
+
+        Only the token store calls it, inside its locked transaction: a missing state table is
+        recovered by the caller (:meth:`token`, :meth:`get`) once that transaction has rolled back.
+        """
+        return self._with_retries(lambda: self._send("POST", endpoint, headers={}, json=dict(payload)))
 
     def get(self, endpoint: str, tr_id: str, params: Mapping[str, str]) -> dict:
         """An authorized GET, retried; a refused token is replaced and the call retried once."""
@@ -203,6 +205,9 @@ class KisClient:
         token = self.tokens.get()
         try:
             _, body = self._with_retries(lambda: self._send("GET", endpoint, headers=_auth(token, tr_id), params=params))
+        except KisKeyRefused as exc:
+            self.tokens.refused(exc)
+            raise
         except KisTokenError as exc:
             if exc.msg_cd not in TOKEN_REJECTED:
                 raise

@@ -17,7 +17,6 @@ from croniter import croniter
 from kis import alerts, assets, code_alerts, metrics, storage, task_context, verification
 from kis import batches as batching
 from kis.alerts import send_alert
-from kis.app_keys import DEFAULT_CONNECTIONS
 from kis.calendar import Session, default_calendar, trading_day
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
@@ -59,7 +58,7 @@ class BackfillDay:
         return {venue: session for venue in self.venues if (session := self.session(venue)) is not None}
 
 
-def plan_backfill(target: BackfillDay, run: Run) -> list[dict[str, Any]]:
+def plan_backfill(target: BackfillDay) -> list[dict[str, Any]]:
     """The batches of codes to backfill, each with its venue and app keys; empty (the run skips)
     when no venue of the run trades that day."""
     if not target.venues:
@@ -69,7 +68,7 @@ def plan_backfill(target: BackfillDay, run: Run) -> list[dict[str, Any]]:
         log.info("%s has no session of %s: nothing to backfill", target.day, ", ".join(v.label for v in target.venues))
         return []
     with task_context.prepared_market_db(target.day) as conn:
-        return batching.run_work(conn, target.day, run, list(target.sessions)).batches()
+        return batching.run_work(conn, target.day, list(target.sessions)).batches()
 
 
 def _configured() -> str:
@@ -106,7 +105,7 @@ def fetch_session_bars(
     target: BackfillDay,
     run: Run,
     *,
-    conn_ids: Sequence[str] = DEFAULT_CONNECTIONS,
+    conn_ids: Sequence[str] | None = None,
     ti: Any | None = None,
 ) -> dict[str, Any]:
     """Every bar of the day on ``venue`` for each code, with the day volumes KIS reported

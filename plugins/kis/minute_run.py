@@ -10,7 +10,6 @@ from typing import Any
 from kis import batches as batching
 from kis import code_alerts, storage, task_context
 from kis.alerts import Alert, send_alert
-from kis.app_keys import DEFAULT_CONNECTIONS
 from kis.bar import KST
 from kis.calendar import ONE_MINUTE, RUN_REACH, default_calendar
 from kis.task_context import Run
@@ -53,7 +52,7 @@ def plan_minute_run(run: Run) -> list[dict[str, Any]]:
         )
         return []
     with task_context.prepared_market_db(day) as conn:
-        work = batching.run_work(conn, day, run, list(asked))
+        work = batching.run_work(conn, day, list(asked))
         for venue, closing_bar in asked.items():
             if closing_bar is None:
                 continue
@@ -74,7 +73,7 @@ def fetch_recent_bars(
     run: Run,
     venue: Venue = Venue.KRX,
     *,
-    conn_ids: Sequence[str] = DEFAULT_CONNECTIONS,
+    conn_ids: Sequence[str] | None = None,
     ti: Any | None = None,
 ) -> dict[str, Any]:
     """The closed bars of the last 30 minutes before the run's minute for each code on ``venue``,

@@ -123,6 +123,19 @@ class TokenStore:
             )
         self._cached = None
 
+    def refused(self, refusal: KisKeyRefused) -> None:
+        """KIS refused the key at a data call: kept in the key's row, so that its other workers get
+        :class:`KisKeyRefused` from :meth:`get` within the issue interval instead of one refused
+        request each (a lockout is what repeated refused requests risk)."""
+        self._record_refusal(refusal)
+        self._cached = None
+
+    def _record_refusal(self, refusal: KisKeyRefused) -> None:
+        self._conn.execute(
+            load_sql("kis_api_token_refused.sql"),
+            {**self._key, "refused_code": refusal.msg_cd, "refused_message": refusal.msg1},
+        )
+
     def _usable(self, ciphertext: str | None, refresh_in: float | None) -> str | None:
         """The decrypted token when it is stored and not yet due for refresh (and cache it)."""
         if ciphertext is None or refresh_in is None or refresh_in <= 0:
@@ -156,10 +169,7 @@ class TokenStore:
                 # Commit anyway: the recorded time of the attempt keeps the next one from hammering.
                 failure = exc
                 if isinstance(exc, KisKeyRefused):
-                    self._conn.execute(
-                        load_sql("kis_api_token_refused.sql"),
-                        {**self._key, "refused_code": exc.msg_cd, "refused_message": exc.msg1},
-                    )
+                    self._record_refusal(exc)
             else:
                 self._save(issued)
         if failure is not None:
