@@ -13,13 +13,15 @@ scripts/bootstrap.sh
 
 # The programs the tests drive, from Debian, installed here as root rather than by the tests, where
 # two pytest-xdist workers would meet on dpkg's lock: docker-compose (test_compose), chromium (the
-# browser tests), redis-server (the Celery stack), libfaketime (the replay). Without root, the
-# tests that need a missing one skip or say what to install.
+# browser tests), redis-server (the Celery stack), libfaketime (the replay), postgresql (the private
+# cluster's server, which devtools.localpg would otherwise install at the first test that needs it).
+# Without root, the tests that need a missing one skip or say what to install.
 missing=()
 command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || missing+=(libfaketime)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   echo "Installing Debian's ${missing[*]} for the tests..."
   export DEBIAN_FRONTEND=noninteractive
