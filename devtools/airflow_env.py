@@ -15,6 +15,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
+import psycopg
 from cryptography.fernet import Fernet
 
 from devtools import localpg
@@ -93,8 +94,9 @@ def environment(name: str, *, api_port: int = 8080, market_db: str | None = None
         # Twice the kis_api pool (8). The LocalExecutor of 3.3 starts `parallelism` worker processes
         # up front; bench/bench_minute_run.py measured 16 against 32: minute runs no slower (p50
         # 17.1 vs 22.4 s per code, 5.8 vs 6.3 s batched, on a shared 2-core machine) and 0.36-0.45
-        # GB less memory (PSS peak 1.82 vs 2.18 GB, 1.40 vs 1.85 GB after the runs).
-        "AIRFLOW__CORE__PARALLELISM": "16",
+        # GB less memory (PSS peak 1.82 vs 2.18 GB, 1.40 vs 1.85 GB after the runs). The caller's
+        # value wins: twice a pool grown for more app keys (docs/operations.md, "App keys").
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "16"),
         "AIRFLOW__CORE__FERNET_KEY": kept_secret("fernet.key", lambda: Fernet.generate_key().decode()),
         "AIRFLOW__API_AUTH__JWT_SECRET": kept_secret("jwt-secret", lambda: secrets.token_urlsafe(64)),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
@@ -165,7 +167,8 @@ def celery_worker(index: int, log_server_port: int) -> dict[str, str]:
 
 
 def prepare(env: dict[str, str]) -> None:
-    """Creates the databases, migrates the metadata database and imports the pools (idempotent)."""
+    """Creates the databases, migrates the metadata database and imports the pools that do not
+    exist yet (idempotent: a pool an operator resized, e.g. for a second app key, keeps its size)."""
     localpg.start()
     localpg.wait_until_accepting()
     for dsn_var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_KIS_MARKET_DB"):
@@ -175,6 +178,13 @@ def prepare(env: dict[str, str]) -> None:
     passwords.write_text(json.dumps({"admin": admin_password()}))
     passwords.chmod(0o600)
     run_env = {**os.environ, **env}
-    for argv in (["db", "migrate"], ["pools", "import", str(REPO / "include" / "pools.json")]):
-        subprocess.run([str(VENV_BIN / "airflow"), *argv], env=run_env, check=True,
+    airflow = str(VENV_BIN / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=run_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pools = REPO / "include" / "pools.json"
+    metadata_dsn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg://", "postgresql://", 1)
+    # Airflow's own table: the CLI would take a start of its own per pool to say whether one exists.
+    with psycopg.connect(metadata_dsn) as conn:
+        existing = {name for (name,) in conn.execute("SELECT pool FROM slot_pool")}
+    if set(json.loads(pools.read_text())) - existing:
+        subprocess.run([airflow, "pools", "import", str(pools)], env=run_env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
