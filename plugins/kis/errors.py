@@ -36,7 +36,7 @@ class KisApiError(KisError):
         self.msg_cd = msg_cd
         self.msg1 = msg1
         self.status = status
-        super().__init__(f"KIS {msg_cd}: {msg1} (HTTP {status})")
+        super().__init__(f"KIS {msg_cd}: {msg1}" + (f" (HTTP {status})" if status is not None else ""))
 
     def __reduce__(self):
         # Keeps the three fields across pickling (multiprocessing, Airflow's exception transport).
