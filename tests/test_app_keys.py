@@ -114,6 +114,7 @@ def test_a_connection_that_is_not_there_is_named(two_keys, monkeypatch) -> None:
 # --- the minute run on two keys -------------------------------------------------------------------
 
 
+@pytest.mark.solo  # a rate in real time: a test running beside it would bunch its requests
 def test_the_watch_list_on_two_keys_shares_the_requests_evenly_within_each_keys_limit(two_keys) -> None:
     """The gate's batches fetched concurrently, as the pool runs them: each key asks half the codes,
     with one token, and never more than its limit in a second (the simulator at 5/s, paced at 4/s)."""
