@@ -159,6 +159,43 @@ def test_a_rerun_of_the_day_replaces_it_and_alerts_nothing_again(market_db: str)
     assert described(market_db)["005930"][4:] == (date(2026, 11, 26), None)
 
 
+# Tuesday's files as KIS writes them later in the morning: 005930 (watch-listed) is gone.
+WITHOUT_SAMSUNG = MONDAY_LINES | {KOSPI: [line for line in MONDAY_LINES[KOSPI] if line != SAMSUNG]}
+
+
+def test_a_rerun_with_a_newer_file_delists_the_code_it_lacks_on_the_day(market_db: str) -> None:
+    # docs/stock-masters.md M5: the 07:30 run of Tuesday gets Monday's files, which still list
+    # 005930; a run triggered later gets Tuesday's.
+    update(MONDAY, MONDAY_LINES)
+    update(TUESDAY, MONDAY_LINES)
+    again = update(TUESDAY, WITHOUT_SAMSUNG)
+    assert again["changes"]["delisted"]["codes"] == ["005930"]
+    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)  # first_seen, last_seen, delisted_on
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
+    update(TUESDAY, WITHOUT_SAMSUNG)
+    wednesday = update(WEDNESDAY, WITHOUT_SAMSUNG)  # nothing leaves on Wednesday: it was gone on Tuesday
+    assert wednesday["changes"] == {}
+    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
+
+
+def test_a_rerun_leaves_what_its_files_alone_would_have_left(market_db: str) -> None:
+    def stored() -> list[tuple]:
+        return [row[:-1] for row in query(market_db, "SELECT * FROM stock_universe ORDER BY 1")]  # but updated_at
+
+    update(MONDAY, MONDAY_LINES)
+    update(TUESDAY, WITHOUT_SAMSUNG)
+    alone = stored()
+    # Other files first, undone by the re-run: 444440 listed, 111110 delisted, 278990 moved, 000660
+    # halted, 005930 still listed, and halted.
+    halted_samsung = stock(KOSPI, "005930", "삼성전자", trht_yn="Y")
+    update(TUESDAY, TUESDAY_LINES | {KOSPI: [halted_samsung if line == SAMSUNG else line for line in TUESDAY_LINES[KOSPI]]})
+    again = update(TUESDAY, WITHOUT_SAMSUNG)
+    assert stored() == alone
+    assert {kind: change["codes"] for kind, change in again["changes"].items()} == {"delisted": ["005930"]}
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
+
+
 def snapshot(dsn: str) -> list[list[tuple]]:
     return [
         query(dsn, f"SELECT * FROM {table} ORDER BY 1, 2")
