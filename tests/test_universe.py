@@ -4,9 +4,13 @@ leave the last loaded day's universe as it was."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, Self
 
 import psycopg
@@ -351,3 +355,13 @@ def test_the_masters_come_from_kis_download_server_unless_kis_master_says_otherw
     assert KisMasterHook().base_url == "https://masters.example:8443"
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", "http://127.0.0.1:8765")  # URI form: the http provider's scheme
     assert KisMasterHook().base_url == "http://127.0.0.1:8765"
+
+
+def test_the_masters_hook_does_without_the_kis_api_stack() -> None:
+    # The universe task reads its connections' URLs as the API's hook does, without its modules.
+    api = ["kis.hook", "kis.client", "kis.token_store", "kis.endpoints"]
+    code = f"import sys, kis.master_hook; print([m for m in {api!r} if m in sys.modules])"
+    plugins = str(Path(universe.__file__).parents[1])
+    imported = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": plugins},
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert imported.strip() == "[]"

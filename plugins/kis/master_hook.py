@@ -20,8 +20,8 @@ import requests
 from airflow.sdk.bases.hook import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from kis.hook import _base_url
 from kis.masters import StockMarket
+from kis.provider import base_url
 from kis.resources import KIS_MASTER_CONN_ID
 
 #: KIS's download server (koreainvestment/open-trading-api, stocks_info/kis_*_code_mst.py).
@@ -69,7 +69,7 @@ class KisMasterHook(BaseHook):
         except AirflowNotFoundException:
             self.log.info("No connection %s: KIS's download server %s", self.kis_master_conn_id, DEFAULT_BASE_URL)
             return DEFAULT_BASE_URL, {}
-        return _base_url(conn), conn.extra_dejson
+        return base_url(conn), conn.extra_dejson
 
     @property
     def base_url(self) -> str:
