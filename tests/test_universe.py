@@ -17,11 +17,14 @@ import psycopg
 import pytest
 from master_files import cp949, record, zipped
 from simulated_day import task_states
+from simulator.testing import run_simulator
+
+from devtools import airflow_env
 
 from kis import universe
 from kis.bar import KST
 from kis.task_context import CollectionFailed, Run
-from kis.master_hook import MasterDownload
+from kis.master_hook import KisMasterHook, MasterDownload, SimulatedMasters
 from kis.masters import StockMarket
 from kis.universe import UniverseRejected
 
@@ -174,7 +177,8 @@ def test_a_rerun_with_a_newer_file_delists_the_code_it_lacks_on_the_day(market_d
     update(TUESDAY, MONDAY_LINES)
     again = update(TUESDAY, WITHOUT_SAMSUNG)
     assert again["changes"]["delisted"]["codes"] == ["005930"]
-    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)  # first_seen, last_seen, delisted_on
+    # first_seen, last_seen, delisted_on
+    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)
     assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
     update(TUESDAY, WITHOUT_SAMSUNG)
     wednesday = update(WEDNESDAY, WITHOUT_SAMSUNG)  # nothing leaves on Wednesday: it was gone on Tuesday
@@ -185,7 +189,8 @@ def test_a_rerun_with_a_newer_file_delists_the_code_it_lacks_on_the_day(market_d
 
 def test_a_rerun_leaves_what_its_files_alone_would_have_left(market_db: str) -> None:
     def stored() -> list[tuple]:
-        return [row[:-1] for row in query(market_db, "SELECT * FROM stock_universe ORDER BY 1")]  # but updated_at
+        rows = query(market_db, "SELECT * FROM stock_universe ORDER BY 1")
+        return [row[:-1] for row in rows]  # all but updated_at
 
     update(MONDAY, MONDAY_LINES)
     update(TUESDAY, WITHOUT_SAMSUNG)
@@ -193,7 +198,8 @@ def test_a_rerun_leaves_what_its_files_alone_would_have_left(market_db: str) -> 
     # Other files first, undone by the re-run: 444440 listed, 111110 delisted, 278990 moved, 000660
     # halted, 005930 still listed, and halted.
     halted_samsung = stock(KOSPI, "005930", "삼성전자", trht_yn="Y")
-    update(TUESDAY, TUESDAY_LINES | {KOSPI: [halted_samsung if line == SAMSUNG else line for line in TUESDAY_LINES[KOSPI]]})
+    kospi = [halted_samsung if line == SAMSUNG else line for line in TUESDAY_LINES[KOSPI]]
+    update(TUESDAY, TUESDAY_LINES | {KOSPI: kospi})
     again = update(TUESDAY, WITHOUT_SAMSUNG)
     assert stored() == alone
     assert {kind: change["codes"] for kind, change in again["changes"].items()} == {"delisted": ["005930"]}
@@ -347,14 +353,49 @@ def test_the_dag_fails_on_a_damaged_file_and_keeps_the_last_universe(simulated_m
 
 
 def test_the_masters_come_from_kis_download_server_unless_kis_master_says_otherwise(monkeypatch, airflow_db) -> None:
-    from kis.master_hook import KisMasterHook
-
     monkeypatch.delenv("AIRFLOW_CONN_KIS_MASTER", raising=False)
     assert KisMasterHook().base_url == "https://new.real.download.dws.co.kr"
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", '{"conn_type": "http", "host": "https://masters.example", "port": 8443}')
     assert KisMasterHook().base_url == "https://masters.example:8443"
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", "http://127.0.0.1:8765")  # URI form: the http provider's scheme
     assert KisMasterHook().base_url == "http://127.0.0.1:8765"
+
+
+REAL_KIS = airflow_env.kis_connection("openapi.koreainvestment.com", 9443, scheme="https")
+
+
+@pytest.mark.parametrize(
+    ("kis", "refused"),
+    [
+        (REAL_KIS, "is https://openapi.koreainvestment.com:9443"),
+        (None, "is not defined"),
+        ("the simulator", None),
+    ],
+)
+def test_the_simulators_masters_are_refused_unless_kis_is_that_simulator(
+    monkeypatch, market_db: str, airflow_db, kis: str | None, refused: str | None
+) -> None:
+    # compose's kis_master is the simulator until KIS_MASTER_URL is set: on a real account its
+    # invented market must not become the universe.
+    with run_simulator(now=f"{MONDAY}T07:30:00+09:00") as sim:
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", airflow_env.master_connection(sim.host, sim.port))
+        if kis is None:
+            monkeypatch.delenv("AIRFLOW_CONN_KIS_DEFAULT", raising=False)
+        else:
+            simulator = airflow_env.kis_connection(sim.host, sim.port)
+            monkeypatch.setenv("AIRFLOW_CONN_KIS_DEFAULT", simulator if kis == "the simulator" else kis)
+        if refused is None:
+            stored = universe.update_universe(run_of(MONDAY), hook=KisMasterHook())
+            assert stored["codes"] == len(sim.listing(MONDAY))
+            return
+        problem = (
+            r"kospi_code.mst.zip was served by the project's KIS simulator .* "
+            rf"the KIS connection kis_default {refused}\. Nothing was stored\. "
+            r".* set KIS_MASTER_URL=https://new.real.download.dws.co.kr in .env"
+        )
+        with pytest.raises(SimulatedMasters, match=problem):
+            universe.update_universe(run_of(MONDAY), hook=KisMasterHook())
+    assert query(market_db, "SELECT to_regclass('stock_universe_loads')") == [(None,)]
 
 
 def test_the_masters_hook_does_without_the_kis_api_stack() -> None:

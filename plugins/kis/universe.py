@@ -134,9 +134,10 @@ def store_universe(
 ) -> StoredDay:
     """Stores the day's files in one transaction (see the module docstring); a re-run of the day
     undoes its earlier load first, so a newer file of the day leaves what it alone would have left
-    (a code it lacks delisted on the day). Raises :class:`UniverseRejected` when a market loses too many codes at once (see
-    ``MAX_DEPARTED_SHARE``) unless ``allow_large_change``, and ``CollectionFailed`` for a day before
-    the latest loaded one (the current masters cannot describe it)."""
+    (a code it lacks delisted on the day). Raises :class:`UniverseRejected` when a market loses too
+    many codes at once (see ``MAX_DEPARTED_SHARE``) unless ``allow_large_change``, and
+    ``CollectionFailed`` for a day before the latest loaded one (the current masters cannot
+    describe it)."""
     records = [record for file in files for record in file.records]
     with conn.transaction():
         previous, latest, previous_files = conn.execute(load_sql("universe_loaded_days"), {"day": day}).fetchone()
