@@ -39,6 +39,8 @@ __all__ = ["DEFAULT_APPKEY", "DEFAULT_APPSECRET", "Simulator", "SimulatorConfig"
 
 DEFAULT_APPKEY = "SIMULATOR-APPKEY"
 DEFAULT_APPSECRET = "SIMULATOR-APPSECRET"
+# On every answer: the simulator's, not KIS's (kis.master_hook refuses its master files for a real KIS).
+SIMULATOR_MARK = (b"x-kis-simulator", b"1")
 # KIS portal notice of 2026-04-20 (docs/kis-api.md, "Rate limit"): 18/s real, 1/s mock, per app key.
 RATE_LIMITS = {"real": 18, "mock": 1}
 SAME_TOKEN_WINDOW_SECONDS = 6 * 3600
@@ -142,8 +144,10 @@ class MarketClock:
         self.set(self.now() + timedelta(seconds=seconds))
 
 
-class MarketDateHeader:
-    """ASGI wrapper: every response's ``Date`` is the market clock, as KIS's answers carry KIS's clock.
+class AnswerHeaders:
+    """ASGI wrapper: every response's ``Date`` is the market clock, as KIS's answers carry KIS's
+    clock; and every response carries ``X-KIS-Simulator: 1``, which no KIS server sends, so that a
+    client can tell the simulator's invented market from KIS's (simulator/README.md).
 
     RFC 9110 §6.6.1: an origin server sends ``Date`` in IMF-fixdate (GMT). Wrapping the whole app,
     not a middleware inside it, covers every answer: API, control, 404/405 and server errors alike.
@@ -158,14 +162,15 @@ class MarketDateHeader:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_date(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
                 headers.append((b"date", http_date(self.clock.now()).encode("latin-1")))
+                headers.append(SIMULATOR_MARK)
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_date)
+        await self.app(scope, receive, send_with_headers)
 
 
 def http_date(at: datetime) -> str:
@@ -306,7 +311,7 @@ class Simulator:
             )
 
         app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-        return MarketDateHeader(app, self.clock)
+        return AnswerHeaders(app, self.clock)
 
     # --- OAuth ---------------------------------------------------------------------------------
 

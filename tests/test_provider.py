@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from browser import Browser, Secret, browser_fixture, log_in  # noqa: F401 - the browser fixture
-from kis.hook import KisHook, _base_url
+from kis.hook import KisHook
+from kis.provider import base_url
 from kis.provider import CONN_FIELDS, ENDPOINTS
 
 from devtools import airflow_env, localpg
@@ -117,7 +118,7 @@ def test_the_hook_gives_airflow_before_3_2_the_same_form(monkeypatch: pytest.Mon
 def test_the_api_url_from_either_connection_type(conn_type, host, schema, port, url) -> None:
     from airflow.models.connection import Connection
 
-    assert _base_url(Connection(conn_type=conn_type, host=host, schema=schema, port=port)) == url
+    assert base_url(Connection(conn_type=conn_type, host=host, schema=schema, port=port)) == url
 
 
 # --- KisHook.test_connection against the simulator ----------------------------------------------------

@@ -798,7 +798,7 @@ def date_header(response: httpx.Response) -> datetime:
     return parsedate_to_datetime(value)
 
 
-def test_the_date_header_is_the_market_clock_on_every_answer(sim: SimulatorHandle, client: Client) -> None:
+def test_every_answer_has_the_market_clock_and_the_mark(sim: SimulatorHandle, client: Client) -> None:
     sim.set_now("2026-11-25T10:31:00+09:00")
     answers = [
         client.today("005930", "103000"),  # data
@@ -811,7 +811,9 @@ def test_the_date_header_is_the_market_clock_on_every_answer(sim: SimulatorHandl
     sim.set_faults({"http_5xx": 1.0})
     answers.append(client.today("005930", "103000"))  # a gateway error
     assert answers[-1].status_code in (500, 502, 503)
+    answers.append(client.http.get("/common/master/kospi_code.mst.zip"))  # KIS's download server
     for response in answers:
+        assert response.headers.get_list("x-kis-simulator") == ["1"], response
         seen = date_header(response)
         assert seen.tzinfo == UTC
         assert timedelta(0) <= seen - datetime(2026, 11, 25, 1, 31, tzinfo=UTC) < timedelta(seconds=3), response

@@ -4,20 +4,27 @@ leave the last loaded day's universe as it was."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, Self
 
 import psycopg
 import pytest
 from master_files import cp949, record, zipped
 from simulated_day import task_states
+from simulator.testing import run_simulator
+
+from devtools import airflow_env
 
 from kis import universe
 from kis.bar import KST
 from kis.task_context import CollectionFailed, Run
-from kis.master_hook import MasterDownload
+from kis.master_hook import KisMasterHook, MasterDownload, SimulatedMasters
 from kis.masters import StockMarket
 from kis.universe import UniverseRejected
 
@@ -157,6 +164,46 @@ def test_a_rerun_of_the_day_replaces_it_and_alerts_nothing_again(market_db: str)
     # A code that comes back is listed again: no longer delisted.
     update(date(2026, 11, 26), TUESDAY_LINES)
     assert described(market_db)["005930"][4:] == (date(2026, 11, 26), None)
+
+
+# Tuesday's files as KIS writes them later in the morning: 005930 (watch-listed) is gone.
+WITHOUT_SAMSUNG = MONDAY_LINES | {KOSPI: [line for line in MONDAY_LINES[KOSPI] if line != SAMSUNG]}
+
+
+def test_a_rerun_with_a_newer_file_delists_the_code_it_lacks_on_the_day(market_db: str) -> None:
+    # docs/stock-masters.md M5: the 07:30 run of Tuesday gets Monday's files, which still list
+    # 005930; a run triggered later gets Tuesday's.
+    update(MONDAY, MONDAY_LINES)
+    update(TUESDAY, MONDAY_LINES)
+    again = update(TUESDAY, WITHOUT_SAMSUNG)
+    assert again["changes"]["delisted"]["codes"] == ["005930"]
+    # first_seen, last_seen, delisted_on
+    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
+    update(TUESDAY, WITHOUT_SAMSUNG)
+    wednesday = update(WEDNESDAY, WITHOUT_SAMSUNG)  # nothing leaves on Wednesday: it was gone on Tuesday
+    assert wednesday["changes"] == {}
+    assert described(market_db)["005930"][3:] == (MONDAY, MONDAY, TUESDAY)
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
+
+
+def test_a_rerun_leaves_what_its_files_alone_would_have_left(market_db: str) -> None:
+    def stored() -> list[tuple]:
+        rows = query(market_db, "SELECT * FROM stock_universe ORDER BY 1")
+        return [row[:-1] for row in rows]  # all but updated_at
+
+    update(MONDAY, MONDAY_LINES)
+    update(TUESDAY, WITHOUT_SAMSUNG)
+    alone = stored()
+    # Other files first, undone by the re-run: 444440 listed, 111110 delisted, 278990 moved, 000660
+    # halted, 005930 still listed, and halted.
+    halted_samsung = stock(KOSPI, "005930", "삼성전자", trht_yn="Y")
+    kospi = [halted_samsung if line == SAMSUNG else line for line in TUESDAY_LINES[KOSPI]]
+    update(TUESDAY, TUESDAY_LINES | {KOSPI: kospi})
+    again = update(TUESDAY, WITHOUT_SAMSUNG)
+    assert stored() == alone
+    assert {kind: change["codes"] for kind, change in again["changes"].items()} == {"delisted": ["005930"]}
+    assert [(code, day) for code, day, _ in left_alerts(market_db)] == [("005930", TUESDAY)]
 
 
 def snapshot(dsn: str) -> list[list[tuple]]:
@@ -306,11 +353,56 @@ def test_the_dag_fails_on_a_damaged_file_and_keeps_the_last_universe(simulated_m
 
 
 def test_the_masters_come_from_kis_download_server_unless_kis_master_says_otherwise(monkeypatch, airflow_db) -> None:
-    from kis.master_hook import KisMasterHook
-
     monkeypatch.delenv("AIRFLOW_CONN_KIS_MASTER", raising=False)
     assert KisMasterHook().base_url == "https://new.real.download.dws.co.kr"
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", '{"conn_type": "http", "host": "https://masters.example", "port": 8443}')
     assert KisMasterHook().base_url == "https://masters.example:8443"
     monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", "http://127.0.0.1:8765")  # URI form: the http provider's scheme
     assert KisMasterHook().base_url == "http://127.0.0.1:8765"
+
+
+REAL_KIS = airflow_env.kis_connection("openapi.koreainvestment.com", 9443, scheme="https")
+
+
+@pytest.mark.parametrize(
+    ("kis", "refused"),
+    [
+        (REAL_KIS, "is https://openapi.koreainvestment.com:9443"),
+        (None, "is not defined"),
+        ("the simulator", None),
+    ],
+)
+def test_the_simulators_masters_are_refused_unless_kis_is_that_simulator(
+    monkeypatch, market_db: str, airflow_db, kis: str | None, refused: str | None
+) -> None:
+    # compose's kis_master is the simulator until KIS_MASTER_URL is set: on a real account its
+    # invented market must not become the universe.
+    with run_simulator(now=f"{MONDAY}T07:30:00+09:00") as sim:
+        monkeypatch.setenv("AIRFLOW_CONN_KIS_MASTER", airflow_env.master_connection(sim.host, sim.port))
+        if kis is None:
+            monkeypatch.delenv("AIRFLOW_CONN_KIS_DEFAULT", raising=False)
+        else:
+            simulator = airflow_env.kis_connection(sim.host, sim.port)
+            monkeypatch.setenv("AIRFLOW_CONN_KIS_DEFAULT", simulator if kis == "the simulator" else kis)
+        if refused is None:
+            stored = universe.update_universe(run_of(MONDAY), hook=KisMasterHook())
+            assert stored["codes"] == len(sim.listing(MONDAY))
+            return
+        problem = (
+            r"kospi_code.mst.zip was served by the project's KIS simulator .* "
+            rf"the KIS connection kis_default {refused}\. Nothing was stored\. "
+            r".* set KIS_MASTER_URL=https://new.real.download.dws.co.kr in .env"
+        )
+        with pytest.raises(SimulatedMasters, match=problem):
+            universe.update_universe(run_of(MONDAY), hook=KisMasterHook())
+    assert query(market_db, "SELECT to_regclass('stock_universe_loads')") == [(None,)]
+
+
+def test_the_masters_hook_does_without_the_kis_api_stack() -> None:
+    # The universe task reads its connections' URLs as the API's hook does, without its modules.
+    api = ["kis.hook", "kis.client", "kis.token_store", "kis.endpoints"]
+    code = f"import sys, kis.master_hook; print([m for m in {api!r} if m in sys.modules])"
+    plugins = str(Path(universe.__file__).parents[1])
+    imported = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": plugins},
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert imported.strip() == "[]"

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -39,7 +38,7 @@ from kis.client import KisClient, KisSettings
 from kis.endpoints import MinutePage
 from kis.errors import KisNotYet, KisUnsupported
 from kis.parsing import RejectedRow, validate_code
-from kis.provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
+from kis.provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR, base_url
 from kis.resources import KIS_CONN_ID
 from kis.schema import migrate
 from kis.venues import Venue
@@ -179,7 +178,7 @@ class KisHook(BaseHook):
 
         conn = self.get_connection(self.kis_conn_id)
         settings = KisSettings.from_connection(
-            login=conn.login, password=conn.password, base_url=_base_url(conn), extra=conn.extra_dejson
+            login=conn.login, password=conn.password, base_url=base_url(conn), extra=conn.extra_dejson
         )
         # Airflow masks a connection's password (the secret) and extra as it reads them, in the task
         # and its supervisor (one round trip each); the login, the app key, is ours to mask.
@@ -373,15 +372,3 @@ def _collect(result: BarsResult, page: MinutePage, *, keep: Callable[[datetime],
             seen.add(bar.minute)
             result.bars.append(bar)
     result.bars.sort(key=lambda bar: bar.minute)
-
-
-def _base_url(conn: Any) -> str:
-    """``scheme://host:port`` of a connection: the scheme from the host (as the form's placeholder
-    shows it), else ``schema`` (as the http provider reads it), else https for a ``kis`` connection
-    and http for an ``http`` one; the port from ``port`` unless the host has one."""
-    host = (conn.host or "").rstrip("/")
-    if "://" not in host:
-        host = f"{conn.schema or ('https' if conn.conn_type == CONN_TYPE else 'http')}://{host}"
-    if conn.port and urlsplit(host).port is None:
-        host = f"{host}:{conn.port}"
-    return host

@@ -7,12 +7,14 @@ versions ask the hook's ``get_connection_form_widgets`` and ``get_ui_field_behav
 :class:`kis.hook.KisHook` derives from the same definitions below.
 
 The form's own fields land in the connection's extra under their plain names (``environment``,
-``custtype``, ...), which is where the hook reads them (docs/hook.md).
+``custtype``, ...), which is where the hook reads them (docs/hook.md); its host, schema and port
+make the server's URL (:func:`base_url`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 PACKAGE_NAME = "kis-minute-bars"  # pyproject.toml's [project] name: Airflow checks they agree
 CONN_TYPE = "kis"
@@ -64,6 +66,20 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "password": "the app secret of the same app",
     },
 }
+
+
+def base_url(conn: Any) -> str:
+    """``scheme://host:port`` of a connection: the scheme from the host (as the form's placeholder
+    shows it), else ``schema`` (as the http provider reads it), else https for a ``kis`` connection
+    and http for an ``http`` one; the port from ``port`` unless the host has one. Here, beside the
+    form, and not in :mod:`kis.hook`: the stock masters' hook reads its ``http`` connection the same
+    way without importing the API's client, token store and endpoints."""
+    host = (conn.host or "").rstrip("/")
+    if "://" not in host:
+        host = f"{conn.schema or ('https' if conn.conn_type == CONN_TYPE else 'http')}://{host}"
+    if conn.port and urlsplit(host).port is None:
+        host = f"{host}:{conn.port}"
+    return host
 
 
 def get_provider_info() -> dict[str, Any]:

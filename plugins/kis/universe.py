@@ -133,9 +133,11 @@ def store_universe(
     conn: Any, day: date, files: Sequence[MasterFile], *, run_id: str, allow_large_change: bool = False
 ) -> StoredDay:
     """Stores the day's files in one transaction (see the module docstring); a re-run of the day
-    replaces it. Raises :class:`UniverseRejected` when a market loses too many codes at once (see
-    ``MAX_DEPARTED_SHARE``) unless ``allow_large_change``, and ``CollectionFailed`` for a day before
-    the latest loaded one (the current masters cannot describe it)."""
+    undoes its earlier load first, so a newer file of the day leaves what it alone would have left
+    (a code it lacks delisted on the day). Raises :class:`UniverseRejected` when a market loses too
+    many codes at once (see ``MAX_DEPARTED_SHARE``) unless ``allow_large_change``, and
+    ``CollectionFailed`` for a day before the latest loaded one (the current masters cannot
+    describe it)."""
     records = [record for file in files for record in file.records]
     with conn.transaction():
         previous, latest, previous_files = conn.execute(load_sql("universe_loaded_days"), {"day": day}).fetchone()
