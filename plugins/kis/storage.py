@@ -246,6 +246,7 @@ def verify_day(
     run_id: str,
     venue: str = Venue.KRX,
     closing: datetime | None | EllipsisType = ...,
+    untraded: Sequence[str] = (),
 ) -> list[DayVerification]:
     """Verifies ``day`` of ``venue`` for ``codes`` against ``grid`` and records it (see verify_day.sql).
 
@@ -253,6 +254,8 @@ def verify_day(
     :param volumes: the day's cumulative volume per code as reported by the API, when known.
     :param closing: the closing bar (``Session.closing_bar``); None when the venue's day ends without
         one (nxt, unified: then no missing bar makes a gap). Left out: the grid's last minute, as on KRX.
+    :param untraded: codes known to have traded nothing that day: without a bar stored, their
+        absences are explained, not ``no_data``.
     """
     if closing is ...:
         closing = grid[-1] if grid else None
@@ -264,6 +267,7 @@ def verify_day(
         "codes": list(codes),
         "volumes": json.dumps(volumes) if volumes is not None else None,
         "run_id": run_id,
+        "untraded": list(untraded),
     }
     with conn.transaction(), conn.cursor(row_factory=class_row(DayVerification)) as cur:
         return cur.execute(load_sql("verify_day"), params).fetchall()
