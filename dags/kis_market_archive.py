@@ -28,7 +28,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 from kis import assets, dag_parts, market_archive
 from kis.minute_backfill import backfill_wait_until
 from kis.task_context import Run
@@ -47,15 +47,7 @@ ALL_VENUES = tuple(Venue)
     tags=["kis", "minute-bars", "archive"],
     user_defined_filters=dag_parts.LABEL_FILTERS,
     user_defined_macros={"backfill_wait_until": backfill_wait_until, "covers": ALL_VENUES},
-    params={
-        "date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Trading date",
-            description="The date to archive (KST). Empty: the run's own date.",
-        ),
-    },
+    params={"date": dag_parts.trading_date_param("The date to archive (KST). Empty: the run's own date.")},
     doc_md=__doc__,
 )
 def kis_market_archive():
