@@ -37,13 +37,13 @@ def archive_market(simulated_market, monkeypatch, **options) -> Iterator[Market]
     """The simulator with three accounts, ``kis_connections`` on them, and DAY's universe: STOCKS
     (HALTED halted) and ETF, KOSPI and KOSDAQ; 20 codes a fetch task."""
     halts = [{"code": HALTED, "start": "08:00", "end": "20:00", "date": DAY.isoformat()}]
-    with simulated_market(appkeys=KEYS, rate_limit=100, faults={"halts": halts}, now=RUN_AT.isoformat(), **options) as market:
+    with simulated_market(appkeys=KEYS, rate_limit=1000, faults={"halts": halts}, now=RUN_AT.isoformat(), **options) as market:
         sim = market.sim
         for conn_id, (appkey, appsecret) in zip(CONNECTIONS, KEYS):
             monkeypatch.setenv(
                 f"AIRFLOW_CONN_{conn_id.upper()}",
                 airflow_env.kis_connection(
-                    sim.host, sim.port, appkey=appkey, appsecret=appsecret, rate_limit=100, token_issue_interval=1
+                    sim.host, sim.port, appkey=appkey, appsecret=appsecret, rate_limit=1000, token_issue_interval=1
                 ),
             )
         monkeypatch.setenv("AIRFLOW_VAR_KIS_CONNECTIONS", json.dumps(CONNECTIONS))

@@ -26,7 +26,6 @@ from kis.batches import LeftOut
 from kis.masters import StockMarket
 from kis.minute_backfill import BackfillDay
 from kis.resources import load_sql
-from kis.storage import DayVerification
 from kis.task_context import CollectionFailed, Run
 from kis.venues import Venue
 
@@ -209,8 +208,7 @@ def archive_batch(
     """
     session = target.session(venue)
     with task_context.market_db() as conn:
-        params = {"day": target.day, "venue": venue.value, "codes": list(codes)}
-        settled = {code for (code,) in conn.execute(load_sql("archive_settled_codes"), params)}
+        settled = storage.settled_codes(conn, target.day, venue.value, codes)
     todo = [code for code in codes if code not in settled]
     batch = batching.fetch_codes(
         todo, lambda hook, code: hook.session_bars(code, session), day=target.day, run=run, venue=venue,
@@ -269,12 +267,11 @@ def close_day(target: BackfillDay, run: Run, outlet_events: Any = None) -> dict[
     with task_context.market_db() as conn:
         archive = ArchiveCodes.read(conn, target.day, list(target.sessions), selection())
         left = LeftOut.read(conn, target.day, run)
-        reports = {
-            venue: _verification(conn, target.day, venue, archive.expected(venue, left)) for venue in target.sessions
-        }
+        expected = {venue: archive.expected(venue, left) for venue in target.sessions}
+        reports = {venue: storage.stored_verification(conn, target.day, venue.value, codes) for venue, codes in expected.items()}
     days, problems, summary = [], [], {}
-    for venue, (codes, report) in reports.items():
-        day = verification.outcome(target.day, report, threshold, venue=venue)
+    for venue, codes in expected.items():
+        day = verification.outcome(target.day, reports[venue], threshold, venue=venue)
         unverified = sorted(set(codes) - set(day.stock_codes))
         summary[venue.value] = {
             "codes": len(codes), "verified": day.codes, "not_verified": len(unverified),
@@ -301,14 +298,6 @@ def close_day(target: BackfillDay, run: Run, outlet_events: Any = None) -> dict[
     if outlet_events is not None:
         announce_archived_days(outlet_events, days)
     return summary
-
-
-def _verification(conn: Any, day: date, venue: Venue, codes: list[str]) -> tuple[list[str], list[DayVerification]]:
-    from psycopg.rows import class_row
-
-    params = {"day": day, "venue": venue.value, "codes": codes}
-    with conn.cursor(row_factory=class_row(DayVerification)) as cur:
-        return codes, cur.execute(load_sql("archive_day_verification"), params).fetchall()
 
 
 def _named(codes: Sequence[str]) -> str:

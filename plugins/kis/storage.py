@@ -51,6 +51,8 @@ __all__ = [
     "record_minute_run",
     "resampled_bars",
     "retention_months",
+    "settled_codes",
+    "stored_verification",
     "upsert_bars",
     "verify_day",
 ]
@@ -271,6 +273,21 @@ def verify_day(
     }
     with conn.transaction(), conn.cursor(row_factory=class_row(DayVerification)) as cur:
         return cur.execute(load_sql("verify_day"), params).fetchall()
+
+
+def stored_verification(conn: psycopg.Connection, day: date, venue: str, codes: Sequence[str]) -> list[DayVerification]:
+    """The latest verification of ``day`` on ``venue`` of each of ``codes`` that has one
+    (archive_day_verification.sql), in code order."""
+    params = {"day": day, "venue": _venue(venue), "codes": list(codes)}
+    with conn.cursor(row_factory=class_row(DayVerification)) as cur:
+        return cur.execute(load_sql("archive_day_verification"), params).fetchall()
+
+
+def settled_codes(conn: psycopg.Connection, day: date, venue: str, codes: Sequence[str]) -> set[str]:
+    """Which of ``codes`` have their day on ``venue`` settled: verified complete, explained or
+    unverifiable (archive_settled_codes.sql)."""
+    params = {"day": day, "venue": _venue(venue), "codes": list(codes)}
+    return {code for (code,) in conn.execute(load_sql("archive_settled_codes"), params)}
 
 
 def live_gaps(
