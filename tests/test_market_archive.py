@@ -222,3 +222,22 @@ def test_kis_archive_universe_is_a_json_object_of_markets_and_groups() -> None:
     for bad in ("ST", "[]", '{"markets": ["NYSE"]}', '{"markets": []}', '{"groups": ["st"]}', '{"sectors": 1}'):
         with pytest.raises(ValueError, match="kis_archive_universe"):
             UniverseSelection.parse(bad)
+
+
+def test_nextrade_archives_the_codes_it_trades_and_leaves_the_others_out(simulated_market, monkeypatch) -> None:
+    on_nextrade = STOCKS[:10]
+    with archive_market(simulated_market, monkeypatch, nxt_codes=on_nextrade) as market:
+        monkeypatch.setenv("AIRFLOW_VAR_KIS_VENUES", '["krx", "nxt"]')
+        dag_run = archive(market)
+        assert dag_run.state == "success", task_states(dag_run)
+        stored = market.stored(DAY, on_nextrade, venue="nxt")
+        assert set(stored) == set(on_nextrade)
+        for code in on_nextrade:
+            assert stored[code] == [b for b in market.sim.truth(code, DAY, venue="nxt") if b.volume > 0], code
+        # KIS answers the others as unknown on Nextrade: reported once each, as information, not verified.
+        (left_out,) = market.query("SELECT count(*) FROM collection_alerts WHERE kind = 'not_on_venue' AND venue = 'nxt'")
+        assert left_out == (len(STOCKS) - len(on_nextrade),)
+        verified = market.query("SELECT venue, count(*) FROM minute_verification GROUP BY venue ORDER BY venue")
+        assert verified == [("krx", len(STOCKS)), ("nxt", len(on_nextrade))]
+        events = {event.asset.name: event.extra["code_count"] for event in announced_archive(dag_run)}
+        assert events == {"kis_market_archive_krx": len(STOCKS), "kis_market_archive_nxt": len(on_nextrade)}
