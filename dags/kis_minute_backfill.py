@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 from kis import assets, dag_parts, minute_backfill
 from kis.alerts import backfill_deadline, deadline_alerts
 from kis.resources import INCLUDE_DIR
@@ -67,12 +67,8 @@ def backfill_dag(dag_id: str, *, title: str, cron: str, covers: Sequence[Venue],
         user_defined_filters=dag_parts.LABEL_FILTERS,
         user_defined_macros={"backfill_wait_until": minute_backfill.backfill_wait_until, "covers": covers},
         params={
-            "date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Trading date",
-                description=f"The date to backfill and verify on {title} (KST). Empty: the run's own date.",
+            "date": dag_parts.trading_date_param(
+                f"The date to backfill and verify on {title} (KST). Empty: the run's own date."
             ),
         },
         deadline=deadline_alerts(

@@ -53,17 +53,17 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
 
     from airflow.sdk import AssetAny
 
-    from kis.assets import MINUTE_BARS, VERIFIED_DAYS
+    from kis.assets import ARCHIVED_DAYS, MINUTE_BARS, VERIFIED_DAYS
 
     minute, backfill = dagbag.get_dag("kis_minute_bars"), dagbag.get_dag("kis_minute_backfill")
     evening, resampled = dagbag.get_dag("kis_minute_backfill_nextrade"), dagbag.get_dag("kis_resampled_bars")
-    universe = dagbag.get_dag("kis_universe")
+    universe, archive = dagbag.get_dag("kis_universe"), dagbag.get_dag("kis_market_archive")
     assert set(dagbag.dag_ids) == {
         "kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_maintenance", "kis_resampled_bars",
-        "kis_universe",
+        "kis_universe", "kis_market_archive",
     }
     crons = {minute: "* 9-15 * * 1-5 + KRX special sessions", backfill: "0 16 * * 1-5", evening: "10 20 * * 1-5"}
-    for dag in (*crons, resampled, universe):
+    for dag in (*crons, resampled, universe, archive):
         assert dag.catchup is False and dag.max_active_runs == 1
         assert dag.tags and dag.doc_md
         for task in dag.tasks:
@@ -89,6 +89,13 @@ def test_every_dag_is_wired_as_operators_expect(dagbag):
     assert str(universe.timetable._timezone.name) == "Asia/Seoul"
     assert universe.params["allow_large_change"] is False
     assert universe.get_task("update_universe").upstream_task_ids == {"trading_day_gate"}
+    # The market archive: weekdays after the close, in KST, any date from the UI; its fetch tasks in
+    # the pool; its days announced on its own Assets, through its alias, by close_day alone.
+    assert archive.timetable.summary == "40 16 * * 1-5"
+    assert str(archive.timetable._timezone.name) == "Asia/Seoul"
+    assert "date" in archive.params and archive.get_task("archive_batch").pool == "kis_api"
+    assert archive.get_task("close_day").outlets == [ARCHIVED_DAYS]
+    assert not any(task.outlets for task in archive.tasks if task.task_id != "close_day")
     # The UI names the venues each backfill covers.
     assert backfill.dag_display_name == "KIS minute backfill: KRX"
     assert evening.dag_display_name == "KIS minute backfill: Nextrade and unified"

@@ -14,6 +14,8 @@
 --   volumes  jsonb        the day's cumulative volume per code as reported by the API,
 --                        e.g. an object from code to volume, or NULL when the run does not have it
 --   run_id   text         the run that verifies
+--   untraded text[]       codes known to have traded nothing that day (the archive's: KIS's day volume
+--                        0, or halted all day per the universe and no volume reported), or NULL
 --
 -- The closing bar counts as present anywhere from `closing` to five minutes after (the closing
 -- print has come as late as 15:32). KIS's day volume counts off-session trades too
@@ -112,6 +114,8 @@ report AS (
            c.reported_volume,
            c.volume_status,
            CASE
+               WHEN c.stored = 0 AND c.stock_code = ANY (coalesce(%(untraded)s::text[], '{}'))
+                   THEN 'complete_with_explained_absences'
                WHEN c.expected > 0 AND c.stored = 0 THEN 'no_data'
                WHEN cardinality(c.missing_minutes) = 0 THEN 'complete'
                WHEN %(closing)s::timestamp IS NOT NULL AND c.closing_bar_at IS NULL THEN 'gap'

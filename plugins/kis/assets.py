@@ -26,7 +26,16 @@ from kis.venues import Venue
 if TYPE_CHECKING:
     from kis.verification import DayOutcome
 
-__all__ = ["MINUTE_BARS", "VERIFIED_DAYS", "VerifiedDay", "announce_verified_days", "verified_days"]
+__all__ = [
+    "ARCHIVED_DAYS",
+    "MARKET_ARCHIVE",
+    "MINUTE_BARS",
+    "VERIFIED_DAYS",
+    "VerifiedDay",
+    "announce_archived_days",
+    "announce_verified_days",
+    "verified_days",
+]
 
 #: The verified minute bars of each venue (``stock_prices_minute`` in the market database).
 MINUTE_BARS: dict[Venue, Asset] = {
@@ -36,14 +45,45 @@ MINUTE_BARS: dict[Venue, Asset] = {
 #: The backfill's outlet: each verified day is announced on its venue's Asset through it.
 VERIFIED_DAYS = AssetAlias("kis_verified_days", group="kis")
 
+#: The market archive's day of each venue (``kis_market_archive``): the same table, another set of
+#: codes. Its own Assets, not ``MINUTE_BARS``: a subscriber of the watch-list's days (the resampling
+#: at 16:00) is not run again for the whole market at 16:40, nor once per past day when a year of
+#: history is backfilled, unless it subscribes here. The event's extra is bounded whatever the
+#: universe: it has no ``codes`` (every code of the day's archive, :func:`verified_days` reads None)
+#: but ``code_count``, and counts of the codes with gaps and unverifiable.
+MARKET_ARCHIVE: dict[Venue, Asset] = {
+    venue: Asset(name=f"kis_market_archive_{venue.value}", uri=f"kis://market-archive/{venue.value}", group="kis")
+    for venue in Venue
+}
+#: The archive's outlet, as ``VERIFIED_DAYS`` is the backfill's.
+ARCHIVED_DAYS = AssetAlias("kis_archived_days", group="kis")
+
 
 def announce_verified_days(outlet_events: Any, days: Iterable[DayOutcome]) -> None:
     """Records one event per day that passed on its venue's Asset; Airflow emits them when the
     task succeeds. ``outlet_events`` is the task's ``outlet_events`` context entry."""
+    for day in _passed(days):
+        outlet_events[VERIFIED_DAYS].add(MINUTE_BARS[day.venue], extra=_extra(day))
+
+
+def announce_archived_days(outlet_events: Any, days: Iterable[DayOutcome]) -> None:
+    """As :func:`announce_verified_days`, for the market archive's days, on ``MARKET_ARCHIVE``."""
+    for day in _passed(days):
+        extra = _extra(day)
+        del extra["codes"]
+        extra |= {
+            "code_count": day.codes,
+            "codes_with_gaps": len(day.codes_with_gaps),
+            "unverifiable": len(day.unverifiable),
+        }
+        outlet_events[ARCHIVED_DAYS].add(MARKET_ARCHIVE[day.venue], extra=extra)
+
+
+def _passed(days: Iterable[DayOutcome]) -> Iterable[DayOutcome]:
     for day in days:
         if not day.passed:
             raise ValueError(f"{day.day} on {day.venue.label} did not pass its verification: not announced")
-        outlet_events[VERIFIED_DAYS].add(MINUTE_BARS[day.venue], extra=_extra(day))
+        yield day
 
 
 def _extra(day: DayOutcome) -> dict[str, Any]:

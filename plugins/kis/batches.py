@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kis import alerts, app_keys, code_alerts, task_context
 from kis.app_keys import KEY_REFUSED, EveryKeyRefused, KeyFailover
@@ -95,15 +95,22 @@ def run_work(conn: Any, day: date, venues: Sequence[Venue] = (Venue.KRX,)) -> Ru
     for venue in venues:
         not_traded = left.not_traded.get(venue.value)
         if not_traded:
-            log.info("Not traded on %s today, not asked again: %s", venue.label, ", ".join(sorted(not_traded)))
+            log.info("Not traded on %s today, not asked again: %s",
+                     venue.label, ", ".join(sorted(not_traded)))
         codes[venue] = [code for code in watchlist.codes if code not in left.codes(venue)]
+    return RunWork(codes, usable_connections(left))
+
+
+def usable_connections(left: LeftOut) -> tuple[str, ...]:
+    """The connections of ``kis_connections`` without those whose key KIS refused today. Fails,
+    asking nothing, when KIS refused every key."""
     configured = app_keys.configured_connections()
     refused = [conn_id for conn_id in configured if conn_id in left.refused_keys]
     if refused:
         log.warning("KIS refused the app keys of %s today: left out", ", ".join(refused))
     if len(refused) == len(configured):
         raise CollectionFailed(app_keys.every_key_refused(refused))
-    return RunWork(codes, tuple(conn_id for conn_id in configured if conn_id not in refused))
+    return tuple(conn_id for conn_id in configured if conn_id not in refused)
 
 
 def fetch_batch(
@@ -138,67 +145,103 @@ def fetch_batch(
     refused every key, else ``CodesFailed``, retried by Airflow; on the last try each code that
     still failed is alerted (``fetch_failed``), so a code is alerted once whatever the number of tries.
     """
+    batch = fetch_codes(codes, fetch, day=day, run=run, venue=venue, conn_ids=conn_ids, ti=ti)
+    value: dict[str, Any] = {"bars": bars_by_code(bar for result in batch.fetched.values() for bar in result.bars)}
+    if day_volumes:
+        value["volumes"] = batch.volumes()
+    value |= {"venue": venue.value, "fetched": list(batch.fetched), "failed": batch.failed}
+    if not batch.failed:
+        return value
+    if ti is not None:
+        ti.xcom_push("return_value", value)
+    batch.raise_failures(codes, day=day, run=run, venue=venue, ti=ti)
+
+
+@dataclass
+class FetchedCodes:
+    """What fetching a batch's codes one by one gave: each code's result, the codes that failed
+    (code: reason), those KIS called unknown, and the refusal of every key when it came."""
+
+    fetched: dict[str, BarsResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
+    no_key: EveryKeyRefused | None = None
+
+    def volumes(self) -> dict[str, int]:
+        """The day volume KIS reported for each code fetched (the verification's evidence)."""
+        return {code: r.cumulative_volume for code, r in self.fetched.items() if r.cumulative_volume is not None}
+
+    def raise_failures(
+        self, codes: Sequence[str], *, day: date, run: Run, venue: Venue, ti: Any | None
+    ) -> NoReturn:
+        """Fails the task for the codes that failed (see :func:`fetch_batch`): ``CollectionFailed``
+        when no retry can mend it, else ``CodesFailed``, each failed code alerted on the last try."""
+        failed, fetched, unknown = self.failed, self.fetched, self.unknown
+        stored = f"the other {len(fetched)} codes of the batch are stored" if fetched else "no code of the batch was fetched"
+        if self.no_key is not None:
+            raise CollectionFailed(f"{self.no_key}; {len(failed)} of {len(codes)} codes not fetched, {stored}")
+        reasons = "; ".join(f"{code}: {reason}" for code, reason in sorted(failed.items()))
+        if set(failed) <= unknown:
+            raise CollectionFailed(f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}")
+        last_try = ti is None or ti.try_number > ti.max_tries
+        if last_try:
+            for code in sorted(set(failed) - unknown):
+                code_alerts.alert_fetch_failed(
+                    code, failed[code], day, run, tries=ti.try_number if ti is not None else 1, venue=venue
+                )
+        raise CodesFailed(
+            f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}"
+            + ("" if last_try else "; retried")
+        )
+
+
+def fetch_codes(
+    codes: Sequence[str],
+    fetch: Callable[[KisHook, str], BarsResult],
+    *,
+    day: date,
+    run: Run,
+    venue: Venue = Venue.KRX,
+    conn_ids: Sequence[str] | None = None,
+    ti: Any | None = None,
+) -> FetchedCodes:
+    """Each code of ``codes`` fetched on its own with ``fetch(hook, code)`` on the batch's keys in
+    turn (:class:`kis.app_keys.KeyFailover`); what failed is recorded, never raised, but for an
+    account that cannot serve the request at all (``CollectionFailed``). See :func:`fetch_batch`."""
     left = LeftOut()
     if ti is not None and ti.try_number > 1:
         with task_context.market_db() as conn:
             left = LeftOut.read(conn, day)
     unknown_before = left.unknown & set(codes)
-    fetched: dict[str, BarsResult] = {}
-    failed = {code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before}
-    unknown = set(unknown_before)
-    no_key: EveryKeyRefused | None = None
+    batch = FetchedCodes(failed={code: "unknown to KIS (alerted by an earlier try)" for code in unknown_before})
+    batch.unknown |= unknown_before
     with KeyFailover(conn_ids or app_keys.DEFAULT_CONNECTIONS, run, refused=left.refused_keys) as keys:
         for code in codes:
             if code in left.codes(venue):
                 continue
-            if no_key is not None:
-                failed[code] = "not asked: KIS refused every app key"
+            if batch.no_key is not None:
+                batch.failed[code] = "not asked: KIS refused every app key"
                 continue
             try:
-                fetched[code] = _fetched(keys.call(fetch, code), venue)
+                batch.fetched[code] = _fetched(keys.call(fetch, code), venue)
             except KisUnsupported as err:
                 # The account cannot serve the request (a past day on a mock account): no code of
                 # the batch would succeed, and no retry can change that.
                 raise CollectionFailed(str(err)) from None
             except EveryKeyRefused as err:
-                no_key = err
-                failed[code] = "not asked: KIS refused every app key"
+                batch.no_key = err
+                batch.failed[code] = "not asked: KIS refused every app key"
             except KisUnknownCode as err:
                 if venue is Venue.NEXTRADE:
                     code_alerts.report_not_on_venue(code, err, day, run, venue)
                     continue
                 code_alerts.alert_unknown_code(code, err, day, run)
-                unknown.add(code)
-                failed[code] = f"unknown to KIS ({err.msg_cd}: {err.msg1})"
+                batch.unknown.add(code)
+                batch.failed[code] = f"unknown to KIS ({err.msg_cd}: {err.msg1})"
             except KisError as err:
                 log.error("%s: %s", code, err)
-                failed[code] = str(err)
-    value: dict[str, Any] = {"bars": bars_by_code(bar for result in fetched.values() for bar in result.bars)}
-    if day_volumes:
-        value["volumes"] = {
-            code: result.cumulative_volume for code, result in fetched.items() if result.cumulative_volume is not None
-        }
-    value |= {"venue": venue.value, "fetched": list(fetched), "failed": failed}
-    if not failed:
-        return value
-    if ti is not None:
-        ti.xcom_push("return_value", value)
-    stored = f"the other {len(fetched)} codes of the batch are stored" if fetched else "no code of the batch was fetched"
-    if no_key is not None:
-        raise CollectionFailed(f"{no_key}; {len(failed)} of {len(codes)} codes not fetched, {stored}")
-    reasons = "; ".join(f"{code}: {reason}" for code, reason in sorted(failed.items()))
-    if set(failed) <= unknown:
-        raise CollectionFailed(f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}")
-    last_try = ti is None or ti.try_number > ti.max_tries
-    if last_try:
-        for code in sorted(set(failed) - unknown):
-            code_alerts.alert_fetch_failed(
-                code, failed[code], day, run, tries=ti.try_number if ti is not None else 1, venue=venue
-            )
-    raise CodesFailed(
-        f"{len(failed)} of {len(codes)} codes failed ({reasons}); {stored}"
-        + ("" if last_try else "; retried")
-    )
+                batch.failed[code] = str(err)
+    return batch
 
 
 def _fetched(result: BarsResult, venue: Venue) -> BarsResult:

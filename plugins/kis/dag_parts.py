@@ -1,4 +1,5 @@
-"""The parts both collection DAGs are built of: the mapped fetch tasks' label and the upsert task."""
+"""The parts the collection DAGs are built of: the mapped fetch tasks' label, the upsert task, the
+trading date parameter."""
 
 from __future__ import annotations
 
@@ -62,3 +63,11 @@ def upsert_counts(results: Sequence[Any], descriptions: Sequence[Any]) -> dict[s
     upsert_minute_bars.sql, the last statement, by column name (received, duplicates, inserted,
     updated, unchanged)."""
     return {column[0]: count for column, count in zip(descriptions[-1], results[-1][0])}
+
+
+def trading_date_param(description: str):
+    """The ``date`` parameter of a DAG that works on one trading day (the UI's *Trading date*):
+    empty, the run's own date."""
+    from airflow.sdk import Param
+
+    return Param(None, type=["null", "string"], format="date", title="Trading date", description=description)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: The DAGs whose metadata and task logs are trimmed (this one's own included).
 COLLECTION_DAG_IDS = (
     "kis_minute_bars", "kis_minute_backfill", "kis_minute_backfill_nextrade", "kis_resampled_bars", "kis_maintenance",
-    "kis_universe",
+    "kis_universe", "kis_market_archive",
 )
 #: Airflow's metadata database, for ``airflow db clean``: task code has no access of its own (Task SDK).
 METADATA_DB_CONN_ID = "airflow_db"

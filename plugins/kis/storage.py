@@ -51,6 +51,8 @@ __all__ = [
     "record_minute_run",
     "resampled_bars",
     "retention_months",
+    "settled_codes",
+    "stored_verification",
     "upsert_bars",
     "verify_day",
 ]
@@ -246,6 +248,7 @@ def verify_day(
     run_id: str,
     venue: str = Venue.KRX,
     closing: datetime | None | EllipsisType = ...,
+    untraded: Sequence[str] = (),
 ) -> list[DayVerification]:
     """Verifies ``day`` of ``venue`` for ``codes`` against ``grid`` and records it (see verify_day.sql).
 
@@ -253,6 +256,8 @@ def verify_day(
     :param volumes: the day's cumulative volume per code as reported by the API, when known.
     :param closing: the closing bar (``Session.closing_bar``); None when the venue's day ends without
         one (nxt, unified: then no missing bar makes a gap). Left out: the grid's last minute, as on KRX.
+    :param untraded: codes known to have traded nothing that day: without a bar stored, their
+        absences are explained, not ``no_data``.
     """
     if closing is ...:
         closing = grid[-1] if grid else None
@@ -264,9 +269,25 @@ def verify_day(
         "codes": list(codes),
         "volumes": json.dumps(volumes) if volumes is not None else None,
         "run_id": run_id,
+        "untraded": list(untraded),
     }
     with conn.transaction(), conn.cursor(row_factory=class_row(DayVerification)) as cur:
         return cur.execute(load_sql("verify_day"), params).fetchall()
+
+
+def stored_verification(conn: psycopg.Connection, day: date, venue: str, codes: Sequence[str]) -> list[DayVerification]:
+    """The latest verification of ``day`` on ``venue`` of each of ``codes`` that has one
+    (archive_day_verification.sql), in code order."""
+    params = {"day": day, "venue": _venue(venue), "codes": list(codes)}
+    with conn.cursor(row_factory=class_row(DayVerification)) as cur:
+        return cur.execute(load_sql("archive_day_verification"), params).fetchall()
+
+
+def settled_codes(conn: psycopg.Connection, day: date, venue: str, codes: Sequence[str]) -> set[str]:
+    """Which of ``codes`` have their day on ``venue`` settled: verified complete, explained or
+    unverifiable (archive_settled_codes.sql)."""
+    params = {"day": day, "venue": _venue(venue), "codes": list(codes)}
+    return {code for (code,) in conn.execute(load_sql("archive_settled_codes"), params)}
 
 
 def live_gaps(
