@@ -248,7 +248,7 @@ def measure_reads(conn: psycopg.Connection, codes: list[str], sessions: list, la
 
 
 def main() -> None:
-    localpg.start()
+    started_cluster = localpg.start()
     localpg.wait_until_accepting()
     dsn = localpg.create_database(DATABASE, drop_existing=True)
     codes = watchlist()
@@ -262,6 +262,8 @@ def main() -> None:
     finally:
         with psycopg.connect(localpg.cluster().dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        if started_cluster:  # left as found, as the scheduler benchmarks leave it
+            localpg.stop()
 
 
 if __name__ == "__main__":
