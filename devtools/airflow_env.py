@@ -168,7 +168,7 @@ def celery_worker(index: int, log_server_port: int) -> dict[str, str]:
 
 def prepare(env: dict[str, str]) -> None:
     """Creates the databases, migrates the metadata database and imports the pools that do not
-    exist yet (idempotent: a pool an operator resized, e.g. for a second app key, keeps its size)."""
+    exist yet (idempotent)."""
     localpg.start()
     localpg.wait_until_accepting()
     for dsn_var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_KIS_MARKET_DB"):
@@ -177,14 +177,22 @@ def prepare(env: dict[str, str]) -> None:
     passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     passwords.write_text(json.dumps({"admin": admin_password()}))
     passwords.chmod(0o600)
-    run_env = {**os.environ, **env}
-    airflow = str(VENV_BIN / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=run_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _airflow(env, "db", "migrate")
+    import_missing_pools(env)
+
+
+def import_missing_pools(env: dict[str, str]) -> None:
+    """Imports include/pools.json when one of its pools is missing: a pool an operator resized, e.g.
+    for a second app key, keeps its size across restarts."""
     pools = REPO / "include" / "pools.json"
     metadata_dsn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg://", "postgresql://", 1)
     # Airflow's own table: the CLI would take a start of its own per pool to say whether one exists.
     with psycopg.connect(metadata_dsn) as conn:
         existing = {name for (name,) in conn.execute("SELECT pool FROM slot_pool")}
     if set(json.loads(pools.read_text())) - existing:
-        subprocess.run([airflow, "pools", "import", str(pools)], env=run_env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _airflow(env, "pools", "import", str(pools))
+
+
+def _airflow(env: dict[str, str], *argv: str) -> None:
+    subprocess.run([str(VENV_BIN / "airflow"), *argv], env={**os.environ, **env}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from devtools import airflow_env
 
@@ -24,16 +23,15 @@ def _set_pool(env: dict[str, str], slots: int | None) -> None:
             conn.execute("UPDATE slot_pool SET slots = %s WHERE pool = 'kis_api'", (slots,))
 
 
-@pytest.mark.slow
 def test_a_pool_resized_for_a_second_key_keeps_its_size_across_restarts(airflow_db) -> None:
     """docs/operations.md, "App keys": `airflow pools set kis_api 16` lasts; a missing pool is made."""
     assert _pool_slots(airflow_db) == 8  # include/pools.json
     try:
         _set_pool(airflow_db, 16)
-        airflow_env.prepare(airflow_db)
+        airflow_env.import_missing_pools(airflow_db)  # as every start does (airflow_env.prepare)
         assert _pool_slots(airflow_db) == 16
         _set_pool(airflow_db, None)
-        airflow_env.prepare(airflow_db)
+        airflow_env.import_missing_pools(airflow_db)
         assert _pool_slots(airflow_db) == 8
     finally:
         _set_pool(airflow_db, 8)
