@@ -17,15 +17,11 @@ import pytest
 from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
 from devtools.net import free_port
-from simulated_day import wait_for
+from simulated_day import TRIGGERED_RUNS_ONLY, wait_for
 from simulator.testing import run_simulator
 
 pytestmark = pytest.mark.stack
 TICK = "2026-11-25T10:31:00+09:00"
-
-
-
-
 
 
 @pytest.fixture
@@ -38,7 +34,7 @@ def scheduler_with_slow_kis(pg_cluster) -> Iterator[tuple[str, dict[str, str], s
             f"deadline_{worker}", api_port=port,
             kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
         )
-        env |= {
+        env |= TRIGGERED_RUNS_ONLY | {
             "KIS_DEADLINE_ALERTS": "auto",  # the suite's own dag.test() runs turn them off
             "KIS_MINUTE_RUN_DEADLINE_SECONDS": "1",
             "AIRFLOW_VAR_KIS_WATCHLIST": "005930",

@@ -15,7 +15,7 @@ from typing import Self
 import httpx
 import pytest
 from kis.endpoints import TODAY_MINUTES_TR_ID
-from simulated_day import CODES, kst, wait_for
+from simulated_day import CODES, TRIGGERED_RUNS_ONLY, kst, wait_for
 
 from devtools import airflow_env, localpg
 
@@ -170,7 +170,7 @@ def test_supervised_task_processes_send_the_metrics(pg_cluster):
             f"metrics_{worker}", api_port=port,
             kis_conn=airflow_env.kis_connection(sim.host, sim.port, appkey=sim.appkey, appsecret=sim.appsecret),
         )
-        env |= airflow_env.statsd(statsd.address) | {"AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
+        env |= airflow_env.statsd(statsd.address) | TRIGGERED_RUNS_ONLY | {"AIRFLOW_VAR_KIS_WATCHLIST": "005930,000660"}
         # Fresh databases: a run of the same logical date must not exist from an earlier session.
         localpg.create_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1], drop_existing=True)
         localpg.create_database(env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True)
