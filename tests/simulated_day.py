@@ -145,6 +145,23 @@ def local_airflow(name: str, sim: SimulatorHandle, **variables: str) -> Iterator
             yield api, market_dsn
 
 
+def store_universe(conn: psycopg.Connection, day: date, members: dict[str, tuple[str, str, bool]]) -> None:
+    """A loaded universe of ``day`` as kis_universe stores it (without the files): ``members`` maps
+    each code to its market, security group and halt flag."""
+    markets = sorted({market for market, _, _ in members.values()})
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO stock_universe_loads (trading_date, market, records, sha256, run_id)"
+            " VALUES (%s, %s, 1, 'test', 'test')",
+            [(day, market) for market in markets],
+        )
+        cur.executemany(
+            "INSERT INTO stock_universe_daily (trading_date, stock_code, market, security_group, halted,"
+            " liquidation, administrative, spac, preferred) VALUES (%s, %s, %s, %s, %s, false, false, false, false)",
+            [(day, code, *member) for code, member in members.items()],
+        )
+
+
 def task_states(dag_run) -> dict[str, list[str]]:
     states: dict[str, list[str]] = {}
     for ti in dag_run.get_task_instances():

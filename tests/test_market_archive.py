@@ -12,11 +12,11 @@ from datetime import date, timedelta
 
 import psycopg
 import pytest
-from simulated_day import Market, announced, kst, task_states
+from simulated_day import Market, announced, kst, store_universe, task_states
 
 from devtools import airflow_env
 from kis import schema
-from kis.market_archive import UniverseSelection
+from kis.archive_scope import UniverseSelection
 from kis.masters import StockMarket
 from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET
 
@@ -55,19 +55,8 @@ def archive_market(simulated_market, monkeypatch, **options) -> Iterator[Market]
 def load_universe(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         schema.migrate(conn, today=DAY)
-        conn.execute(
-            "INSERT INTO stock_universe_loads (trading_date, market, records, sha256, run_id)"
-            " VALUES (%s, 'kospi', 1, 'test', 'test'), (%s, 'kosdaq', 1, 'test', 'test')",
-            (DAY, DAY),
-        )
-        rows = [(code, "kospi" if i % 2 else "kosdaq", "ST", code == HALTED) for i, code in enumerate(STOCKS)]
-        rows.append((ETF, "kospi", "EF", False))
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO stock_universe_daily (trading_date, stock_code, market, security_group, halted,"
-                " liquidation, administrative, spac, preferred) VALUES (%s, %s, %s, %s, %s, false, false, false, false)",
-                [(DAY, *row) for row in rows],
-            )
+        members = {code: ("kospi" if i % 2 else "kosdaq", "ST", code == HALTED) for i, code in enumerate(STOCKS)}
+        store_universe(conn, DAY, members | {ETF: ("kospi", "EF", False)})
 
 
 def traded(market: Market, code: str) -> list:

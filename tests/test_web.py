@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -33,11 +34,13 @@ from devtools import airflow_env, localpg
 from devtools.local_airflow import running_airflow
 from devtools.net import free_port
 from kis import schema, storage
+from kis.archive_scope import ArchiveRate, UniverseSelection
 from kis.bar import KST, Bar
 from kis.calendar import RUN_REACH, default_calendar
 from kis.venues import Venue
 
 from browser import Secret, browser_fixture, log_in  # noqa: F401 - the browser fixture
+from simulated_day import store_universe
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "test-output"
@@ -89,6 +92,8 @@ def _load_market(dsn: str) -> None:
         volumes = {code: sum(bar.volume for bar in bars) for code, bars in gap_day_bars.items()}
         volumes[GAPPY] += 5_000  # the day volume exceeds the bars: lost minutes or off-session trades
         storage.verify_day(conn, GAP_DAY, gap_grid, CODES, volumes, run_id="test")
+        # GAP_DAY's universe, which every day before it takes too (the market archive's progress).
+        store_universe(conn, GAP_DAY, {code: ("kospi", "ST", False) for code in CODES})
         nxt_grid = _grid(GAP_DAY, Venue.NEXTRADE)
         assert len(nxt_grid) == NXT_BARS_PER_DAY
         nxt_bars = {COMPLETE: _bars(COMPLETE, nxt_grid + [NXT_OFF_GRID]), GAPPY: _bars(GAPPY, nxt_grid[:-1])}
@@ -137,7 +142,8 @@ def app_client(market_db: str, airflow_db: dict[str, str]):
 
     create_auth_manager().init()
     sources = Sources(
-        connect=lambda: psycopg.connect(market_db), codes=lambda: CODES, now=lambda: AFTER_CLOSE
+        connect=lambda: psycopg.connect(market_db), codes=lambda: CODES, now=lambda: AFTER_CLOSE,
+        archive_rate=lambda: ArchiveRate(keys=1, requests_per_second=14.4),
     )
     with TestClient(create_app(sources)) as client:
         yield client
@@ -399,6 +405,7 @@ def test_every_route_needs_a_login(app_client):
         f"/api/minute-status?date={COMPLETE_DAY}",
         "/api/heatmap",
         f"/api/bars?code={COMPLETE}&date={COMPLETE_DAY}&format=csv",
+        "/api/archive-progress",
         "/dashboard",
         "/static/dashboard.js",
     ):
@@ -435,6 +442,44 @@ def test_bad_date_is_rejected(app_client, admin_jwt):
     assert response.status_code == 422
 
 
+def test_the_archive_progress_counts_the_year_kis_keeps_per_month(app_client, admin_jwt):
+    """Each session up to GAP_DAY takes GAP_DAY's universe (the four codes); the settled ones are the
+    complete and explained code-days; the day after GAP_DAY has no universe yet."""
+    progress = _get(app_client, "/api/archive-progress", admin_jwt)
+    sessions = default_calendar().sessions_between(date(2025, 11, 27), AFTER_CLOSE.date())
+    assert (progress["venue"], progress["from"], progress["to"]) == ("krx", str(sessions[0].day), "2026-11-26")
+    assert len(progress["months"]) == 13 and progress["months"][0]["month"] == "2026-11"
+    expected = len(CODES) * (len(sessions) - 1)
+    # COMPLETE_DAY's four; GAP_DAY's complete, explained and unverifiable (GAPPY: its day volume exceeds
+    # its bars) codes; not EMPTY's day, no_data.
+    archived = len(CODES) + 3
+    assert progress["total"] | {"remaining_requests": None} == {
+        "sessions": len(sessions), "sessions_without_universe": 1, "expected": expected, "archived": archived,
+        "remaining": expected - archived, "remaining_requests": None,
+        "estimated_seconds": round(progress["total"]["remaining_requests"] / 14.4),
+    }  # fmt: skip
+    assert (progress["keys"], progress["requests_per_second"], progress["rate_problem"]) == (1, 14.4, None)
+    nextrade = _get(app_client, "/api/archive-progress?venue=nxt", admin_jwt)
+    assert (nextrade["venue"], nextrade["total"]["archived"]) == ("nxt", 2)  # COMPLETE and GAPPY on GAP_DAY
+    bad_venue = app_client.get("/api/archive-progress?venue=tokyo", headers={"Authorization": f"Bearer {admin_jwt}"})
+    assert bad_venue.status_code == 422
+
+
+def test_a_bad_archive_selection_answers_503_naming_the_variable(market_db, airflow_db, admin_jwt):
+    from fastapi.testclient import TestClient
+
+    from kis.web.app import Sources, create_app
+
+    sources = Sources(
+        connect=lambda: psycopg.connect(market_db), now=lambda: AFTER_CLOSE,
+        archive_selection=lambda: UniverseSelection.parse('{"markets": ["NYSE"]}'),
+    )
+    with TestClient(create_app(sources)) as client:
+        response = client.get("/api/archive-progress", headers={"Authorization": f"Bearer {admin_jwt}"})
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("kis_archive_universe: markets must be a list of KOSPI")
+
+
 def test_unmigrated_database_answers_503(new_database, airflow_db, admin_jwt):
     from fastapi.testclient import TestClient
 
@@ -451,8 +496,6 @@ def test_unmigrated_database_answers_503(new_database, airflow_db, admin_jwt):
 # --- a real api-server with the plugin --------------------------------------------------------------
 
 
-
-
 @pytest.fixture(scope="module")
 def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
     """An api-server on a free port, its market database loaded with the three dates, and a token."""
@@ -460,6 +503,12 @@ def api_server(pg_cluster: localpg.Cluster) -> Iterator[dict[str, Any]]:
     port = free_port()
     env = airflow_env.environment(f"webtest_{worker}", api_port=port)
     env["AIRFLOW_VAR_KIS_WATCHLIST"] = ",".join(CODES)
+    # Two keys for the archive's rate, which the API server reads from them (no request to KIS).
+    env |= {
+        "AIRFLOW_CONN_KIS_DEFAULT": airflow_env.kis_connection("127.0.0.1", free_port()),
+        "AIRFLOW_CONN_KIS_MOCK": airflow_env.kis_connection("127.0.0.1", free_port(), environment="mock"),
+        "AIRFLOW_VAR_KIS_CONNECTIONS": '["kis_default", "kis_mock"]',
+    }
     market_dsn = localpg.create_database(
         env["AIRFLOW_CONN_KIS_MARKET_DB"].rsplit("/", 1)[1], drop_existing=True
     )
@@ -483,6 +532,9 @@ def test_api_server_protects_and_serves_the_plugin(api_server):
     assert response.status_code == 200
     assert response.json()["expected_total"] == BARS_PER_DAY * len(CODES)
     assert httpx.get(f"{base}/kis/dashboard", cookies={"_token": token}).status_code == 200
+    # The archive's rate from the connections of kis_connections: the real key's paced 14.4/s only.
+    progress = httpx.get(f"{base}/kis/api/archive-progress", headers={"Authorization": f"Bearer {token}"}).json()
+    assert (progress["keys"], progress["requests_per_second"], progress["rate_problem"]) == (1, 14.4, None)
 
     plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()[
         "plugins"
@@ -552,6 +604,15 @@ def test_dashboard_in_a_browser(api_server, browser):
         (httpx.URL(url).params["run_after_gte"], httpx.URL(url).params["run_after_lt"]) for url in asked
     } == {(f"{GAP_DAY}T00:00:00+09:00", f"{GAP_DAY + timedelta(days=1)}T00:00:00+09:00")}
     assert browser.evaluate("document.getElementById('ahead').hidden") is True  # no run dated ahead of the clock
+    # The market archive's section loads when opened: a row per month of the year KIS keeps, by the
+    # server's clock (the figures: test_the_archive_progress_counts_the_year_kis_keeps_per_month).
+    browser.evaluate("document.querySelector('#archive summary').click()")
+    browser.wait_for("document.querySelectorAll('#archive-months tbody tr').length >= 12")
+    summary = browser.evaluate("document.getElementById('archive-summary').textContent")
+    assert re.match(r"[\d,]+ of [\d,]+ code-days archived on krx \(\d{4}-\d\d-\d\d to ", summary), summary
+    assert browser.evaluate(
+        "[...document.querySelectorAll('#archive-months tbody tr')].every(r => r.cells.length === 7)"
+    )
     browser.screenshot(OUTPUT_DIR / "dashboard.png")
     # Each code's row links to its bars of the day as CSV, which the logged-in browser downloads.
     links = browser.evaluate(

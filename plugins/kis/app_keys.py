@@ -73,7 +73,7 @@ def paced_rates(conn_ids: Sequence[str]) -> dict[str, float]:
             settings = task_context.kis_hook(conn_id).settings
         except Exception as err:  # noqa: BLE001 - a missing or incomplete connection, named
             raise CollectionFailed(f"The connection {conn_id!r} of kis_connections is not usable: {err}") from err
-        rates[conn_id] = settings.rate_limit * settings.rate_limit_safety
+        rates[conn_id] = settings.paced_rate
     return rates
 
 

@@ -74,6 +74,11 @@ class KisSettings:
     timeout: Any = DEFAULT_TIMEOUT
     session_options: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def paced_rate(self) -> float:
+        """The requests/s the hook sends at most: KIS's limit less the safety margin."""
+        return self.rate_limit * self.rate_limit_safety
+
     @classmethod
     def from_connection(
         cls, *, login: str | None, password: str | None, base_url: str, extra: Mapping[str, Any]

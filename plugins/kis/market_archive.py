@@ -11,7 +11,6 @@ day, a retry or ``airflow backfill create`` over a year fetches only the codes n
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -21,9 +20,9 @@ from typing import Any
 
 from kis import app_keys, code_alerts, storage, task_context, verification
 from kis import batches as batching
+from kis.archive_scope import UNIVERSE_VARIABLE, UniverseSelection
 from kis.assets import announce_archived_days
 from kis.batches import LeftOut
-from kis.masters import StockMarket
 from kis.minute_backfill import BackfillDay
 from kis.resources import load_sql
 from kis.task_context import CollectionFailed, Run
@@ -31,70 +30,10 @@ from kis.venues import Venue
 
 log = logging.getLogger(__name__)
 
-UNIVERSE_VARIABLE = "kis_archive_universe"
-DEFAULT_UNIVERSE = '{"markets": ["KOSPI", "KOSDAQ"], "groups": ["ST"]}'
 CODES_PER_TASK_VARIABLE = "kis_archive_codes_per_task"
 DEFAULT_CODES_PER_TASK = 50
 # How many codes a failure or a log line names; the rest are counted.
 NAMED_CODES = 20
-
-
-@dataclass(frozen=True)
-class UniverseSelection:
-    """Which codes of the universe the archive covers: ``markets`` and security ``groups`` (None: all)."""
-
-    markets: tuple[StockMarket, ...] | None
-    groups: tuple[str, ...] | None
-
-    @classmethod
-    def parse(cls, raw: str | None) -> UniverseSelection:
-        """A ``kis_archive_universe`` value: a JSON object with ``markets`` (KOSPI, KOSDAQ, KONEX) and
-        ``groups`` (security group codes: ST stocks, EF ETFs, EN ETNs, ...), each a list, or null
-        for all; unset or blank is the default, every KOSPI and KOSDAQ stock. Raises ``ValueError``
-        naming the Variable and what is wrong."""
-        text = raw if raw is not None and raw.strip() else DEFAULT_UNIVERSE
-        example = f"e.g. {DEFAULT_UNIVERSE}"
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict) or set(value) - {"markets", "groups"}:
-            raise ValueError(
-                f"{UNIVERSE_VARIABLE} must be a JSON object with markets and groups, {example}; got {raw!r}"
-            )
-        markets, groups = value.get("markets"), value.get("groups")
-        try:
-            parsed_markets = (
-                None if markets is None else tuple(StockMarket(m.lower()) for m in _strings(markets))
-            )
-        except ValueError:
-            raise ValueError(
-                f"{UNIVERSE_VARIABLE}: markets must be a list of "
-                f"{', '.join(m.label for m in StockMarket)}; got {markets!r}"
-            ) from None
-        parsed_groups = None if groups is None else tuple(_strings(groups))
-        if parsed_groups is not None and not all(_is_group(g) for g in parsed_groups):
-            raise ValueError(
-                f"{UNIVERSE_VARIABLE}: groups must be a list of two-letter security groups (ST, EF, EN, ...); "
-                f"got {groups!r}"
-            )
-        return cls(parsed_markets, parsed_groups)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "markets": None if self.markets is None else [market.value for market in self.markets],
-            "groups": None if self.groups is None else list(self.groups),
-        }
-
-
-def _is_group(group: str) -> bool:
-    return len(group) == 2 and group.isascii() and group.isalpha() and group.isupper()
-
-
-def _strings(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise ValueError(value)
-    return value
 
 
 def selection() -> UniverseSelection:

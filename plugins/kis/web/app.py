@@ -9,6 +9,9 @@ The API server mounts it under ``/kis`` (``plugins/kis_web_plugin.py``):
 - ``GET /kis/api/bars?code=005930&date=YYYY-MM-DD&interval=5&format=csv&venue=krx``: one code's
   bars of a day, the minute bars (``interval=1``, the default) or resampled to 5, 10, 30 or 60
   minutes, as JSON (the default) or CSV with a header line (:mod:`kis.web.bars_api`);
+- ``GET /kis/api/archive-progress?venue=krx``: the market archive's progress per month over the
+  days KIS still serves, with the requests left and the time at the keys' rate
+  (:func:`kis.archive_scope.progress`);
 - ``GET /kis/dashboard``: the page, shown inside the Airflow UI as an external view; it reads the
   two endpoints above and the run latencies from Airflow's own REST API.
 
@@ -38,7 +41,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kis import archive_scope
 from kis.alerts import minute_run_deadline
+from kis.archive_scope import ArchiveRate, UniverseSelection
 from kis.bar import KST
 from kis.calendar import KrxCalendar, default_calendar
 from kis.parsing import CODE_PATTERN
@@ -95,6 +100,29 @@ def _watchlist_codes() -> Sequence[str]:
     return load_watchlist(Variable.get("kis_watchlist", default_var=None)).codes
 
 
+def _archive_selection() -> UniverseSelection:
+    """The Variable ``kis_archive_universe``; a bad value raises ``ValueError`` naming it."""
+    from airflow.models.variable import Variable
+
+    return UniverseSelection.parse(Variable.get(archive_scope.UNIVERSE_VARIABLE, default_var=None))
+
+
+def _archive_rate() -> ArchiveRate:
+    """The paced rate of the keys of ``kis_connections`` that serve past days."""
+    from airflow.models.variable import Variable
+
+    from kis.app_keys import parse_connections
+    from kis.hook import KisHook
+
+    settings: dict[str, object] = {}
+    for conn_id in parse_connections(Variable.get("kis_connections", default_var=None)):
+        try:
+            settings[conn_id] = KisHook(kis_conn_id=conn_id).settings
+        except Exception as err:  # noqa: BLE001 - a missing or incomplete connection, named in the answer
+            settings[conn_id] = err
+    return archive_scope.archive_rate(settings)
+
+
 def _run_deadline_seconds() -> int:
     return int(minute_run_deadline().total_seconds())
 
@@ -108,6 +136,8 @@ class Sources:
     now: Callable[[], datetime] = lambda: datetime.now(KST)
     calendar: Callable[[], KrxCalendar] = default_calendar
     run_deadline_seconds: Callable[[], int] = _run_deadline_seconds
+    archive_selection: Callable[[], UniverseSelection] = _archive_selection
+    archive_rate: Callable[[], ArchiveRate] = _archive_rate
 
 
 def _authorized() -> Any:
@@ -191,6 +221,19 @@ def create_app(sources: Sources | None = None) -> FastAPI:
         name = f"{code}_{body['venue']}_{body['date']}_{interval}min.csv"
         headers = NO_STORE | {"Content-Disposition": f'attachment; filename="{name}"'}
         return PlainTextResponse(bars_api.day_bars_csv(body), media_type="text/csv", headers=headers)
+
+    @app.get(
+        "/api/archive-progress",
+        summary="The market archive's code-days archived of those expected per month, the requests left and their time",
+    )
+    def archive_progress(venue: VenueParam = Venue.KRX) -> JSONResponse:
+        try:
+            chosen, rate = src.archive_selection(), src.archive_rate()
+        except ValueError as err:  # a bad kis_archive_universe or kis_connections
+            raise HTTPException(503, str(err)) from None
+        with market_db() as conn:
+            body = archive_scope.progress(conn, src.calendar(), venue, chosen, src.now(), rate)
+        return JSONResponse(body, headers=NO_STORE)
 
     @app.get("/dashboard", response_class=HTMLResponse, summary="The collection dashboard")
     def dashboard() -> HTMLResponse:

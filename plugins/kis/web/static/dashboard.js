@@ -1,6 +1,6 @@
 // The collection dashboard: reads the plugin's API (api/minute-status, api/heatmap) for one date and
-// venue, and Airflow's REST API for the run latencies, with the login cookie the Airflow UI already
-// set. URLs are relative, so the page works under any base path the API server is given. Every time
+// venue, Airflow's REST API for the run latencies, and api/archive-progress when its section opens,
+// with the login cookie the Airflow UI already set. URLs are relative, so the page works under any base path the API server is given. Every time
 // shown is KST and says so, whatever the browser's time zone: the API's times carry their +09:00
 // offset, and the page formats them, and its own clock, in Asia/Seoul.
 "use strict";
@@ -347,6 +347,54 @@ async function loadRunsAhead(now) {
   box.hidden = !runs.length;
 }
 
+function duration(seconds) {
+  // "3 h 20 min" of a whole number of seconds; "–" when there is no rate to divide by.
+  if (seconds === null || seconds === undefined) return "–";
+  const hours = Math.floor(seconds / 3600), minutes = Math.ceil((seconds % 3600) / 60);
+  return hours ? hours + " h " + minutes + " min" : minutes + " min";
+}
+
+function renderArchive(progress) {
+  const total = progress.total;
+  const selection = progress.selection;
+  text("archive-summary", count(total.archived) + " of " + count(total.expected) + " code-days archived on "
+    + progress.venue + " (" + progress.from + " to " + progress.to + ", markets " + (selection.markets || ["all"]).join(", ")
+    + ", groups " + (selection.groups || ["all"]).join(", ") + "): " + count(total.remaining_requests)
+    + " requests left, " + duration(total.estimated_seconds) + " at " + progress.requests_per_second
+    + " requests/s on " + progress.keys + " real-account key" + (progress.keys === 1 ? "" : "s") + ".");
+  const body = $("archive-months").tBodies[0];
+  body.replaceChildren(...progress.months.map((month) => {
+    const row = document.createElement("tr");
+    const share = month.expected ? 100 * month.archived / month.expected : null;
+    const unknown = month.sessions_without_universe;
+    row.append(
+      cell("td", month.month),
+      cell("td", month.sessions + (unknown ? " (" + unknown + " without a universe)" : ""), "num"),
+      cell("td", count(month.archived), "num"),
+      cell("td", count(month.expected), "num"),
+      cell("td", percent(share), "num"),
+      cell("td", count(month.remaining_requests), "num"),
+      cell("td", duration(month.estimated_seconds), "num"),
+    );
+    return row;
+  }));
+  const notes = ["A session's codes are its universe's (kis_universe; a day before the first load takes the first"
+    + " universe loaded after it); a code KIS does not know, or the venue does not trade, is left out."
+    + " Requests at the cheapest endpoint KIS serves for each day: 5 a past KRX code-day, 7 a Nextrade one,"
+    + " 13 on KIS's today."];
+  if (progress.rate_problem) notes.push("Rate: " + progress.rate_problem + ".");
+  text("archive-note", notes.join(" "));
+}
+
+async function loadArchive() {
+  if (!$("archive").open) return;
+  try {
+    renderArchive(await getJson("api/archive-progress?venue=" + encodeURIComponent(venueInput.value)));
+  } catch (error) {
+    text("archive-summary", error.message);
+  }
+}
+
 async function load() {
   // No date chosen: the server's today (KST), which its answer names; the browser's clock may be
   // another day's (a replayed session, a skewed clock).
@@ -392,6 +440,7 @@ function start() {
   };
   dateInput.addEventListener("change", applyChoice);
   venueInput.addEventListener("change", applyChoice);
+  venueInput.addEventListener("change", loadArchive);
   $("pick").addEventListener("click", () => {
     calendarInput.value = dateInput.value;
     calendarInput.showPicker();
@@ -402,6 +451,10 @@ function start() {
   });
   $("today").addEventListener("click", () => { dateInput.value = ""; dateInput.dispatchEvent(new Event("change")); });
   $("refresh").addEventListener("click", load);
+  // The archive's progress moves by the day and costs ~1 s of the database for a year of the whole
+  // market: loaded when opened, on Refresh and for another venue, not every 30 s with the page.
+  $("refresh").addEventListener("click", loadArchive);
+  $("archive").addEventListener("toggle", loadArchive);
   $("heatmap").addEventListener("mousemove", showTip);
   $("heatmap").addEventListener("mouseleave", () => { $("tip").hidden = true; });
   window.addEventListener("resize", () => { if (heatmapData) renderHeatmap(heatmapData); });
