@@ -1,5 +1,5 @@
 # The two commands of the README, and the helpers around them.
-.PHONY: demo test test-fast install lock bench airflow simulator check-first-start
+.PHONY: demo test test-fast install lock bench bench-market airflow simulator check-first-start
 
 demo:  ## run a simulated trading day end to end and print its verification report; DEMO_ARGS="--venues unified" for the whole 08:00-20:00 day
 	@scripts/demo.sh $(DEMO_ARGS)
@@ -16,6 +16,9 @@ install:  ## create .venv with the pinned packages
 bench:  ## the short benchmarks and the goals of issue 21, met or missed: the minute run (5 runs per shape) and the storage; about 6 minutes on 2 cores, on a quiet machine
 	@scripts/bootstrap.sh && .venv/bin/python bench/bench_minute_run.py --runs 5 && .venv/bin/python bench/bench_storage.py
 
+bench-market:  ## the whole market (issue 23): a day's archive of ~2,600 codes and 1,800 codes live on 3 app keys under the scheduler, a month of the market in PostgreSQL; each goal met or missed; about 25 minutes on 2 cores, on a quiet machine
+	@scripts/bootstrap.sh && .venv/bin/python bench/bench_market.py $(BENCH_ARGS)
+
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
 	@scripts/lock.sh
 
@@ -25,5 +28,5 @@ airflow:  ## a local Airflow on 127.0.0.1 (UI, scheduler, dag-processor, trigger
 simulator:  ## the KIS simulator alone on 127.0.0.1:8765; SIM_ARGS="--help" for its options
 	@scripts/bootstrap.sh && PYTHONPATH=plugins .venv/bin/python -m simulator $(SIM_ARGS)
 
-check-first-start:  ## the README's first-start check: make airflow (replayed session) from a new state directory, two minutes without a failure or an alert
+check-first-start:  ## the README's first-start check: make airflow (replayed session) from a new state directory, its first minute run without a failure or an alert
 	@scripts/test.sh tests/test_first_start.py

@@ -18,6 +18,7 @@ airflow`, all so that runs triggered for a simulated day behave like on-time cro
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -40,7 +41,7 @@ import requests  # noqa: E402
 from devtools import airflow_env, local_airflow, localpg, localredis  # noqa: E402
 from devtools.net import free_port  # noqa: E402
 from kis.client import DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_SAFETY  # noqa: E402
-from simulator.app import RATE_LIMITS  # noqa: E402
+from simulator.app import DEFAULT_APPKEY, DEFAULT_APPSECRET, RATE_LIMITS  # noqa: E402
 
 KST = timezone(timedelta(hours=9))
 FAR_FUTURE_SECONDS = 10 * 365 * 86400
@@ -402,8 +403,13 @@ def running_stack(
     keep_databases: bool = False,
     extra_dags: Sequence[Path] = (),
     celery_workers: int = 0,
+    keys: int = 1,
 ) -> Iterator[Stack]:
     """Cluster, fresh databases, the simulator (its market clock at ``day``) and the four components.
+
+    ``keys``: that many app keys, each its own KIS connection (``kis_default``, ``kis_key_2``...) in
+    the Variable ``kis_connections``, the simulator accepting each with its own limit and token; the
+    stock masters (``kis_master``) come from the simulator too.
 
     ``extra_dags``: DAG files served beside the repository's (a folder of copies in AIRFLOW_HOME).
     ``celery_workers``: a CeleryExecutor with that many workers and a private Redis instead of the
@@ -417,9 +423,20 @@ def running_stack(
     started_cluster = localpg.start()
     localpg.wait_until_accepting()
     api_port, sim_port = free_port(), free_port()
+    appkeys = [(DEFAULT_APPKEY, DEFAULT_APPSECRET)] + [
+        (f"{DEFAULT_APPKEY}-{n}", f"{DEFAULT_APPSECRET}-{n}") for n in range(2, keys + 1)
+    ]
     env = airflow_env.environment(
-        name, api_port=api_port, kis_conn=airflow_env.kis_connection("127.0.0.1", sim_port, environment=mode)
+        name, api_port=api_port, kis_conn=airflow_env.kis_connection("127.0.0.1", sim_port, environment=mode),
+        master_conn=airflow_env.master_connection("127.0.0.1", sim_port),
     )
+    if keys > 1:
+        conn_ids = ["kis_default"] + [f"kis_key_{n}" for n in range(2, keys + 1)]
+        for conn_id, (appkey, appsecret) in zip(conn_ids[1:], appkeys[1:]):
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = airflow_env.kis_connection(
+                "127.0.0.1", sim_port, environment=mode, appkey=appkey, appsecret=appsecret
+            )
+        env["AIRFLOW_VAR_KIS_CONNECTIONS"] = json.dumps(conn_ids)
     env |= {
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -444,7 +461,8 @@ def running_stack(
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
-    sim_args = ["--mode", mode, "--latency-ms", str(latency_ms), "--now", day.isoformat(), "--log-level", "warning"]
+    sim_args = ["--mode", mode, "--latency-ms", str(latency_ms), "--now", day.isoformat(), "--log-level", "warning",
+                "--appkeys", ",".join(f"{key}:{secret}" for key, secret in appkeys)]
     with ExitStack() as stack:
         simulator = stack.enter_context(
             local_airflow.running_simulator(sim_port, sim_args, log_path=log_dir / "simulator.log")

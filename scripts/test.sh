@@ -35,7 +35,7 @@ fi
 pytest=(.venv/bin/python -m pytest)
 if [[ $# -eq 0 ]]; then
   status=0
-  "${pytest[@]}" -n 2 --dist loadgroup -m "not solo" || status=$?
+  "${pytest[@]}" -n 3 --dist loadgroup -m "not solo" || status=$?
   "${pytest[@]}" -m solo || status=$?
   exit "$status"
 elif [[ $1 == --fast ]]; then
