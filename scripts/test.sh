@@ -2,9 +2,11 @@
 # The test suite: installs what it needs, runs pytest, and stops the private PostgreSQL cluster
 # again when a test started it (the tests start it when they need it: tests/conftest.py).
 #
-#   scripts/test.sh           the whole suite (make test, CI): every test but the solo ones on two
+#   scripts/test.sh           the whole suite (make test, CI): every test but the solo ones on three
 #                             pytest-xdist workers (Airflow stacks one at a time, on one of them),
-#                             then the solo ones alone (pyproject.toml, markers)
+#                             then the solo ones alone (pyproject.toml, markers). Three on 2 cores:
+#                             the tests wait on the simulator, the scheduler and PostgreSQL much of
+#                             their time (two workers kept the machine ~55 % busy)
 #   scripts/test.sh --fast    make test-fast: the tests that are not slow, on two workers
 #   scripts/test.sh ARGS...   one pytest run with ARGS (scripts/test.sh -k hook -n 2)
 set -euo pipefail
