@@ -16,7 +16,7 @@ install:  ## create .venv with the pinned packages
 bench:  ## the short benchmarks and the goals of issue 21, met or missed: the minute run (5 runs per shape) and the storage; about 6 minutes on 2 cores, on a quiet machine
 	@scripts/bootstrap.sh && .venv/bin/python bench/bench_minute_run.py --runs 5 && .venv/bin/python bench/bench_storage.py
 
-bench-market:  ## the whole market (issue 23): a day's archive of ~2,600 codes and 1,800 codes live on 3 app keys under the scheduler, a month of the market in PostgreSQL; each goal met or missed; about 25 minutes on 2 cores, on a quiet machine
+bench-market:  ## the whole market (issue 23): a day's archive of ~2,600 codes and 1,800 codes live on 3 app keys under the scheduler, a month of the market in PostgreSQL; each goal met or missed; about 17 minutes on 2 cores, on a quiet machine
 	@scripts/bootstrap.sh && .venv/bin/python bench/bench_market.py $(BENCH_ARGS)
 
 lock:  ## re-resolve requirements.txt and requirements-test.txt into constraints.txt
