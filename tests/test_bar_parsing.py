@@ -61,6 +61,9 @@ def test_the_mapping_covers_every_bar_field() -> None:
         ({"stck_bsop_date": "20261124"}, "business date 2026-11-24 is not the asked 2026-11-25"),
         ({"stck_cntg_hour": "103015"}, "not the start of a minute"),
         ({"stck_cntg_hour": "256000"}, "bad date/time"),
+        ({"stck_cntg_hour": "106000"}, "bad date/time"),  # minute 60
+        ({"stck_bsop_date": "20261131"}, "bad date/time"),  # no such day
+        ({"stck_bsop_date": "20261325"}, "bad date/time"),  # no such month
         ({"stck_bsop_date": "2026-11-25"}, "bad date/time"),
         ({"stck_oprc": ""}, "missing field stck_oprc"),
     ],

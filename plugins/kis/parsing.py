@@ -116,8 +116,12 @@ def row_minute(row: Any) -> datetime | None:
     if not isinstance(day, str) or not isinstance(hour, str) or not _DATE.fullmatch(day) or not _TIME.fullmatch(hour):
         return None
     try:
-        return datetime.strptime(day + hour, "%Y%m%d%H%M%S").replace(tzinfo=KST)
-    except ValueError:
+        # The fields' digits, not strptime: a page's rows are read twice (paging, then parsing),
+        # and strptime was 3 ms of a 120-row page's ~10 ms of client CPU (bench/README.md).
+        return datetime(
+            int(day[:4]), int(day[4:6]), int(day[6:]), int(hour[:2]), int(hour[2:4]), int(hour[4:]), tzinfo=KST
+        )
+    except ValueError:  # no such date or time (20261301, 246000)
         return None
 
 
