@@ -392,6 +392,18 @@ def _others_connected(names: Sequence[str]) -> bool:
     return bool(row and row[0])
 
 
+def appkeys(keys: int) -> list[tuple[str, str]]:
+    """The simulator's app keys and secrets of a stack of ``keys`` keys, the first its default."""
+    return [(DEFAULT_APPKEY, DEFAULT_APPSECRET)] + [
+        (f"{DEFAULT_APPKEY}-{n}", f"{DEFAULT_APPSECRET}-{n}") for n in range(2, keys + 1)
+    ]
+
+
+def connection_ids(keys: int) -> list[str]:
+    """The KIS connections of those keys, in ``kis_connections``'s order."""
+    return ["kis_default"] + [f"kis_key_{n}" for n in range(2, keys + 1)]
+
+
 @contextmanager
 def running_stack(
     name: str,
@@ -423,16 +435,14 @@ def running_stack(
     started_cluster = localpg.start()
     localpg.wait_until_accepting()
     api_port, sim_port = free_port(), free_port()
-    appkeys = [(DEFAULT_APPKEY, DEFAULT_APPSECRET)] + [
-        (f"{DEFAULT_APPKEY}-{n}", f"{DEFAULT_APPSECRET}-{n}") for n in range(2, keys + 1)
-    ]
+    keyring = appkeys(keys)
     env = airflow_env.environment(
         name, api_port=api_port, kis_conn=airflow_env.kis_connection("127.0.0.1", sim_port, environment=mode),
         master_conn=airflow_env.master_connection("127.0.0.1", sim_port),
     )
     if keys > 1:
-        conn_ids = ["kis_default"] + [f"kis_key_{n}" for n in range(2, keys + 1)]
-        for conn_id, (appkey, appsecret) in zip(conn_ids[1:], appkeys[1:]):
+        conn_ids = connection_ids(keys)
+        for conn_id, (appkey, appsecret) in zip(conn_ids[1:], keyring[1:]):
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = airflow_env.kis_connection(
                 "127.0.0.1", sim_port, environment=mode, appkey=appkey, appsecret=appsecret
             )
@@ -462,7 +472,7 @@ def running_stack(
     for old in log_dir.glob("*.log"):
         old.unlink()
     sim_args = ["--mode", mode, "--latency-ms", str(latency_ms), "--now", day.isoformat(), "--log-level", "warning",
-                "--appkeys", ",".join(f"{key}:{secret}" for key, secret in appkeys)]
+                "--appkeys", ",".join(f"{key}:{secret}" for key, secret in keyring)]
     with ExitStack() as stack:
         simulator = stack.enter_context(
             local_airflow.running_simulator(sim_port, sim_args, log_path=log_dir / "simulator.log")

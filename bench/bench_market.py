@@ -35,6 +35,8 @@ from datetime import date, datetime, timedelta
 
 from _harness import (
     KST,
+    appkeys,
+    connection_ids,
     PACED_RATE,
     SERVER_LIMIT,
     CpuWindow,
@@ -46,10 +48,10 @@ from _harness import (
 )
 
 import psycopg  # noqa: E402
+from bench_storage import day_of_bars  # noqa: E402
 
 from devtools import localpg  # noqa: E402
 from kis import schema, storage  # noqa: E402
-from kis.bar import Bar  # noqa: E402
 from kis.calendar import default_calendar  # noqa: E402
 from kis.resources import load_sql  # noqa: E402
 
@@ -68,6 +70,12 @@ READS = 400
 
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
+
+
+def by_connection(per_appkey: dict[str, int], keys: int) -> dict[str, int]:
+    """The simulator's figures by app key, named by connection id (the key is never printed)."""
+    names = {key: conn_id for (key, _), conn_id in zip(appkeys(keys), connection_ids(keys))}
+    return {names.get(key, "another key"): value for key, value in per_appkey.items()}
 
 
 def archive_floor(conn: psycopg.Connection, day: date) -> tuple[int, int]:
@@ -114,7 +122,7 @@ def bench_archive(stack, keys: int) -> dict:
         code_days, floor = archive_floor(conn, ARCHIVE_DAY)
     tasks = sum(1 for t in stack.task_instances("kis_market_archive", "bench_archive") if t["task_id"] == "archive_batch")
     wall_goal = 1.15 * requests / (keys * PACED_RATE) + 60
-    peaks = counters["peak_per_second_by_appkey"]
+    peaks = by_connection(counters["peak_per_second_by_appkey"], keys)
     peak = memory.peak()
     return {
         "state": run["state"], "code_days": code_days, "tasks": tasks, "requests": requests, "floor": floor,
@@ -149,23 +157,9 @@ def bench_live(stack, keys: int, codes: int, runs: int) -> dict:
         "p95": percentile(totals, 95), "max": max(totals),
         "fetch_span": statistics.median(r.last_fetch_end - r.first_fetch_start for r in measured),
         "floor": codes / (keys * PACED_RATE), "egw": counters["egw00201"],
-        "peaks": counters["peak_per_second_by_appkey"], "cpu_per_run": cpu.ours / runs,
+        "peaks": by_connection(counters["peak_per_second_by_appkey"], keys), "cpu_per_run": cpu.ours / runs,
         "ok": all(r.state == "success" and r.failed_tasks == 0 for r in measured),
     }
-
-
-def day_of_market(codes: list[str], day: date, rng: random.Random) -> list[Bar]:
-    """A whole session of ``codes`` on the calendar's grid: a seeded random walk per code."""
-    grid = default_calendar().expected_bars(day)
-    bars = []
-    for code in codes:
-        price = rng.randrange(1_000, 300_000, 10)
-        for minute in grid:
-            close = max(10, price + 10 * rng.randint(-3, 3))
-            bars.append(Bar(code, minute, price, max(price, close) + 10, max(10, min(price, close) - 10), close,
-                            rng.randint(0, 50_000)))
-            price = close
-    return bars
 
 
 def bench_storage(days: int) -> dict:
@@ -184,7 +178,7 @@ def bench_storage(days: int) -> dict:
             for session in sessions:
                 written, seconds = 0, 0.0
                 for start in range(0, len(codes), ARCHIVE_CODES_PER_TASK):
-                    bars = day_of_market(codes[start : start + ARCHIVE_CODES_PER_TASK], session.day, rng)
+                    bars = day_of_bars(codes[start : start + ARCHIVE_CODES_PER_TASK], session.day, rng)
                     began = time.perf_counter()
                     storage.upsert_bars(conn, bars)
                     seconds += time.perf_counter() - began

@@ -77,10 +77,10 @@ def watchlist() -> list[str]:
     return [line.split(",")[0] for line in lines if line.strip()][:50]
 
 
-def day_of_bars(codes: list[str]) -> list[Bar]:
+def day_of_bars(codes: list[str], day: date = DAY, rng: random.Random | None = None) -> list[Bar]:
     """A day of bars on the calendar's grid: a random walk per code (seeded, so runs compare)."""
-    rng = random.Random(1)
-    grid = default_calendar().expected_bars(DAY)
+    rng = rng or random.Random(1)
+    grid = default_calendar().expected_bars(day)
     bars = []
     for code in codes:
         price = rng.randrange(10_000, 300_000, 100)
